@@ -1,0 +1,33 @@
+# Two commands are the contract (see README): `make demo` and `make test`.
+# Both build .venv from nothing on a fresh Debian 12 / Python 3.11 machine.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
+
+.PHONY: demo test venv clean-shm
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt requirements-test.txt setup.py
+	@# open3d cannot import without libusb; install it only when missing.
+	@if ! ldconfig -p | grep -q libusb-1.0.so.0; then \
+		apt-get update -qq && apt-get install -y -qq libusb-1.0-0; fi
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --no-cache-dir -q -r requirements.txt -r requirements-test.txt
+	$(PY) -m pip install --no-cache-dir -q --no-deps --no-build-isolation -e .
+	@# librosa's numba JIT costs ~20 s on first use; pay it once here, not in every test.
+	$(PY) -c "import numpy as np, librosa; librosa.feature.melspectrogram(y=np.zeros(16000, np.float32), sr=16000)"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/admn demo
+
+test: $(STAMP)
+	$(PY) -m pytest -p no:dash -p no:cacheprovider tests
+	@$(MAKE) --no-print-directory clean-shm
+
+clean-shm:
+	@# SIGKILLed DDS participants leave shared-memory segments behind.
+	-@$(PY) $(VENV)/tools/fastdds/fastdds.py shm clean >/dev/null 2>&1 || true

@@ -1,0 +1,1 @@
+"""admn_ros package."""

@@ -1,0 +1,289 @@
+"""rclpy message builders and readers, and the QoS choices every node uses.
+
+Images go through :mod:`datasets.rosmsg_codec` (the pure-numpy codec also used for bags), so a frame
+published live and a frame read from a bag decode the same way.
+
+Audio convention (ros.md §6): mono or multi-channel PCM in a ``sensor_msgs/Image`` with encoding
+``16SC1`` (S16, one row per channel, width = samples), ``header.stamp`` = capture time of the first
+sample, sample rate fixed at :data:`datasets.sample.SAMPLE_RATE`. When the ros-drivers flavour of
+``audio_common_msgs`` imports, :func:`audio_stamped_msg` additionally builds ``AudioDataStamped``
+(S16LE interleaved bytes).
+
+Ground truth rides in ``diagnostic_msgs/DiagnosticArray`` (standard type, no custom messages):
+the label as one status named ``label`` with values ``class_id``/``class_name``; corruption levels
+as one status per modality (name = modality) with values ``type``/``severity``.
+"""
+from __future__ import annotations
+
+from typing import Dict, Tuple
+
+import numpy as np
+
+from datasets import topics as T
+
+# input_reliability parameter values, as in yolo_ros: 0 system default, 1 reliable, 2 best effort.
+RELIABILITY_NAMES = {0: 'system_default', 1: 'reliable', 2: 'best_effort'}
+LABEL_STATUS = T.LABEL_STATUS_NAME
+
+
+def relative(topic: str) -> str:
+    """Node-relative form of a topic name, so a namespace (``__ns``) applies to it."""
+    return topic.lstrip('/')
+
+
+# Node-relative topic names used by every node (datasets.topics holds the absolute ones that bags
+# record). The noise injector republishes each sensor topic under CORRUPTED_PREFIX.
+RGB = relative(T.RGB_TOPIC)                      # camera/color/image_raw
+DEPTH = relative(T.DEPTH_TOPIC)                  # camera/depth/image
+AUDIO = relative(T.AUDIO_TOPIC)                  # audio/pcm
+AUDIO_STAMPED = relative(T.AUDIO_STAMPED_TOPIC)  # audio/audio_stamped
+LABEL = relative(T.LABEL_TOPIC)                  # ground_truth/label
+CORRUPTION = relative(T.CORRUPTION_TOPIC)        # ground_truth/corruption
+SENSOR_TOPICS = {'rgb': RGB, 'depth': DEPTH, 'audio': AUDIO}
+CORRUPTED_PREFIX = 'corrupted'
+CORRUPTED_TOPICS = {m: f'{CORRUPTED_PREFIX}/{t}' for m, t in SENSOR_TOPICS.items()}
+FRAME_IDS = dict(T.FRAME_IDS)
+
+
+# --------------------------------------------------------------------------- time
+def stamp_to_ns(stamp) -> int:
+    """``builtin_interfaces/Time`` (rclpy or rosbags object) -> integer nanoseconds."""
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def ns_to_stamp(ns: int):
+    """Integer nanoseconds -> ``builtin_interfaces.msg.Time``."""
+    from builtin_interfaces.msg import Time
+    ns = int(ns)
+    if ns < 0:
+        raise ValueError(f'negative stamp {ns} ns')
+    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+
+def header(stamp_ns: int, frame_id: str = ''):
+    from std_msgs.msg import Header
+    return Header(stamp=ns_to_stamp(stamp_ns), frame_id=frame_id)
+
+
+# --------------------------------------------------------------------------- images
+def image_msg(arr: np.ndarray, encoding: str, stamp_ns: int, frame_id: str = ''):
+    """numpy array -> ``sensor_msgs/Image`` (data assigned as ``bytes``: 1000x faster than an array)."""
+    from sensor_msgs.msg import Image
+
+    from datasets.rosmsg_codec import image_fields
+    msg = Image(header=header(stamp_ns, frame_id))
+    for key, value in image_fields(np.ascontiguousarray(arr), encoding).items():
+        setattr(msg, key, value)
+    return msg
+
+
+def read_image(msg) -> np.ndarray:
+    """``sensor_msgs/Image`` -> numpy (RGB uint8 HxWx3, or float32 metres for depth)."""
+    from datasets.rosmsg_codec import image_to_array
+    return image_to_array(msg)
+
+
+def rgb_msg(rgb: np.ndarray, stamp_ns: int, frame_id: str = T.FRAME_IDS['rgb']):
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f'rgb must be uint8 HxWx3, got {rgb.dtype} {rgb.shape}')
+    return image_msg(rgb, 'rgb8', stamp_ns, frame_id)
+
+
+def depth_msg(depth: np.ndarray, stamp_ns: int, frame_id: str = T.FRAME_IDS['depth']):
+    """Depth in metres as REP 118 ``32FC1`` (NaN = invalid)."""
+    if depth.ndim != 2:
+        raise ValueError(f'depth must be HxW, got shape {depth.shape}')
+    return image_msg(depth.astype(np.float32, copy=False), '32FC1', stamp_ns, frame_id)
+
+
+# --------------------------------------------------------------------------- audio
+def float_to_pcm16(audio: np.ndarray) -> np.ndarray:
+    """float waveform in [-1, 1] -> int16 (clipped; rounding keeps 16-bit input bit-exact)."""
+    return np.round(np.clip(np.asarray(audio, np.float32), -1.0, 1.0) * 32767.0).astype(np.int16)
+
+
+def pcm16_to_float(pcm: np.ndarray) -> np.ndarray:
+    return (np.asarray(pcm, np.int16).astype(np.float32) / 32767.0).astype(np.float32)
+
+
+def audio_msg(audio: np.ndarray, stamp_ns: int, frame_id: str = T.FRAME_IDS['audio'], encoding: str = '16SC1'):
+    """Waveform [T] (mono) or [C, T] -> Image with one row per channel; stamp = first sample's time."""
+    rows = np.atleast_2d(np.asarray(audio))
+    if rows.ndim != 2 or rows.shape[1] == 0:
+        raise ValueError(f'audio must be [T] or [C, T] with T > 0, got shape {np.shape(audio)}')
+    if encoding == '16SC1':
+        data = rows if rows.dtype == np.int16 else float_to_pcm16(rows)
+    elif encoding == '32FC1':
+        data = rows.astype(np.float32) if rows.dtype != np.int16 else pcm16_to_float(rows)
+    else:
+        raise ValueError(f"audio encoding must be '16SC1' or '32FC1', got {encoding!r}")
+    return image_msg(data, encoding, stamp_ns, frame_id)
+
+
+def read_audio(msg) -> np.ndarray:
+    """Audio message (Image convention or ``AudioDataStamped``) -> float32 [C, T] in [-1, 1]."""
+    if hasattr(msg, 'audio') and hasattr(msg.audio, 'data'):  # audio_common_msgs/AudioDataStamped
+        raw = bytes(msg.audio.data)
+        raw = raw[:len(raw) - len(raw) % 2]  # ros-drivers buffers may carry an odd trailing byte
+        return pcm16_to_float(np.frombuffer(raw, '<i2'))[None, :]
+    if msg.encoding not in ('16SC1', '32FC1'):
+        raise ValueError(f"audio Image must be 16SC1 or 32FC1, got {msg.encoding!r}")
+    arr = np.asarray(read_image(msg))
+    if arr.dtype == np.int16:
+        arr = pcm16_to_float(arr)
+    return np.atleast_2d(arr.astype(np.float32, copy=False)).reshape(int(msg.height), int(msg.width))
+
+
+def audio_common_available() -> bool:
+    """Whether the ros-drivers ``audio_common_msgs`` (with ``AudioDataStamped``) can be published."""
+    try:
+        from audio_common_msgs.msg import AudioDataStamped  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def audio_stamped_msg(audio: np.ndarray, stamp_ns: int, frame_id: str = T.FRAME_IDS['audio']):
+    """``audio_common_msgs/AudioDataStamped`` with S16LE interleaved bytes (only when importable)."""
+    from audio_common_msgs.msg import AudioDataStamped
+    rows = np.atleast_2d(audio)
+    pcm = rows if rows.dtype == np.int16 else float_to_pcm16(rows)
+    msg = AudioDataStamped(header=header(stamp_ns, frame_id))
+    msg.audio.data = np.ascontiguousarray(pcm.T).astype('<i2').tobytes()  # interleave channels
+    return msg
+
+
+# --------------------------------------------------------------------------- ground truth
+def _status(name: str, message: str, values: Dict[str, str], level: int = 0):
+    from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+    return DiagnosticStatus(level=bytes([level]), name=name, message=message,
+                            values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
+
+
+def _values(status) -> Dict[str, str]:
+    return {kv.key: kv.value for kv in status.values}
+
+
+def label_msg(stamp_ns: int, class_id: int, class_name: str = ''):
+    """Ground-truth class as a DiagnosticArray with one ``label`` status, stamped like its sample."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    return DiagnosticArray(header=header(stamp_ns), status=[
+        _status(LABEL_STATUS, class_name, {T.LABEL_KEY_ID: int(class_id), T.LABEL_KEY_NAME: class_name})])
+
+
+def read_label(msg) -> Tuple[int, str]:
+    """DiagnosticArray -> (class_id, class_name); ValueError when it carries no label status."""
+    for status in msg.status:
+        if status.name == LABEL_STATUS:
+            values = _values(status)
+            if T.LABEL_KEY_ID not in values:
+                raise ValueError(f'label status has no {T.LABEL_KEY_ID} value')
+            return int(values[T.LABEL_KEY_ID]), values.get(T.LABEL_KEY_NAME, '')
+    raise ValueError(f'DiagnosticArray has no {LABEL_STATUS!r} status')
+
+
+def corruption_msg(stamp_ns: int, levels: Dict[str, Tuple[str, float]]):
+    """Applied corruption per modality: ``{modality: (type, severity)}`` -> DiagnosticArray."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    status = []
+    for modality, (ctype, severity) in levels.items():
+        severity = float(severity)
+        clean = ctype == 'clean' or severity == 0.0
+        status.append(_status(modality, 'clean' if clean else f'{ctype} {severity:.3f}',
+                              {T.CORRUPTION_KEY_TYPE: ctype, T.CORRUPTION_KEY_SEVERITY: repr(severity)}, level=0 if clean else 1))
+    return DiagnosticArray(header=header(stamp_ns), status=status)
+
+
+def read_corruption(msg) -> Dict[str, Tuple[str, float]]:
+    """DiagnosticArray -> ``{modality: (type, severity)}`` for the statuses it carries."""
+    out = {}
+    for status in msg.status:
+        values = _values(status)
+        if T.CORRUPTION_KEY_TYPE in values and T.CORRUPTION_KEY_SEVERITY in values:
+            out[status.name] = (values[T.CORRUPTION_KEY_TYPE], float(values[T.CORRUPTION_KEY_SEVERITY]))
+    return out
+
+
+# --------------------------------------------------------------------------- QoS
+def sensor_qos(reliability: int = 2, depth: int = 5):
+    """Input QoS: sensor-data profile (KEEP_LAST, VOLATILE) with the reliability parameter applied.
+
+    Best effort (2, the default) matches both reliable and best-effort publishers; a reliable
+    subscriber silently never matches a best-effort publisher (ros.md §2.2).
+    """
+    from rclpy.qos import QoSProfile, qos_profile_sensor_data, ReliabilityPolicy
+    if reliability not in RELIABILITY_NAMES:
+        raise ValueError(f'reliability must be one of {RELIABILITY_NAMES}, got {reliability!r}')
+    policy = {0: ReliabilityPolicy.SYSTEM_DEFAULT, 1: ReliabilityPolicy.RELIABLE,
+              2: ReliabilityPolicy.BEST_EFFORT}[reliability]
+    return QoSProfile(history=qos_profile_sensor_data.history, depth=int(depth), reliability=policy,
+                      durability=qos_profile_sensor_data.durability)
+
+
+def output_qos(depth: int = 10):
+    """Output QoS: reliable KEEP_LAST ``depth`` (matches reliable and best-effort subscribers)."""
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    return QoSProfile(depth=int(depth), reliability=ReliabilityPolicy.RELIABLE)
+
+
+def latched_qos():
+    """For near-constant topics: reliable, TRANSIENT_LOCAL, depth 1 (late joiners get the last one)."""
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    return QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def qos_overrides():
+    """Lets users set ``qos_overrides./topic.subscription.{history,depth,reliability}`` at start-up."""
+    from rclpy.qos_overriding_options import QoSOverridingOptions
+    return QoSOverridingOptions.with_default_policies()
+
+
+def _policy_name(kind) -> str:
+    from rclpy.event_handler import qos_policy_name_from_kind
+    try:
+        return qos_policy_name_from_kind(kind)
+    except ValueError:
+        return str(kind)
+
+
+def subscription_events(node, topic: str):
+    """Event callbacks that WARN (naming the policy) when a publisher's QoS cannot match ours."""
+    from rclpy.event_handler import SubscriptionEventCallbacks
+
+    def on_incompatible(info) -> None:
+        node.get_logger().warning(
+            f"subscription on '{topic}' cannot match a publisher: incompatible QoS policy "
+            f'{_policy_name(info.last_policy_kind)} ({info.total_count} incompatible so far); '
+            'check the input_reliability parameter')
+    return SubscriptionEventCallbacks(incompatible_qos=on_incompatible)
+
+
+def publisher_events(node, topic: str):
+    """Event callbacks that WARN when a subscriber requests QoS our publisher does not offer."""
+    from rclpy.event_handler import PublisherEventCallbacks
+
+    def on_incompatible(info) -> None:
+        node.get_logger().warning(
+            f"publisher on '{topic}' cannot serve a subscriber: incompatible QoS policy "
+            f'{_policy_name(info.last_policy_kind)} ({info.total_count} incompatible so far)')
+    return PublisherEventCallbacks(incompatible_qos=on_incompatible)
+
+
+def message_class(msgtype: str):
+    """``'sensor_msgs/msg/Image'`` -> the rclpy class (importlib; rosidl_runtime_py has no wheel).
+
+    Raises ImportError when the package is not built here, ValueError for a malformed name.
+    """
+    import importlib
+    parts = msgtype.split('/')
+    if len(parts) == 2:
+        parts = [parts[0], 'msg', parts[1]]
+    if len(parts) != 3 or not all(parts):
+        raise ValueError(f"message type must look like 'pkg/msg/Name', got {msgtype!r}")
+    module = importlib.import_module(f'{parts[0]}.{parts[1]}')
+    try:
+        return getattr(module, parts[2])
+    except AttributeError:
+        raise ImportError(f'{parts[0]}.{parts[1]} has no type {parts[2]!r}') from None
+

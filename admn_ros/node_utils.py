@@ -1,0 +1,182 @@
+"""Helpers every admn_ros node shares: parameter declaration, the standard ``main()`` runner, diagnostics.
+
+Parameters are always declared with a default and a :class:`ParameterDescriptor` (description, range,
+read-only flag) so ``ros2 param describe`` and rclpy's own range checks work (ros.md §2.1).
+Diagnostics follow ``diagnostic_updater`` semantics without the package, which has no pip wheel
+(ros.md §3): one ``DiagnosticArray`` on the absolute ``/diagnostics`` topic, one status per task.
+"""
+from __future__ import annotations
+
+import collections
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+
+# Diagnostic levels (diagnostic_msgs/DiagnosticStatus constants), as plain ints so callers need no import.
+OK, WARN, ERROR, STALE = 0, 1, 2, 3
+
+DIAGNOSTICS_TOPIC = '/diagnostics'
+
+# A task reports (level, message, values); values become KeyValue pairs with string values.
+DiagnosticTask = Callable[[], Tuple[int, str, Dict[str, Any]]]
+
+
+def declare(node, name: str, default: Any, description: str, *, read_only: bool = False,
+            value_range: Optional[Tuple[float, float]] = None, step: float = 0,
+            choices: Optional[Sequence[str]] = None, array_type: Optional[str] = None) -> Any:
+    """Declare ``name`` on ``node`` with a descriptor and return its (possibly overridden) value.
+
+    ``value_range`` becomes an IntegerRange or FloatingPointRange (inclusive, enforced by rclpy);
+    ``choices`` is listed in ``additional_constraints`` and must be checked by the node's set callback.
+    An empty-list default cannot carry its element type, so pass ``array_type`` ('string', 'integer',
+    'double', 'bool') and the parameter is declared typed, reading back as ``[]`` when unset.
+    """
+    from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+    from rclpy.parameter import Parameter
+
+    descriptor = ParameterDescriptor(description=description, read_only=read_only)
+    if choices:
+        descriptor.additional_constraints = 'one of: ' + ', '.join(choices)
+    if value_range is not None:
+        lo, hi = value_range
+        if isinstance(default, bool) or not isinstance(default, (int, float)):
+            raise ValueError(f'parameter {name!r}: a range needs a numeric default, got {default!r}')
+        if isinstance(default, int):
+            descriptor.integer_range = [IntegerRange(from_value=int(lo), to_value=int(hi), step=int(step))]
+        else:
+            descriptor.floating_point_range = [
+                FloatingPointRange(from_value=float(lo), to_value=float(hi), step=float(step))]
+    if isinstance(default, (list, tuple)) and len(default) == 0:
+        types = {'string': Parameter.Type.STRING_ARRAY, 'integer': Parameter.Type.INTEGER_ARRAY,
+                 'double': Parameter.Type.DOUBLE_ARRAY, 'bool': Parameter.Type.BOOL_ARRAY}
+        if array_type not in types:
+            raise ValueError(f'parameter {name!r}: empty-list default needs array_type in {sorted(types)}')
+        value = node.declare_parameter(name, types[array_type], descriptor).value
+        return [] if value is None else list(value)
+    if isinstance(default, tuple):
+        default = list(default)
+    value = node.declare_parameter(name, default, descriptor).value
+    return list(value) if isinstance(value, (list, tuple)) or hasattr(value, 'tolist') else value
+
+
+def param(node, name: str) -> Any:
+    """The live value of a declared parameter (never a stale copy; ros.md §2.1), arrays as lists."""
+    value = node.get_parameter(name).value
+    if value is None:
+        return []
+    if hasattr(value, 'tolist'):
+        return value.tolist()
+    return list(value) if isinstance(value, tuple) else value
+
+
+def set_result(successful: bool = True, reason: str = ''):
+    """A ``SetParametersResult`` (for on-set parameter callbacks)."""
+    from rcl_interfaces.msg import SetParametersResult
+    return SetParametersResult(successful=successful, reason=reason)
+
+
+def run_node(factory: Callable[[], Any], args: Optional[Sequence[str]] = None) -> int:
+    """The standard ``main()``: init, build the node, spin, and always clean up.
+
+    Spins until shutdown (Ctrl-C / SIGTERM, handled by rclpy's signal handlers) or until the node's
+    ``finished`` attribute becomes true (e.g. the bag player with ``exit_on_end``). Returns the
+    node's ``exit_code`` attribute (default 0) so ``sys.exit(main())`` reports failures.
+    """
+    import rclpy
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+
+    rclpy.init(args=list(args) if args is not None else None)
+    node = None
+    executor = SingleThreadedExecutor()
+    code = 0
+    try:
+        node = factory()
+        executor.add_node(node)
+        while rclpy.ok() and not getattr(node, 'finished', False):
+            executor.spin_once(timeout_sec=0.1)
+        code = int(getattr(node, 'exit_code', 0))
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        executor.shutdown()
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return code
+
+
+class RateMonitor:
+    """Message frequency over a sliding window of arrival times, checked like the updater's
+    ``FrequencyStatus``: WARN outside ``[min_hz*(1-tol), max_hz*(1+tol)]``, STALE when silent."""
+
+    def __init__(self, min_hz: float = 0.0, max_hz: float = float('inf'), tolerance: float = 0.1,
+                 window: int = 20, stale_after_s: float = 5.0, clock: Callable[[], float] = time.monotonic):
+        self.min_hz, self.max_hz, self.tolerance = min_hz, max_hz, tolerance
+        self.stale_after_s = stale_after_s
+        self._clock = clock
+        self._times: collections.deque = collections.deque(maxlen=max(2, window))
+        self.count = 0
+
+    def tick(self) -> None:
+        self._times.append(self._clock())
+        self.count += 1
+
+    def rate_hz(self) -> float:
+        if len(self._times) < 2:
+            return 0.0
+        span = self._times[-1] - self._times[0]
+        return (len(self._times) - 1) / span if span > 0 else float('inf')
+
+    def status(self) -> Tuple[int, str, Dict[str, Any]]:
+        values = {'count': self.count, 'rate_hz': f'{self.rate_hz():.2f}'}
+        if not self._times or self._clock() - self._times[-1] > self.stale_after_s:
+            return STALE, 'no messages', values
+        rate = self.rate_hz()
+        if rate < self.min_hz * (1 - self.tolerance):
+            return WARN, 'frequency too low', values
+        if rate > self.max_hz * (1 + self.tolerance):
+            return WARN, 'frequency too high', values
+        return OK, 'frequency ok', values
+
+
+@dataclass
+class _Task:
+    name: str
+    fn: DiagnosticTask
+
+
+class Diagnostics:
+    """Publishes registered tasks as one ``DiagnosticArray`` on ``/diagnostics`` every ``period_s``."""
+
+    def __init__(self, node, period_s: float = 1.0, hardware_id: str = ''):
+        from diagnostic_msgs.msg import DiagnosticArray
+
+        self._node = node
+        self._hardware_id = hardware_id
+        self._tasks: list = []
+        self._pub = node.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
+        self._timer = node.create_timer(period_s, self.publish) if period_s > 0 else None
+
+    def add(self, task: str, fn: DiagnosticTask) -> None:
+        """Register a task; its status is named ``"<node name>: <task>"``."""
+        self._tasks.append(_Task(task, fn))
+
+    def build(self):
+        """The current ``DiagnosticArray`` (a failing task reports ERROR instead of breaking the rest)."""
+        from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+        arr = DiagnosticArray()
+        arr.header.stamp = self._node.get_clock().now().to_msg()
+        for task in self._tasks:
+            try:
+                level, message, values = task.fn()
+            except Exception as exc:  # a diagnostic must never take the node down
+                level, message, values = ERROR, f'task failed: {exc}', {}
+            arr.status.append(DiagnosticStatus(
+                level=bytes([int(level)]), name=f'{self._node.get_name()}: {task.name}',
+                message=str(message), hardware_id=self._hardware_id,
+                values=[KeyValue(key=str(k), value=str(v)) for k, v in values.items()]))
+        return arr
+
+    def publish(self) -> None:
+        self._pub.publish(self.build())

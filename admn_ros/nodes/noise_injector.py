@@ -1,0 +1,184 @@
+"""noise_injector: republishes sensor topics with controlled corruptions and reports what it applied.
+
+Subscribes the raw RGB, depth and audio topics and republishes each message, corrupted with
+:func:`datasets.corruptions.apply_corruption`, under ``corrupted/<same name>`` with the input's
+header (stamp and frame_id) unchanged. RGB goes out as ``rgb8`` and depth as ``32FC1`` metres
+whatever the input encoding; audio keeps its encoding. Audio is corrupted chunk by chunk as it
+arrives (rows of a multi-channel chunk are corrupted independently); ``babble`` mixes in the last
+few clean chunks, or the current chunk reversed in time before any history exists.
+
+Levels come from run-time parameters ``<modality>.type`` / ``<modality>.severity`` (an unknown type
+is rejected with the list of valid ones) or, for the modalities it names, from a schedule file
+(:func:`datasets.schedules.load_schedule`) evaluated at the message's stamp minus the first stamp
+seen, so a replayed bag gets the same levels as the live run. While a schedule is loaded it decides
+every modality it has a track for; the others keep following the parameters. Every republished message is matched
+by a DiagnosticArray on ``ground_truth/corruption`` with the same stamp and one status, for that
+modality, holding the applied ``type`` and ``severity`` (``clean``/0 when nothing was changed).
+"""
+from __future__ import annotations
+
+import collections
+import threading
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.node import Node
+from sensor_msgs.msg import Image
+
+from admn_ros import messages as M
+from admn_ros.node_utils import Diagnostics, RateMonitor, declare, param, run_node, set_result
+from datasets.sample import MODALITIES
+
+NODE_NAME = 'noise_injector'
+BABBLE_HISTORY = 8  # clean chunks kept as babble talkers
+
+
+class NoiseInjector(Node):
+    """Corrupts each incoming message at the currently configured (or scheduled) level."""
+
+    def __init__(self, node_name: str = NODE_NAME, **kwargs):
+        super().__init__(node_name, **kwargs)
+        from datasets.corruptions import CORRUPTION_TYPES
+        self.types = CORRUPTION_TYPES
+        wanted = declare(self, 'modalities', list(MODALITIES), 'modalities to pass through', read_only=True)
+        unknown = set(wanted) - set(MODALITIES)
+        if unknown:
+            raise ValueError(f'unknown modalities {sorted(unknown)}; known: {MODALITIES}')
+        self.modalities = tuple(m for m in MODALITIES if m in wanted)
+        for m in self.modalities:
+            declare(self, f'{m}.type', 'clean', f'{m} corruption type', choices=CORRUPTION_TYPES[m])
+            declare(self, f'{m}.severity', 0.0, f'{m} corruption severity', value_range=(0.0, 1.0))
+        declare(self, 'schedule_file', '', "corruption schedule (YAML); '' = use the parameters")
+        seed = declare(self, 'seed', 0, 'seed of the corruption noise', read_only=True, value_range=(0, 2**31 - 1))
+        reliability = declare(self, 'input_reliability', 2, '0 system default, 1 reliable, 2 best effort',
+                              read_only=True, value_range=(0, 2))
+        depth = declare(self, 'input_depth', 5, 'input queue depth', read_only=True, value_range=(1, 1000))
+        # A type must be valid before the first message arrives, overrides included.
+        for m in self.modalities:
+            reason = self._check_type(m, param(self, f'{m}.type'))
+            if reason:
+                raise ValueError(reason)
+
+        self.rng = np.random.default_rng(seed)
+        self.lock = threading.Lock()  # guards rng, schedule and history across callbacks
+        self.schedule = None
+        self.first_stamp_ns: Optional[int] = None
+        self.history: collections.deque = collections.deque(maxlen=BABBLE_HISTORY)
+        if param(self, 'schedule_file'):
+            self.schedule = self._load_schedule(param(self, 'schedule_file'))
+        self.add_on_set_parameters_callback(self._validate)
+        self.add_post_set_parameters_callback(self._apply)
+
+        topics = M.SENSOR_TOPICS
+        qos_in, qos_out = M.sensor_qos(reliability, depth), M.output_qos()
+        self.pubs, self.subs, self.rates = {}, {}, {}
+        for m in self.modalities:
+            out = M.CORRUPTED_TOPICS[m]
+            self.pubs[m] = self.create_publisher(Image, out, qos_out, event_callbacks=M.publisher_events(self, out))
+            self.subs[m] = self.create_subscription(
+                Image, topics[m], lambda msg, m=m: self._on_message(m, msg), qos_in,
+                event_callbacks=M.subscription_events(self, topics[m]), qos_overriding_options=M.qos_overrides())
+            self.rates[m] = RateMonitor()
+        self.level_pub = self.create_publisher(DiagnosticArray, M.CORRUPTION, qos_out)
+        self.last_levels: Dict[str, Tuple[str, float]] = {}
+        self.diagnostics = Diagnostics(self)
+        for m in self.modalities:
+            self.diagnostics.add(m, lambda m=m: self._status(m))
+
+    # ------------------------------------------------------------------ parameters
+    def _check_type(self, modality: str, ctype: str) -> str:
+        if ctype not in self.types[modality]:
+            return f'unknown {modality} corruption {ctype!r}; valid: {", ".join(self.types[modality])}'
+        return ''
+
+    @staticmethod
+    def _load_schedule(path: str):
+        from datasets.schedules import load_schedule
+        return load_schedule(path)
+
+    def _validate(self, params):
+        for p in params:
+            modality, _, field = p.name.partition('.')
+            if field == 'type' and modality in self.modalities:
+                reason = self._check_type(modality, p.value)
+                if reason:
+                    return set_result(False, reason)
+            if p.name == 'schedule_file' and p.value:
+                try:
+                    self._load_schedule(p.value)
+                except Exception as exc:  # any failure to load is a reason to refuse the file
+                    return set_result(False, f'cannot load schedule {p.value!r}: {exc}')
+        return set_result(True)
+
+    def _apply(self, params) -> None:
+        for p in params:
+            if p.name == 'schedule_file':
+                with self.lock:
+                    self.schedule = self._load_schedule(p.value) if p.value else None
+                    self.first_stamp_ns = None  # schedule time restarts at the next message
+
+    # ------------------------------------------------------------------ corruption
+    def level(self, modality: str, stamp_ns: int) -> Tuple[str, float]:
+        """(type, severity) to apply to ``modality`` at ``stamp_ns``; ('clean', 0.0) when it is a no-op."""
+        if self.first_stamp_ns is None:
+            self.first_stamp_ns = stamp_ns
+        ctype, severity = param(self, f'{modality}.type'), float(param(self, f'{modality}.severity'))
+        if self.schedule is not None:
+            if modality in self.schedule.tracks:
+                ctype, severity = self.schedule.level_at((stamp_ns - self.first_stamp_ns) / 1e9)[modality]
+        if ctype == 'clean' or severity <= 0.0:
+            return 'clean', 0.0
+        return ctype, float(severity)
+
+    def corrupt(self, modality: str, msg: Image, ctype: str, severity: float) -> Image:
+        """Decode, corrupt and re-encode ``msg`` (header copied unchanged)."""
+        from datasets.corruptions import apply_corruption
+        if modality == 'audio':
+            rows = M.read_audio(msg)
+            bank = np.stack(list(self.history)) if self.history else None
+            if ctype == 'babble' and bank is None:
+                bank = rows[:, ::-1].copy()
+            batch = apply_corruption({'audio': rows}, 'audio', ctype, severity, self.rng, babble_bank=bank)
+            out = M.audio_msg(batch['audio'], 0, encoding=msg.encoding)
+        else:
+            arr = M.read_image(msg)
+            batch = apply_corruption({modality: arr[None]}, modality, ctype, severity, self.rng)
+            out = M.rgb_msg(batch['rgb'][0], 0) if modality == 'rgb' else M.depth_msg(batch['depth'][0], 0)
+        out.header = msg.header
+        return out
+
+    def _on_message(self, modality: str, msg: Image) -> None:
+        stamp_ns = M.stamp_to_ns(msg.header.stamp)
+        with self.lock:
+            ctype, severity = self.level(modality, stamp_ns)
+            try:
+                out = msg if ctype == 'clean' else self.corrupt(modality, msg, ctype, severity)
+            except ValueError as exc:
+                self.get_logger().error(f'dropping {modality} message stamped {stamp_ns}: {exc}')
+                return
+            if modality == 'audio':
+                rows = M.read_audio(msg)
+                if not self.history or self.history[-1].shape == rows[0].shape:
+                    self.history.extend(rows)
+                else:  # chunk length changed: old talkers no longer fit
+                    self.history.clear()
+                    self.history.extend(rows)
+        self.pubs[modality].publish(out)
+        self.level_pub.publish(M.corruption_msg(stamp_ns, {modality: (ctype, severity)}))
+        self.last_levels[modality] = (ctype, severity)
+        self.rates[modality].tick()
+
+    def _status(self, modality: str):
+        level, message, values = self.rates[modality].status()
+        ctype, severity = self.last_levels.get(modality, ('clean', 0.0))
+        values.update(type=ctype, severity=f'{severity:.3f}', scheduled=self.schedule is not None)
+        return level, message, values
+
+
+def main(args=None) -> int:
+    return run_node(NoiseInjector, args)
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Benchmarks: each prints a readable table and writes JSON; targets are ratios from one run."""

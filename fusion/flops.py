@@ -1,0 +1,85 @@
+"""Analytic FLOPs of every part of the model, so the cost of an allocation is known before running it.
+
+Counts follow ``torch.utils.flop_counter.FlopCounterMode`` under the MATH attention backend: 2 FLOPs
+per multiply-accumulate of every matmul and convolution (linear layers, patch embedding, Q·Kᵀ and
+attention·V); norms, softmax, GELU and bias additions are not counted. All numbers are per sample.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Iterable, Mapping, Optional
+
+import numpy as np
+
+from fusion.config import EncoderConfig, ModelConfig
+
+
+def block_flops(tokens: int, dim: int, mlp_ratio: float = 4.0) -> float:
+    """One pre-norm transformer block: qkv, Q·Kᵀ, attention·V, projection, two MLP linears."""
+    hidden = int(dim * mlp_ratio)
+    macs = tokens * (3 * dim * dim + dim * dim + 2 * dim * hidden) + 2 * tokens * tokens * dim
+    return 2.0 * macs
+
+
+def patch_embed_flops(cfg: EncoderConfig) -> float:
+    return 2.0 * cfg.num_patches * cfg.in_chans * cfg.patch_size ** 2 * cfg.dim
+
+
+@dataclass
+class CostModel:
+    """Per-sample FLOPs of each part of an :class:`~fusion.model.ADMNModel`."""
+
+    block_flops: Dict[str, float]      # one encoder block of modality m
+    embed_flops: Dict[str, float]      # patch embedding of modality m
+    adapter_flops: Dict[str, float]    # adapter of modality m
+    fusion_block_flops: Dict[int, float]  # one fusion block as a function of its token count
+    head_flops: float
+    depth: int
+
+    @classmethod
+    def from_config(cls, cfg: ModelConfig) -> 'CostModel':
+        n_max = len(cfg.encoders) + 1  # modality tokens + null token
+        hidden = cfg.fusion_dim * 4
+        head = 2.0 * cfg.fusion_dim * cfg.num_classes
+        if cfg.head == 'regression':
+            head = 2.0 * (cfg.fusion_dim * cfg.fusion_dim + cfg.fusion_dim * cfg.num_classes)
+        return cls(
+            block_flops={m: block_flops(e.num_tokens, e.dim, e.mlp_ratio) for m, e in cfg.encoders.items()},
+            embed_flops={m: patch_embed_flops(e) for m, e in cfg.encoders.items()},
+            adapter_flops={m: 2.0 * (e.dim * cfg.adapter_hidden + cfg.adapter_hidden * cfg.fusion_dim)
+                           for m, e in cfg.encoders.items()},
+            fusion_block_flops={n: cfg.fusion_depth * block_flops(n, cfg.fusion_dim, hidden / cfg.fusion_dim)
+                                for n in range(1, n_max + 1)},
+            head_flops=head,
+            depth=cfg.depth,
+        )
+
+    @property
+    def modalities(self):
+        return tuple(self.block_flops)
+
+    def layer_costs(self, modalities: Optional[Iterable[str]] = None) -> np.ndarray:
+        """Cost of one layer of each modality, in the given order (the budget selector's input)."""
+        return np.array([self.block_flops[m] for m in (modalities or self.modalities)], dtype=np.float64)
+
+    def fixed_flops(self, present: Optional[Iterable[str]] = None) -> float:
+        """Everything that does not depend on the allocation: embeddings, adapters, fusion, head."""
+        present = tuple(self.modalities if present is None else present)
+        return (sum(self.embed_flops[m] + self.adapter_flops[m] for m in present)
+                + self.fusion_block_flops[len(present) + 1] + self.head_flops)
+
+    def encoder_flops(self, keep: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Encoder-block FLOPs per sample of an allocation ``{m: bool [B, depth] or [depth]}``."""
+        total = 0.0
+        for m, mask in keep.items():
+            mask = np.asarray(mask, dtype=bool)
+            total = total + mask.sum(-1) * self.block_flops[m]
+        return np.atleast_1d(np.asarray(total, dtype=np.float64))
+
+    def total_flops(self, keep: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Whole-model FLOPs per sample; modalities missing from ``keep`` are absent from the input."""
+        return self.encoder_flops(keep) + self.fixed_flops(tuple(m for m in self.modalities if m in keep))
+
+    def full_encoder_flops(self, present: Optional[Iterable[str]] = None) -> float:
+        present = tuple(self.modalities if present is None else present)
+        return float(sum(self.block_flops[m] for m in present) * self.depth)

@@ -1,0 +1,84 @@
+"""ADMN: per-modality adaptive-depth encoders fused by a small transformer.
+
+    modality m: input -> AdaptiveDepthEncoder(keep[m]) -> CLS -> adapter -> token + modality embedding
+    tokens of present modalities (+ one learned "null" token) -> fusion blocks -> mean pool -> head
+
+A modality that is absent from ``inputs`` contributes no token. A sample whose mask gives a modality
+zero layers has that token masked out of fusion attention and pooling: with no blocks run, its CLS is
+an input-independent constant and carries no information. The null token keeps the fusion defined when
+every modality is missing.
+"""
+from __future__ import annotations
+
+from typing import Dict, Mapping, Optional
+
+import torch
+from torch import nn
+
+from fusion.blocks import Block
+from fusion.config import ModelConfig
+from fusion.encoder import AdaptiveDepthEncoder
+from fusion.heads import build_head
+
+Keep = Mapping[str, torch.Tensor]
+
+
+class Adapter(nn.Sequential):
+    def __init__(self, dim: int, hidden: int, out: int):
+        super().__init__(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, out))
+
+
+class ADMNModel(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.encoders = nn.ModuleDict({m: AdaptiveDepthEncoder(e) for m, e in cfg.encoders.items()})
+        self.adapters = nn.ModuleDict(
+            {m: Adapter(e.dim, cfg.adapter_hidden, cfg.fusion_dim) for m, e in cfg.encoders.items()})
+        self.modality_embed = nn.ParameterDict(
+            {m: nn.Parameter(torch.zeros(1, cfg.fusion_dim)) for m in cfg.encoders})
+        self.null_token = nn.Parameter(torch.zeros(1, 1, cfg.fusion_dim))
+        self.fusion = nn.ModuleList(
+            Block(cfg.fusion_dim, cfg.fusion_heads) for _ in range(cfg.fusion_depth))
+        self.fusion_norm = nn.LayerNorm(cfg.fusion_dim)
+        self.head = build_head(cfg.head, cfg.fusion_dim, cfg.num_classes)
+        for p in [*self.modality_embed.values(), self.null_token]:
+            nn.init.trunc_normal_(p, std=0.02)
+
+    @property
+    def modalities(self):
+        return self.cfg.modalities
+
+    @property
+    def depth(self) -> int:
+        return self.cfg.depth
+
+    def forward(self, inputs: Mapping[str, torch.Tensor], keep: Optional[Keep] = None) -> torch.Tensor:
+        return self.head(self.features(inputs, keep))
+
+    def features(self, inputs: Mapping[str, torch.Tensor], keep: Optional[Keep] = None) -> torch.Tensor:
+        """Pooled fusion feature ``[B, fusion_dim]``; ``keep`` as in :class:`AdaptiveDepthEncoder`."""
+        unknown = set(inputs) - set(self.encoders)
+        if unknown:
+            raise ValueError(f'unknown modalities {sorted(unknown)}; model has {list(self.modalities)}')
+        present = [m for m in self.modalities if m in inputs]
+        if not present:
+            raise ValueError('inputs hold no modality')
+        batch = len(inputs[present[0]])
+        keep = dict(keep or {})
+        tokens, valid = [self.null_token.expand(batch, -1, -1)], [torch.ones(batch, 1, dtype=torch.bool,
+                                                                              device=self.null_token.device)]
+        for m in present:
+            mask = keep.get(m)
+            cls = self.encoders[m](inputs[m], mask)
+            tokens.append((self.adapters[m](cls) + self.modality_embed[m])[:, None])
+            valid.append(torch.ones_like(valid[0]) if mask is None else (mask != 0).any(1, keepdim=True))
+        x, valid = torch.cat(tokens, 1), torch.cat(valid, 1)
+        for block in self.fusion:
+            x = block(x, key_mask=valid)
+        x = self.fusion_norm(x)
+        w = valid.to(x.dtype)[..., None]
+        return (x * w).sum(1) / w.sum(1)
+
+    def full_keep(self, batch: int, device=None) -> Dict[str, torch.Tensor]:
+        return {m: torch.ones(batch, self.depth, dtype=torch.bool, device=device) for m in self.modalities}
