@@ -33,6 +33,13 @@ def _train_controller(args) -> int:
     return 0
 
 
+def _train_defaults(args) -> int:
+    from quality_estimators.defaults import train_defaults
+    path = train_defaults(args.dataset, device=args.device, progress=not args.no_progress)
+    print(f'default for {args.dataset}: {path}')
+    return 0
+
+
 def _eval(args) -> int:
     from quality_estimators.evaluate import run_eval_cli
     return run_eval_cli(args)
@@ -83,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument('--epochs', type=int, help='override the number of epochs')
         s.add_argument('--no-progress', action='store_true', help='no progress bar')
         s.set_defaults(func=fn)
+
+    dflt = tsub.add_parser('defaults', help='stage 1 + controller with the shipped configs -> the eval default')
+    dflt.add_argument('--dataset', default='synthetic', choices=['synthetic', 'avdigits'])
+    dflt.add_argument('--device', default='auto')
+    dflt.add_argument('--no-progress', action='store_true')
+    dflt.set_defaults(func=_train_defaults)
 
     ev = sub.add_parser('eval', help='accuracy vs budget for allocation policies on a corrupted test set')
     ev.add_argument('--checkpoint', help='controller or stage-1 checkpoint (default: the dataset default)')

@@ -4,10 +4,10 @@ Images go through :mod:`datasets.rosmsg_codec` (the pure-numpy codec also used f
 published live and a frame read from a bag decode the same way.
 
 Audio convention (ros.md §6): mono or multi-channel PCM in a ``sensor_msgs/Image`` with encoding
-``16SC1`` (S16, one row per channel, width = samples), ``header.stamp`` = capture time of the first
-sample, sample rate fixed at :data:`datasets.sample.SAMPLE_RATE`. When the ros-drivers flavour of
-``audio_common_msgs`` imports, :func:`audio_stamped_msg` additionally builds ``AudioDataStamped``
-(S16LE interleaved bytes).
+``16SC1`` (S16, full scale 32768, one row per channel, width = samples), ``header.stamp`` = capture
+time of the first sample, sample rate fixed at :data:`datasets.sample.SAMPLE_RATE`. When the
+ros-drivers flavour of ``audio_common_msgs`` imports, :func:`audio_stamped_msg` additionally builds
+``AudioDataStamped`` (S16LE interleaved bytes).
 
 Ground truth rides in ``diagnostic_msgs/DiagnosticArray`` (standard type, no custom messages):
 the label as one status named ``label`` with values ``class_id``/``class_name``; corruption levels
@@ -15,11 +15,13 @@ as one status per modality (name = modality) with values ``type``/``severity``.
 """
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Dict, Tuple
 
 import numpy as np
 
 from datasets import topics as T
+from datasets.sample import SAMPLE_RATE
 
 # input_reliability parameter values, as in yolo_ros: 0 system default, 1 reliable, 2 best effort.
 RELIABILITY_NAMES = {0: 'system_default', 1: 'reliable', 2: 'best_effort'}
@@ -52,12 +54,12 @@ def stamp_to_ns(stamp) -> int:
 
 
 def ns_to_stamp(ns: int):
-    """Integer nanoseconds -> ``builtin_interfaces.msg.Time``."""
+    """Integer nanoseconds -> ``builtin_interfaces.msg.Time`` (ValueError when negative)."""
     from builtin_interfaces.msg import Time
-    ns = int(ns)
-    if ns < 0:
-        raise ValueError(f'negative stamp {ns} ns')
-    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+    from datasets.rosmsg_codec import split_stamp
+    sec, nanosec = split_stamp(ns)
+    return Time(sec=sec, nanosec=nanosec)
 
 
 def header(stamp_ns: int, frame_id: str = ''):
@@ -67,7 +69,7 @@ def header(stamp_ns: int, frame_id: str = ''):
 
 # --------------------------------------------------------------------------- images
 def image_msg(arr: np.ndarray, encoding: str, stamp_ns: int, frame_id: str = ''):
-    """numpy array -> ``sensor_msgs/Image`` (data assigned as ``bytes``: 1000x faster than an array)."""
+    """numpy array -> ``sensor_msgs/Image`` (data assigned as ``bytes``: 1000x faster)."""
     from sensor_msgs.msg import Image
 
     from datasets.rosmsg_codec import image_fields
@@ -97,45 +99,38 @@ def depth_msg(depth: np.ndarray, stamp_ns: int, frame_id: str = T.FRAME_IDS['dep
 
 
 # --------------------------------------------------------------------------- audio
-def float_to_pcm16(audio: np.ndarray) -> np.ndarray:
-    """float waveform in [-1, 1] -> int16 (clipped; rounding keeps 16-bit input bit-exact)."""
-    return np.round(np.clip(np.asarray(audio, np.float32), -1.0, 1.0) * 32767.0).astype(np.int16)
+# The ros-drivers audio_common default (S16LE mono at our sample rate), assumed for AudioDataStamped
+# because the stamped message itself carries no format.
+AUDIO_INFO = SimpleNamespace(channels=1, sample_rate=SAMPLE_RATE, sample_format='S16LE',
+                             coding_format='wave', bitrate=0)
 
 
-def pcm16_to_float(pcm: np.ndarray) -> np.ndarray:
-    return (np.asarray(pcm, np.int16).astype(np.float32) / 32767.0).astype(np.float32)
+def audio_msg(audio: np.ndarray, stamp_ns: int, frame_id: str = T.FRAME_IDS['audio'],
+              encoding: str = '16SC1'):
+    """Waveform [T] (mono) or [C, T] in [-1, 1] -> Image with one row per channel.
 
+    The stamp must be the capture time of the chunk's first sample.
+    """
+    from sensor_msgs.msg import Image
 
-def audio_msg(audio: np.ndarray, stamp_ns: int, frame_id: str = T.FRAME_IDS['audio'], encoding: str = '16SC1'):
-    """Waveform [T] (mono) or [C, T] -> Image with one row per channel; stamp = first sample's time."""
-    rows = np.atleast_2d(np.asarray(audio))
-    if rows.ndim != 2 or rows.shape[1] == 0:
-        raise ValueError(f'audio must be [T] or [C, T] with T > 0, got shape {np.shape(audio)}')
-    if encoding == '16SC1':
-        data = rows if rows.dtype == np.int16 else float_to_pcm16(rows)
-    elif encoding == '32FC1':
-        data = rows.astype(np.float32) if rows.dtype != np.int16 else pcm16_to_float(rows)
-    else:
-        raise ValueError(f"audio encoding must be '16SC1' or '32FC1', got {encoding!r}")
-    return image_msg(data, encoding, stamp_ns, frame_id)
+    from datasets.rosmsg_codec import audio_to_image_fields
+    msg = Image(header=header(stamp_ns, frame_id))
+    for key, value in audio_to_image_fields(audio, encoding).items():
+        setattr(msg, key, value)
+    return msg
 
 
 def read_audio(msg) -> np.ndarray:
-    """Audio message (Image convention or ``AudioDataStamped``) -> float32 [C, T] in [-1, 1]."""
-    if hasattr(msg, 'audio') and hasattr(msg.audio, 'data'):  # audio_common_msgs/AudioDataStamped
-        raw = bytes(msg.audio.data)
-        raw = raw[:len(raw) - len(raw) % 2]  # ros-drivers buffers may carry an odd trailing byte
-        return pcm16_to_float(np.frombuffer(raw, '<i2'))[None, :]
-    if msg.encoding not in ('16SC1', '32FC1'):
-        raise ValueError(f"audio Image must be 16SC1 or 32FC1, got {msg.encoding!r}")
-    arr = np.asarray(read_image(msg))
-    if arr.dtype == np.int16:
-        arr = pcm16_to_float(arr)
-    return np.atleast_2d(arr.astype(np.float32, copy=False)).reshape(int(msg.height), int(msg.width))
+    """Audio message -> float32 [C, T] (Image convention, or ``AudioDataStamped`` taken as S16LE
+    mono: the stamped message carries no format)."""
+    from datasets.rosmsg_codec import audio_common_to_array, audio_from_image
+    if hasattr(msg, 'audio'):
+        return audio_common_to_array(msg, AUDIO_INFO)
+    return audio_from_image(msg)
 
 
 def audio_common_available() -> bool:
-    """Whether the ros-drivers ``audio_common_msgs`` (with ``AudioDataStamped``) can be published."""
+    """Whether ros-drivers' ``audio_common_msgs`` (with ``AudioDataStamped``) is built here."""
     try:
         from audio_common_msgs.msg import AudioDataStamped  # noqa: F401
     except ImportError:
@@ -144,12 +139,14 @@ def audio_common_available() -> bool:
 
 
 def audio_stamped_msg(audio: np.ndarray, stamp_ns: int, frame_id: str = T.FRAME_IDS['audio']):
-    """``audio_common_msgs/AudioDataStamped`` with S16LE interleaved bytes (only when importable)."""
+    """``audio_common_msgs/AudioDataStamped``, S16LE interleaved (only when the package imports)."""
     from audio_common_msgs.msg import AudioDataStamped
-    rows = np.atleast_2d(audio)
-    pcm = rows if rows.dtype == np.int16 else float_to_pcm16(rows)
+
+    from datasets.rosmsg_codec import audio_to_image_fields
+    fields = audio_to_image_fields(audio, '16SC1')
+    rows = np.frombuffer(fields['data'], '<i2').reshape(fields['height'], fields['width'])
     msg = AudioDataStamped(header=header(stamp_ns, frame_id))
-    msg.audio.data = np.ascontiguousarray(pcm.T).astype('<i2').tobytes()  # interleave channels
+    msg.audio.data = np.ascontiguousarray(rows.T).tobytes()  # interleave channels
     return msg
 
 
@@ -165,10 +162,11 @@ def _values(status) -> Dict[str, str]:
 
 
 def label_msg(stamp_ns: int, class_id: int, class_name: str = ''):
-    """Ground-truth class as a DiagnosticArray with one ``label`` status, stamped like its sample."""
+    """Ground-truth class: a DiagnosticArray with one ``label`` status, stamped like its sample."""
     from diagnostic_msgs.msg import DiagnosticArray
-    return DiagnosticArray(header=header(stamp_ns), status=[
-        _status(LABEL_STATUS, class_name, {T.LABEL_KEY_ID: int(class_id), T.LABEL_KEY_NAME: class_name})])
+    values = {T.LABEL_KEY_ID: int(class_id), T.LABEL_KEY_NAME: class_name}
+    return DiagnosticArray(header=header(stamp_ns),
+                           status=[_status(LABEL_STATUS, class_name, values)])
 
 
 def read_label(msg) -> Tuple[int, str]:
@@ -189,8 +187,9 @@ def corruption_msg(stamp_ns: int, levels: Dict[str, Tuple[str, float]]):
     for modality, (ctype, severity) in levels.items():
         severity = float(severity)
         clean = ctype == 'clean' or severity == 0.0
-        status.append(_status(modality, 'clean' if clean else f'{ctype} {severity:.3f}',
-                              {T.CORRUPTION_KEY_TYPE: ctype, T.CORRUPTION_KEY_SEVERITY: repr(severity)}, level=0 if clean else 1))
+        values = {T.CORRUPTION_KEY_TYPE: ctype, T.CORRUPTION_KEY_SEVERITY: repr(severity)}
+        status.append(_status(modality, 'clean' if clean else f'{ctype} {severity:.3f}', values,
+                              level=0 if clean else 1))
     return DiagnosticArray(header=header(stamp_ns), status=status)
 
 
@@ -200,7 +199,8 @@ def read_corruption(msg) -> Dict[str, Tuple[str, float]]:
     for status in msg.status:
         values = _values(status)
         if T.CORRUPTION_KEY_TYPE in values and T.CORRUPTION_KEY_SEVERITY in values:
-            out[status.name] = (values[T.CORRUPTION_KEY_TYPE], float(values[T.CORRUPTION_KEY_SEVERITY]))
+            out[status.name] = (values[T.CORRUPTION_KEY_TYPE],
+                                float(values[T.CORRUPTION_KEY_SEVERITY]))
     return out
 
 
@@ -227,14 +227,14 @@ def output_qos(depth: int = 10):
 
 
 def latched_qos():
-    """For near-constant topics: reliable, TRANSIENT_LOCAL, depth 1 (late joiners get the last one)."""
+    """For near-constant topics: reliable, TRANSIENT_LOCAL, depth 1 (late joiners get the last)."""
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     return QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                       durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
 def qos_overrides():
-    """Lets users set ``qos_overrides./topic.subscription.{history,depth,reliability}`` at start-up."""
+    """Lets users set ``qos_overrides./topic.subscription.{history,depth,reliability}``."""
     from rclpy.qos_overriding_options import QoSOverridingOptions
     return QoSOverridingOptions.with_default_policies()
 

@@ -1,18 +1,20 @@
-"""Helpers every admn_ros node shares: parameter declaration, the standard ``main()`` runner, diagnostics.
+"""Helpers every admn_ros node shares: parameter declaration, the ``main()`` runner, diagnostics.
 
-Parameters are always declared with a default and a :class:`ParameterDescriptor` (description, range,
-read-only flag) so ``ros2 param describe`` and rclpy's own range checks work (ros.md §2.1).
+Parameters are always declared with a default and a :class:`ParameterDescriptor` (description,
+range, read-only flag) so ``ros2 param describe`` and rclpy's own range checks work (ros.md §2.1).
 Diagnostics follow ``diagnostic_updater`` semantics without the package, which has no pip wheel
 (ros.md §3): one ``DiagnosticArray`` on the absolute ``/diagnostics`` topic, one status per task.
 """
 from __future__ import annotations
 
 import collections
+import os
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
-# Diagnostic levels (diagnostic_msgs/DiagnosticStatus constants), as plain ints so callers need no import.
+# Diagnostic levels (diagnostic_msgs/DiagnosticStatus constants) as plain ints: no import needed.
 OK, WARN, ERROR, STALE = 0, 1, 2, 3
 
 DIAGNOSTICS_TOPIC = '/diagnostics'
@@ -27,9 +29,10 @@ def declare(node, name: str, default: Any, description: str, *, read_only: bool 
     """Declare ``name`` on ``node`` with a descriptor and return its (possibly overridden) value.
 
     ``value_range`` becomes an IntegerRange or FloatingPointRange (inclusive, enforced by rclpy);
-    ``choices`` is listed in ``additional_constraints`` and must be checked by the node's set callback.
-    An empty-list default cannot carry its element type, so pass ``array_type`` ('string', 'integer',
-    'double', 'bool') and the parameter is declared typed, reading back as ``[]`` when unset.
+    ``choices`` is listed in ``additional_constraints`` and must be checked by the node's set
+    callback. An empty-list default cannot carry its element type, so pass ``array_type``
+    ('string', 'integer', 'double', 'bool'): the parameter is declared typed and reads back as
+    ``[]`` when unset.
     """
     from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
     from rclpy.parameter import Parameter
@@ -40,9 +43,11 @@ def declare(node, name: str, default: Any, description: str, *, read_only: bool 
     if value_range is not None:
         lo, hi = value_range
         if isinstance(default, bool) or not isinstance(default, (int, float)):
-            raise ValueError(f'parameter {name!r}: a range needs a numeric default, got {default!r}')
+            raise ValueError(f'parameter {name!r}: a range needs a numeric default, '
+                             f'got {default!r}')
         if isinstance(default, int):
-            descriptor.integer_range = [IntegerRange(from_value=int(lo), to_value=int(hi), step=int(step))]
+            descriptor.integer_range = [
+                IntegerRange(from_value=int(lo), to_value=int(hi), step=int(step))]
         else:
             descriptor.floating_point_range = [
                 FloatingPointRange(from_value=float(lo), to_value=float(hi), step=float(step))]
@@ -50,7 +55,8 @@ def declare(node, name: str, default: Any, description: str, *, read_only: bool 
         types = {'string': Parameter.Type.STRING_ARRAY, 'integer': Parameter.Type.INTEGER_ARRAY,
                  'double': Parameter.Type.DOUBLE_ARRAY, 'bool': Parameter.Type.BOOL_ARRAY}
         if array_type not in types:
-            raise ValueError(f'parameter {name!r}: empty-list default needs array_type in {sorted(types)}')
+            raise ValueError(f'parameter {name!r}: an empty-list default needs array_type '
+                             f'in {sorted(types)}')
         value = node.declare_parameter(name, types[array_type], descriptor).value
         return [] if value is None else list(value)
     if isinstance(default, tuple):
@@ -60,7 +66,7 @@ def declare(node, name: str, default: Any, description: str, *, read_only: bool 
 
 
 def param(node, name: str) -> Any:
-    """The live value of a declared parameter (never a stale copy; ros.md §2.1), arrays as lists."""
+    """Live value of a declared parameter (never a stale copy, ros.md §2.1); arrays as lists."""
     value = node.get_parameter(name).value
     if value is None:
         return []
@@ -80,9 +86,11 @@ def run_node(factory: Callable[[], Any], args: Optional[Sequence[str]] = None) -
 
     Spins until shutdown (Ctrl-C / SIGTERM, handled by rclpy's signal handlers) or until the node's
     ``finished`` attribute becomes true (e.g. the bag player with ``exit_on_end``). Returns the
-    node's ``exit_code`` attribute (default 0) so ``sys.exit(main())`` reports failures.
+    node's ``exit_code`` attribute (default 0) so ``sys.exit(main())`` reports failures, or 2 when
+    the node refuses its configuration (bad parameter, missing file).
     """
     import rclpy
+    from rclpy.exceptions import ParameterException
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
     rclpy.init(args=list(args) if args is not None else None)
@@ -90,7 +98,15 @@ def run_node(factory: Callable[[], Any], args: Optional[Sequence[str]] = None) -
     executor = SingleThreadedExecutor()
     code = 0
     try:
-        node = factory()
+        try:
+            node = factory()
+        except (ValueError, FileNotFoundError, ParameterException) as exc:
+            # A configuration mistake: one clear line, not a traceback (ADMN_DEBUG=1 shows it).
+            if os.environ.get('ADMN_DEBUG'):
+                raise
+            print(f'{getattr(factory, "__name__", "node")}: error: {type(exc).__name__}: {exc}',
+                  file=sys.stderr)
+            return 2
         executor.add_node(node)
         while rclpy.ok() and not getattr(node, 'finished', False):
             executor.spin_once(timeout_sec=0.1)
@@ -110,7 +126,8 @@ class RateMonitor:
     ``FrequencyStatus``: WARN outside ``[min_hz*(1-tol), max_hz*(1+tol)]``, STALE when silent."""
 
     def __init__(self, min_hz: float = 0.0, max_hz: float = float('inf'), tolerance: float = 0.1,
-                 window: int = 20, stale_after_s: float = 5.0, clock: Callable[[], float] = time.monotonic):
+                 window: int = 20, stale_after_s: float = 5.0,
+                 clock: Callable[[], float] = time.monotonic):
         self.min_hz, self.max_hz, self.tolerance = min_hz, max_hz, tolerance
         self.stale_after_s = stale_after_s
         self._clock = clock
@@ -146,7 +163,7 @@ class _Task:
 
 
 class Diagnostics:
-    """Publishes registered tasks as one ``DiagnosticArray`` on ``/diagnostics`` every ``period_s``."""
+    """Publishes registered tasks as one ``DiagnosticArray`` on ``/diagnostics`` every period."""
 
     def __init__(self, node, period_s: float = 1.0, hardware_id: str = ''):
         from diagnostic_msgs.msg import DiagnosticArray
@@ -162,7 +179,7 @@ class Diagnostics:
         self._tasks.append(_Task(task, fn))
 
     def build(self):
-        """The current ``DiagnosticArray`` (a failing task reports ERROR instead of breaking the rest)."""
+        """The current ``DiagnosticArray`` (a failing task reports ERROR, the others still run)."""
         from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
         arr = DiagnosticArray()

@@ -190,9 +190,13 @@ def _rgb_overexposure(x, s, rng, ctx):
 
 def _depth_gaussian_noise(x, s, rng, ctx):
     k = _per_image(s, 3)
-    noisy = x + _randn(rng, x.shape) * (k * (0.01 + 0.15 * x))
+    # Non-finite readings (NaN, and REP 118's +-inf) keep their meaning: noise on inf would
+    # turn some of them into NaN.
+    finite = np.isfinite(x)
+    z = np.where(finite, x, 0.0)
+    noisy = z + _randn(rng, x.shape) * (k * (0.01 + 0.15 * z))
     # Reflect the (rare) negative readings: depth cannot be negative.
-    return np.abs(noisy)
+    return np.where(finite, np.abs(noisy), x)
 
 
 def _ranked_fraction_mask(field: np.ndarray, fraction: np.ndarray) -> np.ndarray:
@@ -293,18 +297,25 @@ def _babble_noise(ctx: _Context, t: int, rng) -> np.ndarray:
     the batch has no labels); rows with no such sample draw from ``babble_bank``.
     """
     audio, index = ctx.audio, ctx.index
-    b = len(audio)
-    candidates = np.ones((len(index), b), bool)
-    candidates[np.arange(len(index)), index] = False
-    if ctx.labels is not None:
-        candidates &= ctx.labels[None, :] != ctx.labels[index][:, None]
-    # Random choice without replacement per row: sort random keys, non-candidates last.
-    keys = np.where(candidates, rng.random(candidates.shape), np.inf)
-    order = np.argsort(keys, axis=1)[:, :BABBLE_TALKERS]
-    usable = np.take_along_axis(candidates, order, axis=1)               # [n, k]
-    talkers = _unit_power(audio[order.reshape(-1)]).reshape(len(index), -1, t)
-    noise = np.sum(talkers * usable[..., None], axis=1)
-    lonely = ~usable.any(axis=1)
+    b, k = len(audio), BABBLE_TALKERS
+    noise = np.zeros((len(index), t), np.float32)
+    lonely = np.zeros(len(index), bool)
+    # Rows in chunks: the candidate matrix is [rows, B], and B can be a whole test set.
+    for lo in range(0, len(index), 256):
+        rows = index[lo:lo + 256]
+        candidates = np.ones((len(rows), b), bool)
+        candidates[np.arange(len(rows)), rows] = False
+        if ctx.labels is not None:
+            candidates &= ctx.labels[None, :] != ctx.labels[rows][:, None]
+        # Random choice without replacement per row: the k smallest random keys among the
+        # candidates (non-candidates get +inf and are flagged unusable if picked).
+        keys = np.where(candidates, rng.random(candidates.shape, dtype=np.float32), np.inf)
+        picks = (np.argpartition(keys, k - 1, axis=1)[:, :k] if b > k
+                 else np.argsort(keys, axis=1))
+        usable = np.take_along_axis(candidates, picks, axis=1)          # [rows, <=k]
+        talkers = _unit_power(audio[picks.reshape(-1)]).reshape(len(rows), -1, t)
+        noise[lo:lo + 256] = np.sum(talkers * usable[..., None], axis=1)
+        lonely[lo:lo + 256] = ~usable.any(axis=1)
     if lonely.any():
         if ctx.babble_bank is None:
             raise ValueError(
@@ -387,7 +398,8 @@ def _as_codes(modality: str, ctype: CType, n: int) -> np.ndarray:
     for i, v in enumerate(values):
         if isinstance(v, (int, np.integer)):
             if not 0 <= v < len(types):
-                raise ValueError(f'{modality} corruption index {v} out of range 0..{len(types) - 1}')
+                raise ValueError(f'{modality} corruption index {v} out of range '
+                                 f'0..{len(types) - 1}')
             codes[i] = v
         else:
             codes[i] = ctype_index(modality, str(v))
@@ -470,6 +482,7 @@ class CorruptionSampler:
     Severities are drawn uniformly from ``severity_levels`` when given, else ~U[severity_range].
     ``types`` restricts the allowed types per modality (None = all; an empty tuple keeps that
     modality clean).  Labels are written for every present modality, 0 when untouched.
+    Batches of one sample (streams) need ``babble_bank`` whenever babble may be drawn.
     """
 
     policy: str = 'independent'

@@ -172,7 +172,7 @@ def depth_to_mm(depth_m: np.ndarray) -> np.ndarray:
 
 
 def audio_to_image_fields(wave: np.ndarray, encoding: str = '16SC1') -> Dict[str, Any]:
-    """Image fields carrying audio: float wave ``[T]`` or ``[C, T]`` in [-1, 1], one row per channel.
+    """Image fields carrying audio: float ``[T]`` or ``[C, T]`` in [-1, 1], one row per channel.
 
     ``16SC1`` quantises with full scale 32768 (+1.0 saturates to 32767); ``32FC1`` stores floats.
     int16 input is accepted as already-quantised samples for ``16SC1``.

@@ -16,6 +16,8 @@ Tracks (times in seconds; a breakpoint belongs to the segment that starts there)
 * :class:`ScriptedTrack` - piecewise constant from ``(t, ctype, severity)`` events; clean
   before the first.
 
+:func:`apply_levels` corrupts a raw batch (one frame of a stream) at such levels.
+
 YAML form (``load_schedule`` / ``save_schedule``)::
 
     tracks:
@@ -193,7 +195,8 @@ class PeriodicTrack:
         if self.shape == 'square':
             severity = self.high if cycle >= 1.0 - self.duty else self.low
         else:
-            severity = self.low + (self.high - self.low) * 0.5 * (1.0 - math.cos(2 * math.pi * cycle))
+            rise = 0.5 * (1.0 - math.cos(2.0 * math.pi * cycle))
+            severity = self.low + (self.high - self.low) * rise
         return _normalise(self.ctype, severity)
 
     def to_dict(self) -> Dict[str, Any]:
@@ -357,6 +360,22 @@ def _tracks_from_events(events: Any) -> Dict[str, ScriptedTrack]:
             raise ValueError(f'event {i}: unknown modality {modality!r}; known: {MODALITIES}')
         per_modality.setdefault(modality, []).append((t, ctype, severity))
     return {m: ScriptedTrack(m, tuple(ev)) for m, ev in per_modality.items()}
+
+
+def apply_levels(batch, levels: Mapping[str, Level], rng, *, babble_bank=None):
+    """Corrupt every present modality of a raw batch at ``levels`` (e.g. ``level_at(t)``).
+
+    Labels are written for every present modality (clean ones included); levels for absent
+    modalities are ignored, since a schedule always names all of them.
+    """
+    from datasets.corruptions import apply_corruption
+
+    out = dict(batch)
+    for m in MODALITIES:
+        if m in batch:
+            ctype, severity = levels.get(m, CLEAN)
+            out = apply_corruption(out, m, ctype, severity, rng, babble_bank=babble_bank)
+    return out
 
 
 def load_schedule(path) -> Schedule:

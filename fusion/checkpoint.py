@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import zipfile
 from pathlib import Path
 from typing import Any, Dict, Tuple
 
@@ -41,6 +42,8 @@ def read_checkpoint(path, map_location='cpu') -> Dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f'{path}: no such checkpoint file')
+    if not zipfile.is_zipfile(path):  # torch.save's format; anything else is truncated or foreign
+        raise CheckpointError(f'{path}: not a readable torch checkpoint (expected a torch.save zip archive)')
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:

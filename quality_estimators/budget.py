@@ -94,14 +94,17 @@ def select_layers(scores: np.ndarray, layer_cost: Sequence[float],
         * When it cannot, no modality is guaranteed anything: the result is the best-scoring selection
           that fits, which may leave some present modalities (or all, if nothing fits) without layers.
           The budget is never exceeded.
-        * Scores are utilities: a layer scoring <= 0 is not worth running, so it is only kept when
-          forced (layer 0 above).  To fill the budget the way a top-K does, pass positive scores (a
-          softmax or sigmoid of logits keeps their ranking).
-        * Ties: equal summed score -> lower cost, then the lexicographically smallest counts in
+        * Scores are utilities: a layer with a negative score is only kept when forced (layer 0
+          above), so negative scores can leave budget unspent.  To fill the budget the way a top-K
+          does, pass non-negative scores (a softmax or exp of logits keeps their ranking).
+        * Ties: equal summed score -> higher cost (spend the budget: zero-score layers, e.g. an
+          underflowed exp, still run when they fit), then the lexicographically smallest counts in
           modality order; within a modality equal scores favour the lower layer index.
     """
     scores, cost, budget, present = _check_selection_inputs(scores, layer_cost, budget_abs, present)
     n_batch, n_mod, depth = scores.shape
+    if n_batch == 0:
+        return np.zeros(scores.shape, dtype=bool)
     order, value = _count_values(scores, present)
     limit = budget * (1.0 + ROUND_OFF_RTOL)
     # ADMN's rule applies per sample, only where every present layer 0 fits.
@@ -174,12 +177,14 @@ def _count_values(scores: np.ndarray, present: np.ndarray) -> Tuple[np.ndarray, 
 
 
 def _best_counts_enumerated(value, cost, limit, need_first) -> np.ndarray:
-    """Try every count vector at once; pick max value, then min cost, then the first in order."""
+    """Try every count vector at once; pick max value, then max cost, then the first in order."""
     n_batch, n_mod, n_counts = value.shape
     value = value.copy()
     value[:, :, 0][need_first] = -np.inf  # count 0 is forbidden where layer 0 is guaranteed
     combos = _count_combinations(n_counts, n_mod)                                     # [C, M]
-    combo_cost = combos @ cost                                                         # [C]
+    combo_cost = np.zeros(len(combos))                                                 # [C]
+    for m in range(n_mod):  # summed in modality order, exactly as the dynamic programme does
+        combo_cost = combo_cost + combos[:, m] * cost[m]
     fits = combo_cost <= limit.max()  # drop combinations no sample can afford before the big gather
     combos, combo_cost = combos[fits], combo_cost[fits]
     total = np.zeros((n_batch, len(combos)))
@@ -189,8 +194,8 @@ def _best_counts_enumerated(value, cost, limit, need_first) -> np.ndarray:
     # Always finite: the all-zero counts fit when nothing is guaranteed, and a guarantee is only
     # given when layer 0 of every present modality fits.
     best = total.max(axis=1, keepdims=True)
-    tied_cost = np.where(total == best, combo_cost[None, :], np.inf)
-    return combos[np.argmin(tied_cost, axis=1)]
+    tied_cost = np.where(total == best, combo_cost[None, :], -np.inf)
+    return combos[np.argmax(tied_cost, axis=1)]
 
 
 @functools.lru_cache(maxsize=32)
@@ -202,10 +207,12 @@ def _count_combinations(n_counts: int, n_mod: int) -> np.ndarray:
 
 
 def _best_counts_pareto(value, cost, limit, need_first) -> np.ndarray:
-    """Exact DP over modalities for one sample, keeping only non-dominated (cost, value) states.
+    """Exact DP over modalities for one sample, pruning states that can never win.
 
-    States are kept in the order (cost, -value, counts) and a state is dropped when an earlier one
-    is at least as cheap and at least as good, which preserves the enumeration's tie-break.
+    States (cost, value, counts) are visited by increasing cost.  A state is dropped when a cheaper
+    or equal one has a strictly higher value (its extensions always lose), or when an earlier state
+    has the same cost and value (same extensions, and that one comes first in count order).  Equal
+    value at a higher cost is kept, because the tie-break prefers spending the budget.
     """
     n_mod, n_counts = value.shape
     states = [(0.0, 0.0, ())]
@@ -219,8 +226,8 @@ def _best_counts_pareto(value, cost, limit, need_first) -> np.ndarray:
         grown.sort(key=lambda s: (s[0], -s[1], s[2]))
         states, best_v = [], -np.inf
         for state in grown:
-            if state[1] > best_v:
+            if state[1] > best_v or (state[1] == best_v and state[0] > states[-1][0]):
                 states.append(state)
                 best_v = state[1]
-    best = max(states, key=lambda s: (s[1], -s[0], tuple(-k for k in s[2])))
+    best = max(states, key=lambda s: (s[1], s[0], tuple(-k for k in s[2])))
     return np.array(best[2], dtype=np.int64)

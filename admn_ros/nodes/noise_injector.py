@@ -1,19 +1,23 @@
-"""noise_injector: republishes sensor topics with controlled corruptions and reports what it applied.
+"""noise_injector: republishes sensor topics with controlled corruptions, and reports them.
 
 Subscribes the raw RGB, depth and audio topics and republishes each message, corrupted with
 :func:`datasets.corruptions.apply_corruption`, under ``corrupted/<same name>`` with the input's
-header (stamp and frame_id) unchanged. RGB goes out as ``rgb8`` and depth as ``32FC1`` metres
-whatever the input encoding; audio keeps its encoding. Audio is corrupted chunk by chunk as it
+header (stamp and frame_id) unchanged. Corrupted RGB goes out as ``rgb8`` and depth as ``32FC1``
+metres whatever the input encoding (audio keeps its encoding); clean messages pass through as they
+came. Audio is corrupted chunk by chunk as it
 arrives (rows of a multi-channel chunk are corrupted independently); ``babble`` mixes in the last
 few clean chunks, or the current chunk reversed in time before any history exists.
 
 Levels come from run-time parameters ``<modality>.type`` / ``<modality>.severity`` (an unknown type
-is rejected with the list of valid ones) or, for the modalities it names, from a schedule file
-(:func:`datasets.schedules.load_schedule`) evaluated at the message's stamp minus the first stamp
-seen, so a replayed bag gets the same levels as the live run. While a schedule is loaded it decides
-every modality it has a track for; the others keep following the parameters. Every republished message is matched
-by a DiagnosticArray on ``ground_truth/corruption`` with the same stamp and one status, for that
-modality, holding the applied ``type`` and ``severity`` (``clean``/0 when nothing was changed).
+is rejected with the list of valid ones) or, for the modalities it has a track for, from a schedule
+file (:func:`datasets.schedules.load_schedule`) evaluated at the message's stamp minus the first
+stamp seen, so a replayed bag gets the same levels as the live run.
+
+Levels are fixed per source stamp when the stamp is first seen, so one sample's RGB, depth and audio
+(which share a stamp) are corrupted at the same levels, and exactly one DiagnosticArray goes out on
+``ground_truth/corruption`` per stamp, with that stamp and one status per modality of the
+``modalities`` parameter (``type``, ``severity``; ``clean``/0 when nothing changes) - the layout
+``datasets.bags`` records.
 """
 from __future__ import annotations
 
@@ -32,6 +36,7 @@ from datasets.sample import MODALITIES
 
 NODE_NAME = 'noise_injector'
 BABBLE_HISTORY = 8  # clean chunks kept as babble talkers
+STAMP_MEMORY = 256  # stamps whose levels are remembered (covers sensors up to seconds apart)
 
 
 class NoiseInjector(Node):
@@ -41,7 +46,8 @@ class NoiseInjector(Node):
         super().__init__(node_name, **kwargs)
         from datasets.corruptions import CORRUPTION_TYPES
         self.types = CORRUPTION_TYPES
-        wanted = declare(self, 'modalities', list(MODALITIES), 'modalities to pass through', read_only=True)
+        wanted = declare(self, 'modalities', list(MODALITIES), 'modalities to pass through',
+                         read_only=True)
         unknown = set(wanted) - set(MODALITIES)
         if unknown:
             raise ValueError(f'unknown modalities {sorted(unknown)}; known: {MODALITIES}')
@@ -50,38 +56,44 @@ class NoiseInjector(Node):
             declare(self, f'{m}.type', 'clean', f'{m} corruption type', choices=CORRUPTION_TYPES[m])
             declare(self, f'{m}.severity', 0.0, f'{m} corruption severity', value_range=(0.0, 1.0))
         declare(self, 'schedule_file', '', "corruption schedule (YAML); '' = use the parameters")
-        seed = declare(self, 'seed', 0, 'seed of the corruption noise', read_only=True, value_range=(0, 2**31 - 1))
-        reliability = declare(self, 'input_reliability', 2, '0 system default, 1 reliable, 2 best effort',
+        seed = declare(self, 'seed', 0, 'seed of the corruption noise', read_only=True,
+                       value_range=(0, 2**31 - 1))
+        reliability = declare(self, 'input_reliability', 2,
+                              'input QoS: 0 system default, 1 reliable, 2 best effort',
                               read_only=True, value_range=(0, 2))
-        depth = declare(self, 'input_depth', 5, 'input queue depth', read_only=True, value_range=(1, 1000))
-        # A type must be valid before the first message arrives, overrides included.
+        depth = declare(self, 'input_depth', 5, 'input queue depth', read_only=True,
+                        value_range=(1, 1000))
+        # Start-up values bypass the set callback, so check them here.
         for m in self.modalities:
             reason = self._check_type(m, param(self, f'{m}.type'))
             if reason:
                 raise ValueError(reason)
 
         self.rng = np.random.default_rng(seed)
-        self.lock = threading.Lock()  # guards rng, schedule and history across callbacks
+        self.lock = threading.Lock()  # guards rng, schedule, stamps and history across callbacks
         self.schedule = None
         self.first_stamp_ns: Optional[int] = None
         self.history: collections.deque = collections.deque(maxlen=BABBLE_HISTORY)
+        self.stamp_levels: collections.OrderedDict = collections.OrderedDict()
         if param(self, 'schedule_file'):
             self.schedule = self._load_schedule(param(self, 'schedule_file'))
         self.add_on_set_parameters_callback(self._validate)
         self.add_post_set_parameters_callback(self._apply)
 
-        topics = M.SENSOR_TOPICS
         qos_in, qos_out = M.sensor_qos(reliability, depth), M.output_qos()
         self.pubs, self.subs, self.rates = {}, {}, {}
         for m in self.modalities:
-            out = M.CORRUPTED_TOPICS[m]
-            self.pubs[m] = self.create_publisher(Image, out, qos_out, event_callbacks=M.publisher_events(self, out))
+            src, out = M.SENSOR_TOPICS[m], M.CORRUPTED_TOPICS[m]
+            self.pubs[m] = self.create_publisher(Image, out, qos_out,
+                                                 event_callbacks=M.publisher_events(self, out))
             self.subs[m] = self.create_subscription(
-                Image, topics[m], lambda msg, m=m: self._on_message(m, msg), qos_in,
-                event_callbacks=M.subscription_events(self, topics[m]), qos_overriding_options=M.qos_overrides())
+                Image, src, lambda msg, m=m: self._on_message(m, msg), qos_in,
+                event_callbacks=M.subscription_events(self, src),
+                qos_overriding_options=M.qos_overrides())
             self.rates[m] = RateMonitor()
         self.level_pub = self.create_publisher(DiagnosticArray, M.CORRUPTION, qos_out)
         self.last_levels: Dict[str, Tuple[str, float]] = {}
+        self.dropped = 0
         self.diagnostics = Diagnostics(self)
         for m in self.modalities:
             self.diagnostics.add(m, lambda m=m: self._status(m))
@@ -89,7 +101,8 @@ class NoiseInjector(Node):
     # ------------------------------------------------------------------ parameters
     def _check_type(self, modality: str, ctype: str) -> str:
         if ctype not in self.types[modality]:
-            return f'unknown {modality} corruption {ctype!r}; valid: {", ".join(self.types[modality])}'
+            return (f'unknown {modality} corruption {ctype!r}; '
+                    f'valid: {", ".join(self.types[modality])}')
         return ''
 
     @staticmethod
@@ -116,63 +129,91 @@ class NoiseInjector(Node):
             if p.name == 'schedule_file':
                 with self.lock:
                     self.schedule = self._load_schedule(p.value) if p.value else None
-                    self.first_stamp_ns = None  # schedule time restarts at the next message
+                    self.first_stamp_ns = None  # schedule time restarts at the next new stamp
+                    self.stamp_levels.clear()
 
     # ------------------------------------------------------------------ corruption
-    def level(self, modality: str, stamp_ns: int) -> Tuple[str, float]:
-        """(type, severity) to apply to ``modality`` at ``stamp_ns``; ('clean', 0.0) when it is a no-op."""
-        if self.first_stamp_ns is None:
-            self.first_stamp_ns = stamp_ns
-        ctype, severity = param(self, f'{modality}.type'), float(param(self, f'{modality}.severity'))
-        if self.schedule is not None:
-            if modality in self.schedule.tracks:
-                ctype, severity = self.schedule.level_at((stamp_ns - self.first_stamp_ns) / 1e9)[modality]
+    def _current_level(self, modality: str, stamp_ns: int) -> Tuple[str, float]:
+        ctype = param(self, f'{modality}.type')
+        severity = float(param(self, f'{modality}.severity'))
+        if self.schedule is not None and modality in self.schedule.tracks:
+            t = (stamp_ns - self.first_stamp_ns) / 1e9
+            ctype, severity = self.schedule.level_at(t)[modality]
         if ctype == 'clean' or severity <= 0.0:
             return 'clean', 0.0
         return ctype, float(severity)
 
-    def corrupt(self, modality: str, msg: Image, ctype: str, severity: float) -> Image:
-        """Decode, corrupt and re-encode ``msg`` (header copied unchanged)."""
+    def levels_at(self, stamp_ns: int) -> Tuple[Dict[str, Tuple[str, float]], bool]:
+        """Levels of every modality for one source stamp, fixed when the stamp is first seen.
+
+        Returns (levels, new): messages sharing a stamp (one sample's RGB, depth and audio) all get
+        the same levels, so the single corruption record published for that stamp is exact.
+        """
+        if stamp_ns in self.stamp_levels:
+            return self.stamp_levels[stamp_ns], False
+        if self.first_stamp_ns is None:
+            self.first_stamp_ns = stamp_ns
+        levels = {m: self._current_level(m, stamp_ns) for m in self.modalities}
+        self.stamp_levels[stamp_ns] = levels
+        while len(self.stamp_levels) > STAMP_MEMORY:
+            self.stamp_levels.popitem(last=False)
+        return levels, True
+
+    def _corrupt_audio(self, msg: Image, rows: np.ndarray, ctype: str, severity: float) -> Image:
         from datasets.corruptions import apply_corruption
-        if modality == 'audio':
-            rows = M.read_audio(msg)
-            bank = np.stack(list(self.history)) if self.history else None
-            if ctype == 'babble' and bank is None:
-                bank = rows[:, ::-1].copy()
-            batch = apply_corruption({'audio': rows}, 'audio', ctype, severity, self.rng, babble_bank=bank)
-            out = M.audio_msg(batch['audio'], 0, encoding=msg.encoding)
-        else:
-            arr = M.read_image(msg)
-            batch = apply_corruption({modality: arr[None]}, modality, ctype, severity, self.rng)
-            out = M.rgb_msg(batch['rgb'][0], 0) if modality == 'rgb' else M.depth_msg(batch['depth'][0], 0)
+        bank = np.stack(list(self.history)) if self.history else None
+        if ctype == 'babble' and bank is None:
+            bank = rows[:, ::-1].copy()  # no other talker heard yet: time-reversed speech
+        batch = apply_corruption({'audio': rows}, 'audio', ctype, severity, self.rng,
+                                 babble_bank=bank)
+        out = M.audio_msg(batch['audio'], 0, encoding=msg.encoding)
         out.header = msg.header
         return out
+
+    def _corrupt_image(self, modality: str, msg: Image, ctype: str, severity: float) -> Image:
+        from datasets.corruptions import apply_corruption
+        arr = M.read_image(msg)[None]
+        batch = apply_corruption({modality: arr}, modality, ctype, severity, self.rng)
+        build = M.rgb_msg if modality == 'rgb' else M.depth_msg
+        out = build(batch[modality][0], 0)
+        out.header = msg.header
+        return out
+
+    def _remember_talkers(self, rows: np.ndarray) -> None:
+        if self.history and self.history[-1].shape != rows[0].shape:
+            self.history.clear()  # chunk length changed: old talkers can no longer be stacked
+        self.history.extend(rows)
 
     def _on_message(self, modality: str, msg: Image) -> None:
         stamp_ns = M.stamp_to_ns(msg.header.stamp)
         with self.lock:
-            ctype, severity = self.level(modality, stamp_ns)
+            levels, new = self.levels_at(stamp_ns)
+            if new:  # exactly one record per stamp, sent before the data it describes
+                self.level_pub.publish(M.corruption_msg(stamp_ns, levels))
+            ctype, severity = levels[modality]
             try:
-                out = msg if ctype == 'clean' else self.corrupt(modality, msg, ctype, severity)
-            except ValueError as exc:
-                self.get_logger().error(f'dropping {modality} message stamped {stamp_ns}: {exc}')
+                out = msg
+                if modality == 'audio':
+                    rows = M.read_audio(msg)
+                    if ctype != 'clean':
+                        out = self._corrupt_audio(msg, rows, ctype, severity)
+                    self._remember_talkers(rows)
+                elif ctype != 'clean':
+                    out = self._corrupt_image(modality, msg, ctype, severity)
+            except Exception as exc:  # one undecodable message must not stop the stream
+                self.dropped += 1
+                self.get_logger().error(f'dropping {modality} message stamped {stamp_ns}: '
+                                        f'{type(exc).__name__}: {exc}')
                 return
-            if modality == 'audio':
-                rows = M.read_audio(msg)
-                if not self.history or self.history[-1].shape == rows[0].shape:
-                    self.history.extend(rows)
-                else:  # chunk length changed: old talkers no longer fit
-                    self.history.clear()
-                    self.history.extend(rows)
         self.pubs[modality].publish(out)
-        self.level_pub.publish(M.corruption_msg(stamp_ns, {modality: (ctype, severity)}))
         self.last_levels[modality] = (ctype, severity)
         self.rates[modality].tick()
 
     def _status(self, modality: str):
         level, message, values = self.rates[modality].status()
         ctype, severity = self.last_levels.get(modality, ('clean', 0.0))
-        values.update(type=ctype, severity=f'{severity:.3f}', scheduled=self.schedule is not None)
+        values.update(type=ctype, severity=f'{severity:.3f}', dropped=self.dropped,
+                      scheduled=self.schedule is not None)
         return level, message, values
 
 

@@ -8,14 +8,17 @@ Sources (parameter ``source``, read-only):
   audio clip is one event, so it goes out whole in a single message stamped t_i.
 * ``video:PATH`` or ``webcam[:INDEX]`` (OpenCV VideoCapture): RGB frames at ``rate_hz``.
 * ``wav:PATH``: audio resampled to 16 kHz, in chunks of ``audio_chunk_s`` published every
-  ``audio_chunk_s`` seconds (real time); each chunk is stamped with its first sample's capture time,
-  i.e. the publish time minus the chunk duration, as a live microphone would be.
+  ``audio_chunk_s`` seconds (real time). Each chunk is stamped with its first sample's capture
+  time, as a live microphone's would be: the first chunk is taken as captured during the chunk
+  period before it is published, and chunk k at that time plus k chunk lengths, so consecutive
+  stamps are exactly one chunk apart whatever the timer jitter.
 
 Stamps are acquisition times from the node clock, so ``use_sim_time`` is honoured.
 """
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
@@ -24,12 +27,13 @@ from rclpy.node import Node
 from sensor_msgs.msg import Image
 
 from admn_ros import messages as M
-from admn_ros.node_utils import OK, Diagnostics, RateMonitor, declare, param, run_node, set_result
-from datasets.sample import MODALITIES, SAMPLE_RATE
+from admn_ros.node_utils import OK, Diagnostics, RateMonitor, declare, param, run_node
+from datasets.sample import MODALITIES, SAMPLE_RATE, batch_size
 
 NODE_NAME = 'sensor_source'
 DATASET_NAMES = ('synthetic', 'avdigits', 'tensors')
-SOURCE_FORMS = "'synthetic', 'avdigits', 'tensors', 'folder:PATH', 'video:PATH', 'webcam[:INDEX]', 'wav:PATH'"
+SOURCE_FORMS = ("'synthetic', 'avdigits', 'tensors', 'folder:PATH', 'video:PATH', "
+                "'webcam[:INDEX]', 'wav:PATH'")
 
 
 @dataclass
@@ -70,7 +74,7 @@ class DatasetFeed:
         ds = load_dataset(spec, split, seed=seed, size=size or None, data_root=data_root or None)
         self.arrays, self.class_names = ds.arrays, list(ds.class_names)
         self.modalities = tuple(m for m in MODALITIES if m in self.arrays)
-        self.length = len(self.arrays['label']) if 'label' in self.arrays else len(self.arrays[self.modalities[0]])
+        self.length = batch_size(self.arrays)
         self.index = 0
 
     def next(self) -> Optional[Frame]:
@@ -79,9 +83,11 @@ class DatasetFeed:
         i, a = self.index, self.arrays
         self.index += 1
         label = int(a['label'][i]) if 'label' in a else None
-        name = self.class_names[label] if label is not None and label < len(self.class_names) else ''
-        return Frame(rgb=a['rgb'][i] if 'rgb' in a else None, depth=a['depth'][i] if 'depth' in a else None,
-                     audio=a['audio'][i] if 'audio' in a else None, label=label, class_name=name)
+        known = label is not None and label < len(self.class_names)
+        return Frame(rgb=a['rgb'][i] if 'rgb' in a else None,
+                     depth=a['depth'][i] if 'depth' in a else None,
+                     audio=a['audio'][i] if 'audio' in a else None,
+                     label=label, class_name=self.class_names[label] if known else '')
 
     def rewind(self) -> None:
         self.index = 0
@@ -114,14 +120,23 @@ class VideoFeed:
 
 
 class WavFeed:
-    """Fixed-length chunks of a WAV file at 16 kHz (the last, short chunk is zero-padded)."""
+    """Fixed-length chunks of an audio file (WAV, FLAC, OGG; mixed to mono, resampled to 16 kHz);
+    the last, short chunk is zero-padded."""
 
     modalities = ('audio',)
 
     def __init__(self, path: str, chunk_s: float):
-        import librosa
-        self.wave, _ = librosa.load(path, sr=SAMPLE_RATE, mono=True)
-        self.wave = self.wave.astype(np.float32)
+        # soundfile + soxr rather than librosa.load: same result, without librosa's slow imports.
+        import soundfile
+        import soxr
+        try:
+            wave, rate = soundfile.read(path, dtype='float32', always_2d=True)
+        except RuntimeError as exc:  # soundfile's error for unreadable / non-audio files
+            raise ValueError(f'cannot read audio file {path!r}: {exc}') from exc
+        wave = wave.mean(axis=1)  # the raw-batch contract is mono
+        if rate != SAMPLE_RATE and len(wave):
+            wave = soxr.resample(wave, rate, SAMPLE_RATE)
+        self.wave = np.clip(wave, -1.0, 1.0).astype(np.float32)
         self.chunk = max(1, int(round(chunk_s * SAMPLE_RATE)))
         if len(self.wave) == 0:
             raise ValueError(f'WAV file {path!r} holds no samples')
@@ -157,24 +172,30 @@ class SensorSource(Node):
 
     def __init__(self, node_name: str = NODE_NAME, **kwargs):
         super().__init__(node_name, **kwargs)
-        source = declare(self, 'source', 'synthetic', f'data source: {SOURCE_FORMS}', read_only=True)
-        split = declare(self, 'split', 'test', 'dataset split (train / test)', read_only=True)
+        source = declare(self, 'source', 'synthetic', f'data source: {SOURCE_FORMS}',
+                         read_only=True)
+        split = declare(self, 'split', 'test', 'dataset split (train / val / test)', read_only=True)
         size = declare(self, 'dataset_size', 0, 'samples to load (0 = the dataset default)',
                        read_only=True, value_range=(0, 10_000_000))
-        data_root = declare(self, 'data_root', '', "dataset root folder ('' = the default)", read_only=True)
+        data_root = declare(self, 'data_root', '', "dataset root folder ('' = the default)",
+                            read_only=True)
         seed = declare(self, 'seed', 0, 'dataset seed', read_only=True, value_range=(0, 2**31 - 1))
         declare(self, 'rate_hz', 10.0, 'frames (samples) per second', value_range=(0.01, 1000.0))
-        resolution = declare(self, 'resolution', [0, 0], 'image size [width, height]; [0, 0] = native',
-                             read_only=True)
-        chunk_s = declare(self, 'audio_chunk_s', 1.0, 'audio chunk length for wav sources (seconds)',
+        resolution = declare(self, 'resolution', [0, 0],
+                             'image size [width, height]; [0, 0] = native', read_only=True)
+        chunk_s = declare(self, 'audio_chunk_s', 1.0, 'chunk length and period for wav sources (s)',
                           read_only=True, value_range=(0.01, 10.0))
         declare(self, 'loop', True, 'restart the source at its end')
-        declare(self, 'publish_labels', True, 'publish ground-truth labels stamped like their sample')
-        wanted = declare(self, 'modalities', list(MODALITIES), 'modalities to publish (subset of rgb, depth, audio)',
-                         read_only=True)
+        declare(self, 'publish_labels', True, 'publish ground-truth labels stamped like the sample')
+        wanted = declare(self, 'modalities', list(MODALITIES),
+                         'modalities to publish (subset of rgb, depth, audio)', read_only=True)
         declare(self, 'exit_on_end', False, 'stop the node when a non-looping source is exhausted')
-        self._frames = {m: declare(self, f'{m}_frame_id', M.FRAME_IDS[m], f'header.frame_id of {m} messages',
-                                   read_only=True) for m in MODALITIES}
+        delay = declare(self, 'start_delay_s', 0.0,
+                        'seconds to wait before the first frame (lets consumers start)',
+                        read_only=True, value_range=(0.0, 3600.0))
+        self._frames = {m: declare(self, f'{m}_frame_id', M.FRAME_IDS[m],
+                                   f'header.frame_id of {m} messages', read_only=True)
+                        for m in MODALITIES}
 
         if len(resolution) != 2 or min(resolution) < 0:
             raise ValueError(f'resolution must be [width, height] >= 0, got {resolution}')
@@ -195,14 +216,16 @@ class SensorSource(Node):
         self.kind = kind
         self.modalities = tuple(m for m in MODALITIES if m in wanted and m in self.feed.modalities)
         if not self.modalities:
-            raise ValueError(f'source {source!r} provides {self.feed.modalities}, none of modalities {wanted}')
+            raise ValueError(f'source {source!r} provides {self.feed.modalities}, '
+                             f'none of modalities {wanted}')
         self.chunk_ns = int(round(chunk_s * 1e9)) if kind == 'wav' else 0
 
         qos = M.output_qos()
-        topics = M.SENSOR_TOPICS
-        self.pubs = {m: self.create_publisher(Image, topics[m], qos,
-                                              event_callbacks=M.publisher_events(self, topics[m]))
-                     for m in self.modalities}
+        self.pubs = {}
+        for m in self.modalities:
+            topic = M.SENSOR_TOPICS[m]
+            self.pubs[m] = self.create_publisher(Image, topic, qos,
+                                                 event_callbacks=M.publisher_events(self, topic))
         self.stamped_pub = None
         if 'audio' in self.modalities and M.audio_common_available():
             from audio_common_msgs.msg import AudioDataStamped
@@ -213,34 +236,49 @@ class SensorSource(Node):
         self.published = 0
         self.finished = False
         self.rate = RateMonitor()
+        self._expect_rate()
         self.diagnostics = Diagnostics(self)
         self.diagnostics.add('source', self._source_status)
+        self._start_at = time.monotonic() + delay
+        self._audio_t0: Optional[int] = None  # wav: capture time of the first sample
         self.timer = self.create_timer(self._period_s(), self._tick)
         self.add_post_set_parameters_callback(self._after_set)
-        self.get_logger().info(f'publishing {self.modalities} from {source!r} at {self._period_s():.3f} s period')
+        self.get_logger().info(f'publishing {self.modalities} from {source!r} '
+                               f'every {self._period_s():.3f} s')
 
     # ------------------------------------------------------------------ parameters
     def _period_s(self) -> float:
         return self.chunk_ns / 1e9 if self.kind == 'wav' else 1.0 / float(param(self, 'rate_hz'))
 
+    def _expect_rate(self) -> None:
+        # Diagnostics WARN when the achieved rate strays more than 20 % from the configured one.
+        self.rate.min_hz = self.rate.max_hz = 1.0 / self._period_s()
+        self.rate.tolerance = 0.2
+
     def _after_set(self, params) -> None:
         if any(p.name == 'rate_hz' for p in params) and self.kind != 'wav':
             self.timer.timer_period_ns = int(self._period_s() * 1e9)
+            self._expect_rate()
 
     # ------------------------------------------------------------------ publishing
     def _tick(self) -> None:
+        if time.monotonic() < self._start_at:
+            return
         frame = self.feed.next()
         if frame is None and param(self, 'loop'):
             self.feed.rewind()
             frame = self.feed.next()
         if frame is None:
-            if not self.finished:
-                self.get_logger().info(f'source exhausted after {self.published} frames')
-            self.finished = bool(param(self, 'exit_on_end'))
+            self.get_logger().info(f'source exhausted after {self.published} frames')
             self.timer.cancel()
+            self.finished = bool(param(self, 'exit_on_end'))
             return
-        now = self.get_clock().now().nanoseconds
-        self.publish_frame(resize(frame, self.resolution), max(0, now - self.chunk_ns))
+        stamp = self.get_clock().now().nanoseconds
+        if self.kind == 'wav':  # sample-accurate: stamps advance by exactly one chunk
+            if self._audio_t0 is None:
+                self._audio_t0 = max(0, stamp - self.chunk_ns)
+            stamp = self._audio_t0 + self.published * self.chunk_ns
+        self.publish_frame(resize(frame, self.resolution), stamp)
 
     def publish_frame(self, frame: Frame, stamp_ns: int) -> None:
         """Publish every present modality of ``frame`` (and its label) with one stamp."""
@@ -249,9 +287,10 @@ class SensorSource(Node):
         if 'depth' in self.pubs and frame.depth is not None:
             self.pubs['depth'].publish(M.depth_msg(frame.depth, stamp_ns, self._frames['depth']))
         if 'audio' in self.pubs and frame.audio is not None:
-            self.pubs['audio'].publish(M.audio_msg(frame.audio, stamp_ns, self._frames['audio']))
+            frame_id = self._frames['audio']
+            self.pubs['audio'].publish(M.audio_msg(frame.audio, stamp_ns, frame_id))
             if self.stamped_pub is not None:
-                self.stamped_pub.publish(M.audio_stamped_msg(frame.audio, stamp_ns, self._frames['audio']))
+                self.stamped_pub.publish(M.audio_stamped_msg(frame.audio, stamp_ns, frame_id))
         if frame.label is not None and param(self, 'publish_labels'):
             self.label_pub.publish(M.label_msg(stamp_ns, frame.label, frame.class_name))
         self.published += 1

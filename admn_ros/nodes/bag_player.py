@@ -1,0 +1,332 @@
+"""bag_player: replays a rosbag2 (sqlite3 or mcap, read with ``rosbags``) like ``ros2 bag play``.
+
+Semantics mirrored from ``ros2 bag play`` (ros.md §10): messages go out in bag-timestamp order,
+paced by the gaps between bag timestamps divided by ``rate``; ``start_offset`` seconds into the
+bag; ``delay_s`` before each pass; ``loop`` restarts at the end; ``topics`` is an include list;
+``remappings`` renames topics (``old:=new``); header stamps are never rewritten. With ``clock_hz``
+> 0 a ``rosgraph_msgs/Clock`` goes out on ``/clock`` (and a recorded ``/clock`` is skipped) so
+nodes running with ``use_sim_time:=true`` follow bag time. ``relative_topics`` drops the leading
+slash of recorded names so the node's namespace applies to them.
+
+Messages are republished as the recorded CDR bytes (``Publisher.publish`` accepts them), on a
+publisher of the rclpy class resolved from the recorded type name; topics whose type is not built
+here (e.g. ``audio_common_msgs`` on a pip-only install) are skipped with one warning each and their
+messages counted in ``skipped``.
+
+QoS per topic: the recorded offered profiles when they all agree (history reset to KEEP_LAST
+``qos_depth``), else reliable KEEP_LAST ``qos_depth`` volatile, which every subscriber accepts.
+
+``as_fast_as_possible`` is the deterministic mode for tests: no sleeping, ``/clock`` set to each
+message's bag time right before it, and each publish waits until reliable subscribers acknowledged
+it. ``wait_for_subscribers`` holds playback until every played topic has that many subscribers
+(at most ``wait_timeout_s``, when set). When the bag is done (and not looping) the node logs a
+summary, sets ``done`` and, with ``exit_on_end``, its ``main`` returns.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
+
+from rclpy.duration import Duration
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+from admn_ros import messages as M
+from admn_ros.node_utils import ERROR, OK, Diagnostics, declare, param, run_node
+
+NODE_NAME = 'bag_player'
+CLOCK_TOPIC = '/clock'
+ACK_TIMEOUT_S = 1.0  # as_fast_as_possible: longest wait for reliable subscribers to acknowledge
+
+
+def parse_remappings(items: List[str]) -> Dict[str, str]:
+    """``['old:=new', ...]`` -> ``{'/old': '/new'}`` (names compared with a leading slash)."""
+    out = {}
+    for item in items:
+        old, sep, new = item.partition(':=')
+        if not sep or not old.strip() or not new.strip():
+            raise ValueError(f"remapping {item!r} must look like 'old:=new'")
+        out[_absolute(old.strip())] = _absolute(new.strip())
+    return out
+
+
+def _absolute(topic: str) -> str:
+    return topic if topic.startswith('/') else '/' + topic
+
+
+@dataclass
+class Track:
+    """One bag connection being replayed."""
+
+    topic: str          # recorded name
+    out_topic: str      # published name
+    msgtype: str
+    publisher: object = None
+
+
+def recorded_qos(connections, depth: int) -> Tuple[QoSProfile, str]:
+    """The QoS to republish with, from the offered profiles recorded for one topic, and a note."""
+    profiles = [q for c in connections
+                for q in (getattr(c.ext, 'offered_qos_profiles', None) or [])]
+    default = QoSProfile(depth=depth, reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.VOLATILE)
+    if not profiles:
+        return default, ''
+    kinds = {(int(q.reliability), int(q.durability)) for q in profiles}
+    if len(kinds) > 1:
+        return default, 'recorded publishers disagree on QoS; using reliable volatile'
+    reliability, durability = kinds.pop()
+    # rosbags enums: reliability 1 reliable / 2 best effort, durability 1 transient local.
+    rel = ReliabilityPolicy.BEST_EFFORT if reliability == 2 else ReliabilityPolicy.RELIABLE
+    dur = {1: DurabilityPolicy.TRANSIENT_LOCAL}.get(durability, DurabilityPolicy.VOLATILE)
+    return QoSProfile(depth=depth, reliability=rel, durability=dur), ''
+
+
+class BagPlayer(Node):
+    """Replays one bag on a background thread; see the module docstring."""
+
+    def __init__(self, node_name: str = NODE_NAME, **kwargs):
+        super().__init__(node_name, **kwargs)
+        self.bag_path = declare(self, 'bag_path', '',
+                                'rosbag2 directory (with metadata.yaml) to play', read_only=True)
+        declare(self, 'rate', 1.0, 'playback speed factor', value_range=(0.01, 1000.0))
+        declare(self, 'loop', False, 'restart at the end of the bag')
+        self.start_offset = declare(self, 'start_offset', 0.0,
+                                    'seconds into the bag to start from', read_only=True,
+                                    value_range=(0.0, 1e9))
+        declare(self, 'delay_s', 0.0, 'seconds to wait before each pass',
+                value_range=(0.0, 3600.0))
+        include = declare(self, 'topics', [], 'topics to play (empty = all)', read_only=True,
+                          array_type='string')
+        remaps = parse_remappings(declare(self, 'remappings', [], "topic renames 'old:=new'",
+                                          read_only=True, array_type='string'))
+        self.clock_hz = declare(self, 'clock_hz', 0.0, 'publish /clock at this rate (0 = off)',
+                                read_only=True, value_range=(0.0, 10000.0))
+        declare(self, 'as_fast_as_possible', False,
+                'no pacing; wait for acknowledgements instead (deterministic, for tests)')
+        declare(self, 'exit_on_end', False, 'stop the node when playback ends')
+        self.wait_for = declare(self, 'wait_for_subscribers', 0,
+                                'hold playback until every topic has this many subscribers',
+                                read_only=True, value_range=(0, 1000))
+        self.wait_timeout = declare(self, 'wait_timeout_s', 0.0,
+                                    'start anyway after waiting this long (0 = wait forever)',
+                                    read_only=True, value_range=(0.0, 1e6))
+        relative = declare(self, 'relative_topics', False,
+                           'drop the leading slash of recorded topics (namespace applies)',
+                           read_only=True)
+        depth = declare(self, 'qos_depth', 10, 'KEEP_LAST depth of the republishing publishers',
+                        read_only=True, value_range=(1, 10000))
+        if not self.bag_path:
+            raise ValueError('bag_path is empty: set it to a rosbag2 directory')
+
+        from rosbags.rosbag2 import Reader
+        self._reader_cls = Reader
+        try:
+            with Reader(self.bag_path) as reader:
+                connections = list(reader.connections)
+                self.bag_start_ns = reader.start_time
+        except FileNotFoundError:
+            raise
+        except Exception as exc:  # rosbags' ReaderError and friends: not a readable rosbag2
+            raise ValueError(f'cannot open bag {self.bag_path!r}: {exc}') from exc
+        wanted = {_absolute(t) for t in include}
+        unknown = wanted - {c.topic for c in connections}
+        if unknown:
+            self.get_logger().warning(f'topics not in the bag: {sorted(unknown)}')
+
+        # One publisher per topic; connections of one topic share it.
+        self.tracks: Dict[str, Track] = {}
+        self.skipped: Dict[str, int] = {}
+        by_topic: Dict[str, list] = {}
+        for conn in connections:
+            if wanted and conn.topic not in wanted:
+                continue
+            if self.clock_hz > 0 and conn.topic == CLOCK_TOPIC:
+                continue  # our own /clock replaces the recorded one, as in ros2 bag play
+            by_topic.setdefault(conn.topic, []).append(conn)
+        for topic, conns in by_topic.items():
+            msgtype = conns[0].msgtype
+            out = remaps.get(topic, topic)
+            out = out.lstrip('/') if relative else out
+            try:
+                cls = M.message_class(msgtype)
+            except (ImportError, ValueError) as exc:
+                self.get_logger().warning(f'skipping {topic} ({msgtype}): type not available '
+                                          f'here ({exc})')
+                self.skipped[topic] = 0
+                continue
+            qos, note = recorded_qos(conns, depth)
+            if note:
+                self.get_logger().warning(f'{topic}: {note}')
+            self.tracks[topic] = Track(topic, out, msgtype, self.create_publisher(cls, out, qos))
+        if not self.tracks:
+            raise ValueError(f'nothing to play in {self.bag_path!r} '
+                             f'(topics filter {sorted(wanted)})')
+
+        self.clock_pub = None
+        if self.clock_hz > 0:
+            from rosgraph_msgs.msg import Clock
+            self._clock_cls = Clock
+            self.clock_pub = self.create_publisher(Clock, CLOCK_TOPIC, 10)
+
+        self.published: Dict[str, int] = {t: 0 for t in self.tracks}
+        self.passes = 0
+        self.finished = False
+        self.exit_code = 0
+        self.done = threading.Event()
+        self.error: Optional[str] = None
+        self._stop = threading.Event()
+        self._anchor_lock = threading.Lock()
+        # (monotonic s, bag ns) pair that pacing and /clock extrapolate from, at self._rate.
+        self._anchor: Optional[Tuple[float, int]] = None
+        self._rate = float(param(self, 'rate'))
+        self._next_clock = 0.0  # monotonic time of the next /clock message
+        self.add_post_set_parameters_callback(self._after_set)
+        self.diagnostics = Diagnostics(self)
+        self.diagnostics.add('playback', self._status)
+        self.get_logger().info(f'playing {self.bag_path} ({len(self.tracks)} topics)')
+        self._thread = threading.Thread(target=self._run, name='bag_player', daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ time
+    def bag_time_ns(self, now: Optional[float] = None) -> Optional[int]:
+        """The bag time that corresponds to wall time ``now`` (None before playback starts)."""
+        now = time.monotonic() if now is None else now
+        with self._anchor_lock:
+            if self._anchor is None:
+                return None
+            wall, bag = self._anchor
+            return bag + int((now - wall) * self._rate * 1e9)
+
+    def _after_set(self, params) -> None:
+        for p in params:
+            if p.name == 'rate':
+                # Re-anchor so the new rate applies from the current bag time on, without a jump.
+                now = time.monotonic()
+                current = self.bag_time_ns(now)
+                with self._anchor_lock:
+                    if current is not None:
+                        self._anchor = (now, current)
+                    self._rate = float(p.value)
+
+    def _publish_clock(self, bag_ns: int) -> None:
+        if self.clock_pub is not None:
+            self.clock_pub.publish(self._clock_cls(clock=M.ns_to_stamp(max(0, bag_ns))))
+
+    def _sleep_until(self, bag_ns: int) -> None:
+        """Sleep until bag time ``bag_ns``, publishing /clock every 1/``clock_hz`` s meanwhile."""
+        period = 1.0 / self.clock_hz if self.clock_hz > 0 else None
+        while not self._stop.is_set():
+            now = time.monotonic()
+            now_bag = self.bag_time_ns(now)
+            if period is not None and now >= self._next_clock:
+                self._publish_clock(min(now_bag, bag_ns))
+                self._next_clock = now + period
+            remaining = (bag_ns - now_bag) / 1e9 / self._rate
+            if remaining <= 0:
+                return
+            if period is not None:
+                remaining = min(remaining, max(0.0, self._next_clock - now))
+            self._stop.wait(remaining)
+
+    # ------------------------------------------------------------------ playback
+    def _wait_for_subscribers(self) -> bool:
+        """Hold playback until every topic has ``wait_for_subscribers`` matches (or the timeout);
+        False when the node is stopping."""
+        if self.wait_for <= 0:
+            return True
+        start = next_log = time.monotonic()
+        while not self._stop.is_set():
+            missing = [t.out_topic for t in self.tracks.values()
+                       if t.publisher.get_subscription_count() < self.wait_for]
+            if not missing:
+                return True
+            now = time.monotonic()
+            if self.wait_timeout > 0 and now - start >= self.wait_timeout:
+                self.get_logger().warning(f'starting after {self.wait_timeout:.1f} s without '
+                                          f'enough subscribers on {missing}')
+                return True
+            if now >= next_log:
+                self.get_logger().info(f'waiting for {self.wait_for} subscriber(s) on {missing}')
+                next_log = now + 5.0
+            self._stop.wait(0.02)
+        return False
+
+    def _run(self) -> None:
+        try:
+            if self._wait_for_subscribers():
+                while not self._stop.is_set():
+                    self._play_once()
+                    self.passes += 1
+                    if not param(self, 'loop'):
+                        break
+        except Exception as exc:  # report instead of dying silently on a background thread
+            if not self._stop.is_set():
+                self.error = f'{type(exc).__name__}: {exc}'
+                self.exit_code = 1
+                self.get_logger().error(f'playback failed: {self.error}')
+        finally:
+            if not self._stop.is_set():
+                counts = ', '.join(f'{t}: {n}' for t, n in self.published.items())
+                skipped = ', '.join(f'{t}: {n}' for t, n in self.skipped.items())
+                self.get_logger().info(f'playback finished after {self.passes} pass(es); '
+                                       f'published {counts}'
+                                       + (f'; skipped {skipped}' if skipped else ''))
+            self.finished = bool(param(self, 'exit_on_end'))
+            self.done.set()
+
+    def _play_once(self) -> None:
+        fast = bool(param(self, 'as_fast_as_possible'))
+        delay = float(param(self, 'delay_s'))
+        if delay > 0 and self._stop.wait(delay):
+            return
+        start = self.bag_start_ns + int(self.start_offset * 1e9)
+        with self._reader_cls(self.bag_path) as reader:
+            skipped_conns = [c for c in reader.connections if c.topic in self.skipped]
+            conns = [c for c in reader.connections if c.topic in self.tracks] + skipped_conns
+            with self._anchor_lock:
+                self._anchor = None
+            for conn, stamp_ns, raw in reader.messages(connections=conns, start=start):
+                if self._stop.is_set():
+                    return
+                if conn.topic in self.skipped:
+                    self.skipped[conn.topic] += 1
+                    continue
+                with self._anchor_lock:
+                    if self._anchor is None:
+                        self._anchor = (time.monotonic(), stamp_ns)
+                track = self.tracks[conn.topic]
+                if fast:
+                    self._publish_clock(stamp_ns)
+                else:
+                    self._sleep_until(stamp_ns)
+                    if self._stop.is_set():
+                        return
+                track.publisher.publish(bytes(raw))
+                if fast:
+                    track.publisher.wait_for_all_acked(Duration(seconds=ACK_TIMEOUT_S))
+                self.published[conn.topic] += 1
+
+    def _status(self):
+        values = {f'published {t}': n for t, n in self.published.items()}
+        values.update({f'skipped {t}': n for t, n in self.skipped.items()})
+        values['passes'] = self.passes
+        if self.error:
+            return ERROR, self.error, values
+        return OK, 'finished' if self.done.is_set() else 'playing', values
+
+    def destroy_node(self) -> None:
+        if hasattr(self, '_stop'):
+            self._stop.set()
+            self._thread.join(timeout=5.0)
+        super().destroy_node()
+
+
+def main(args=None) -> int:
+    return run_node(BagPlayer, args)
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())

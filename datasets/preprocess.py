@@ -1,0 +1,237 @@
+"""The one preprocessing path from raw batches to model tensors (training, evaluation, ROS nodes).
+
+=========  ==========================================  =========================================
+modality   model input                                 steps
+=========  ==========================================  =========================================
+rgb        float32 [B, 3, S, S], normalised            centre-crop to square, OpenCV resize
+                                                       (area down / linear up), /255, fixed
+                                                       ImageNet mean / std
+depth      float32 [B, 1, S, S] in [0, 1]              NaN / inf / negative -> 0 (invalid), crop,
+                                                       nearest resize (never blends an invalid
+                                                       pixel into a valid one), clip to
+                                                       ``depth_max_m``, / ``depth_max_m``
+audio      float32 [B, 1, n_mels, n_frames] log-mel    pad / crop the waveform to the clip length
+                                                       (keeps the start), ``torch.stft`` (Hann),
+                                                       power scaled so a full-scale sine is 0 dB,
+                                                       librosa mel filterbank (cached), dB with
+                                                       an -80 dB floor, fixed (dB + 40) / 20
+=========  ==========================================  =========================================
+
+``controller_views`` gives the controller's cheap inputs: the same normalisation at
+``controller_size`` (rgb area-resized, depth nearest-resized, log-mel 2x2 average-pooled).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Dict, Optional
+
+import numpy as np
+
+from datasets.sample import MODALITIES, SAMPLE_RATE, RawBatch, present_modalities
+
+RGB_MEAN = (0.485, 0.456, 0.406)  # ImageNet statistics: fixed, dataset-independent
+RGB_STD = (0.229, 0.224, 0.225)
+DB_FLOOR = -80.0                  # log-mel floor (dB re a full-scale sine)
+DB_MEAN, DB_STD = -40.0, 20.0     # maps [-80, 0] dB to [-2, 2]
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """Model input geometry and audio front-end settings."""
+
+    image_size: int = 64
+    depth_max_m: float = 4.0
+    clip_seconds: float = 1.0
+    n_fft: int = 512
+    hop_length: int = 250
+    n_mels: int = 64
+    n_frames: int = 64
+    controller_size: int = 32
+
+    def __post_init__(self):
+        for name in ('image_size', 'n_fft', 'hop_length', 'n_mels', 'n_frames', 'controller_size'):
+            if int(getattr(self, name)) <= 0:
+                raise ValueError(f'{name} must be a positive integer, got {getattr(self, name)!r}')
+        if self.depth_max_m <= 0:
+            raise ValueError(f'depth_max_m must be positive, got {self.depth_max_m}')
+        if self.clip_seconds <= 0:
+            raise ValueError(f'clip_seconds must be positive, got {self.clip_seconds}')
+        if self.n_mels > self.n_fft // 2 + 1:
+            raise ValueError(f'n_mels={self.n_mels} exceeds the {self.n_fft // 2 + 1} STFT bins')
+
+    @property
+    def clip_samples(self) -> int:
+        return int(round(self.clip_seconds * SAMPLE_RATE))
+
+
+@lru_cache(maxsize=8)
+def mel_filterbank(n_fft: int, n_mels: int, sample_rate: int = SAMPLE_RATE):
+    """Mel filterbank [n_mels, n_fft // 2 + 1] as a torch tensor (unit-peak triangles, cached)."""
+    import librosa
+    import torch
+    bank = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=0.0, fmax=sample_rate / 2, norm=None)
+    return torch.from_numpy(bank.astype(np.float32))
+
+
+@lru_cache(maxsize=8)
+def _hann(n_fft: int):
+    import torch
+    return torch.hann_window(n_fft, periodic=True, dtype=torch.float32)
+
+
+class Preprocessor:
+    """``pre(raw_batch) -> {modality: FloatTensor}`` for the modalities present, vectorised over B."""
+
+    def __init__(self, cfg: Optional[PreprocessConfig] = None):
+        self.cfg = cfg or PreprocessConfig()
+
+    # ---------------------------------------------------------------- public API
+    def __call__(self, batch: RawBatch) -> Dict[str, 'torch.Tensor']:
+        present = _check_batch(batch)
+        size = self.cfg.image_size
+        out = {}
+        if 'rgb' in present:
+            out['rgb'] = self.rgb(batch['rgb'], size)
+        if 'depth' in present:
+            out['depth'] = self.depth(batch['depth'], size)
+        if 'audio' in present:
+            out['audio'] = self.log_mel(batch['audio'])
+        return out
+
+    def controller_views(self, batch: RawBatch) -> Dict[str, 'torch.Tensor']:
+        """Cheap low-resolution views for the allocation controller (same normalisation)."""
+        import torch.nn.functional as F
+        present = _check_batch(batch)
+        size = self.cfg.controller_size
+        out = {}
+        if 'rgb' in present:
+            out['rgb'] = self.rgb(batch['rgb'], size)
+        if 'depth' in present:
+            out['depth'] = self.depth(batch['depth'], size)
+        if 'audio' in present:
+            mel = self.log_mel(batch['audio'])
+            out['audio'] = F.adaptive_avg_pool2d(mel, (size, size))
+        return out
+
+    @staticmethod
+    def sample_to_batch(rgb=None, depth=None, audio=None, label: Optional[int] = None) -> RawBatch:
+        """One sample (rgb HxWx3 uint8, depth HxW metres, audio [T] float or int16 PCM) -> raw batch of 1."""
+        batch: RawBatch = {}
+        if rgb is not None:
+            rgb = np.asarray(rgb)
+            if rgb.ndim != 3 or rgb.shape[-1] != 3 or rgb.dtype != np.uint8:
+                raise ValueError(f'rgb must be uint8 HxWx3, got {rgb.dtype} {rgb.shape}')
+            batch['rgb'] = rgb[None]
+        if depth is not None:
+            depth = np.asarray(depth)
+            if depth.ndim != 2 or not np.issubdtype(depth.dtype, np.floating):
+                raise ValueError(f'depth must be float metres HxW, got {depth.dtype} {depth.shape}')
+            batch['depth'] = depth.astype(np.float32)[None]
+        if audio is not None:
+            audio = np.asarray(audio)
+            if audio.ndim != 1:
+                raise ValueError(f'audio must be a 1-D waveform, got shape {audio.shape}')
+            if audio.dtype == np.int16:
+                audio = audio.astype(np.float32) / 32768.0
+            elif not np.issubdtype(audio.dtype, np.floating):
+                raise ValueError(f'audio must be float in [-1, 1] or int16 PCM, got {audio.dtype}')
+            batch['audio'] = audio.astype(np.float32)[None]
+        if not batch:
+            raise ValueError('sample_to_batch needs at least one of rgb, depth, audio')
+        if label is not None:
+            batch['label'] = np.array([label], np.int64)
+        return batch
+
+    # ---------------------------------------------------------------- per modality
+    def rgb(self, images: np.ndarray, size: int):
+        import cv2
+        import torch
+        resized = _resize_each(images, size, cv2.INTER_AREA, cv2.INTER_LINEAR)
+        x = torch.from_numpy(resized).permute(0, 3, 1, 2).float().div_(255.0)
+        mean = torch.tensor(RGB_MEAN).view(1, 3, 1, 1)
+        std = torch.tensor(RGB_STD).view(1, 3, 1, 1)
+        return ((x - mean) / std).contiguous()
+
+    def depth(self, depth: np.ndarray, size: int):
+        import cv2
+        import torch
+        metres = np.asarray(depth, np.float32)
+        valid = np.isfinite(metres) & (metres > 0)
+        metres = np.where(valid, metres, 0.0).astype(np.float32)
+        resized = _resize_each(metres[..., None], size, cv2.INTER_NEAREST, cv2.INTER_NEAREST)[..., 0]
+        scaled = np.clip(resized, 0.0, self.cfg.depth_max_m) / self.cfg.depth_max_m
+        return torch.from_numpy(np.ascontiguousarray(scaled, np.float32)).unsqueeze(1)
+
+    def log_mel(self, audio: np.ndarray):
+        """Waveforms [B, T] -> normalised log-mel [B, 1, n_mels, n_frames]."""
+        import torch
+        cfg = self.cfg
+        wave = np.asarray(audio, np.float32)
+        length = cfg.clip_samples
+        if wave.shape[1] >= length:
+            wave = wave[:, :length]
+        else:
+            wave = np.pad(wave, ((0, 0), (0, length - wave.shape[1])))
+        x = torch.from_numpy(np.ascontiguousarray(wave))
+        spec = torch.stft(x, n_fft=cfg.n_fft, hop_length=cfg.hop_length, window=_hann(cfg.n_fft), center=True,
+                          pad_mode='constant', return_complex=True)
+        # Scale so a full-scale sine's peak bin has power 1 (0 dB): |X| = A * sum(w) / 2.
+        power = spec.real.square() + spec.imag.square()
+        power = power / (float(_hann(cfg.n_fft).sum()) / 2) ** 2
+        mel = torch.matmul(mel_filterbank(cfg.n_fft, cfg.n_mels), power)          # [B, n_mels, frames]
+        db = 10.0 * torch.log10(mel.clamp_min(10 ** (DB_FLOOR / 10)))
+        frames = db.shape[-1]
+        if frames >= cfg.n_frames:
+            db = db[..., :cfg.n_frames]
+        else:
+            db = torch.nn.functional.pad(db, (0, cfg.n_frames - frames), value=DB_FLOOR)
+        return ((db - DB_MEAN) / DB_STD).unsqueeze(1).contiguous()
+
+
+# ------------------------------------------------------------------------------- helpers
+
+def _check_batch(batch: RawBatch) -> tuple:
+    """Validate dtypes / shapes of the modalities present; returns them in canonical order."""
+    if not isinstance(batch, dict):
+        raise ValueError(f'expected a raw batch (dict of numpy arrays), got {type(batch).__name__}')
+    present = present_modalities(batch)
+    if not present:
+        raise ValueError(f'raw batch has none of the modalities {MODALITIES}; keys: {sorted(batch)}')
+    sizes = {m: len(batch[m]) for m in present}
+    if len(set(sizes.values())) > 1:
+        raise ValueError(f'modalities disagree on batch size: {sizes}')
+    if 'rgb' in batch:
+        rgb = batch['rgb']
+        if rgb.dtype != np.uint8 or rgb.ndim != 4 or rgb.shape[-1] != 3:
+            raise ValueError(f'rgb must be uint8 [B, H, W, 3], got {rgb.dtype} {rgb.shape}')
+    if 'depth' in batch:
+        depth = batch['depth']
+        if depth.ndim != 3 or not np.issubdtype(depth.dtype, np.floating):
+            raise ValueError(f'depth must be float metres [B, H, W], got {depth.dtype} {depth.shape}')
+    if 'audio' in batch:
+        audio = batch['audio']
+        if audio.ndim != 2 or not np.issubdtype(audio.dtype, np.floating):
+            raise ValueError(f'audio must be float [B, T] in [-1, 1], got {audio.dtype} {audio.shape}')
+    return present
+
+
+def _resize_each(images: np.ndarray, size: int, shrink: int, grow: int) -> np.ndarray:
+    """Centre-crop [B, H, W, C] images to square and resize each to ``size`` x ``size``.
+
+    One OpenCV call per image: stacking the batch into channels is not bit-identical to single
+    images in OpenCV, and batch / single consistency matters more here than a few microseconds.
+    """
+    import cv2
+    _, height, width, channels = images.shape
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    images = images[:, top:top + side, left:left + side]
+    if side == size:
+        return np.ascontiguousarray(images)
+    interpolation = shrink if side > size else grow
+    out = np.empty((len(images), size, size, channels), images.dtype)
+    for i, image in enumerate(images):
+        resized = cv2.resize(np.ascontiguousarray(image), (size, size), interpolation=interpolation)
+        out[i] = resized.reshape(size, size, channels)
+    return out

@@ -1,0 +1,28 @@
+"""Trained defaults for the built-in datasets: one command, the shipped configs, a known location.
+
+    admn train defaults --dataset synthetic      # -> $ADMN_CACHE_DIR/models/synthetic/controller.pt
+
+``admn eval`` and the fusion node use this file when no checkpoint is given.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from quality_estimators.evaluate import cache_dir
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / 'config'
+
+
+def train_defaults(dataset: str, *, device: str = 'auto', progress: bool = True) -> Path:
+    from fusion.stage1 import Stage1Config, train_stage1
+    from quality_estimators.train_controller import ControllerTrainConfig, train_controller
+    out = cache_dir() / 'models' / dataset
+    s1 = Stage1Config.from_yaml(str(CONFIG_DIR / f'stage1_{dataset}.yaml'))
+    s1.device = device
+    stage1 = train_stage1(s1, out / 'stage1', resume=True, progress=progress)
+    c = ControllerTrainConfig.from_yaml(str(CONFIG_DIR / f'controller_{dataset}.yaml'))
+    c.device = device
+    ctrl = train_controller(c, stage1, out / 'controller_run', resume=True, progress=progress)
+    final = out / 'controller.pt'
+    final.write_bytes(Path(ctrl).read_bytes())
+    return final

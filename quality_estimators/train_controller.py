@@ -1,0 +1,257 @@
+"""Stage 2: train the allocation controller on a frozen stage-1 model.
+
+    admn train controller --stage1 runs/stage1/model.pt --config config/controller_synthetic.yaml --out DIR
+
+Per batch: corrupt (the standard mix) -> shared preprocessing (model inputs + controller views) ->
+sample a budget per sample (fraction, unit) -> controller -> straight-through strict mask ->
+frozen model in its differentiable blend mode -> task loss (+ corruption loss). The first
+``warmup_epochs`` use the corruption loss only (ADMN). ``variant: label_free`` instead pre-trains an
+autoencoder on the corrupted views, freezes its encoder and trains the allocation head on the task
+loss alone (ADMN_AE). The output ``controller.pt`` embeds the stage-1 model, so one file serves
+evaluation and the ROS fusion node.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from datasets.preprocess import Preprocessor, PreprocessConfig
+from datasets.registry import load_dataset
+from datasets.sample import take
+from fusion.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
+from fusion.config import from_dict
+from fusion.flops import CostModel
+from fusion.runtime import CsvLog, init_runtime, load_yaml, seed_everything
+from fusion.stage1 import AugmentConfig, DataConfig, _plain, _progress
+from quality_estimators.budget import UNITS
+from quality_estimators.controller import (AllocationController, ControllerConfig, ControllerScorer,
+                                           straight_through_mask)
+
+
+@dataclass
+class ControllerTrainConfig:
+    controller: ControllerConfig = field(default_factory=ControllerConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(start_epoch=0))
+    variant: str = 'supervised'        # 'supervised' (task + corruption loss) or 'label_free' (AE)
+    epochs: int = 8
+    warmup_epochs: int = 1             # corruption loss only
+    ae_epochs: int = 4                 # label_free: autoencoder pre-training
+    batch_size: int = 64
+    lr: float = 1e-3
+    corruption_weight: float = 1.0
+    budget_range: tuple = (0.1, 1.0)
+    budget_units: tuple = ('layers', 'flops')
+    seed: int = 0
+    device: str = 'auto'
+
+    @classmethod
+    def from_yaml(cls, path: Optional[str]) -> 'ControllerTrainConfig':
+        data = load_yaml(path)
+        ctrl = data.pop('controller', None)
+        cfg = from_dict(cls, data)
+        if ctrl:
+            cfg.controller = ControllerConfig.from_dict(ctrl)
+        return cfg
+
+
+class ViewDecoder(nn.Module):
+    """Autoencoder decoder for the label-free variant: CLS latent -> one modality's view."""
+
+    def __init__(self, dim: int, chans: int, size: int):
+        super().__init__()
+        self.size, self.chans = size, chans
+        self.fc = nn.Linear(dim, 16 * (size // 8) ** 2)
+        self.up = nn.Sequential(
+            nn.ConvTranspose2d(16, 16, 4, stride=2, padding=1), nn.ReLU(),
+            nn.ConvTranspose2d(16, 8, 4, stride=2, padding=1), nn.ReLU(),
+            nn.ConvTranspose2d(8, chans, 4, stride=2, padding=1))
+
+    def forward(self, z):
+        return self.up(self.fc(z).view(len(z), 16, self.size // 8, self.size // 8))
+
+
+def budget_costs(cost: CostModel, modalities, unit: str) -> np.ndarray:
+    return np.ones(len(modalities)) if unit == 'layers' else cost.layer_costs(modalities)
+
+
+def corruption_loss(severity, types, raw, modalities):
+    loss = 0.0
+    for i, m in enumerate(modalities):
+        if f'severity_{m}' in raw:
+            target = torch.as_tensor(raw[f'severity_{m}'], dtype=torch.float32, device=severity.device)
+            loss = loss + F.mse_loss(severity[:, i], target)
+        if m in types and f'ctype_{m}' in raw:
+            loss = loss + 0.2 * F.cross_entropy(types[m], torch.as_tensor(raw[f'ctype_{m}'], device=severity.device))
+    return loss
+
+
+def controller_step(ctrl, model, pre, cost, raw, rng, cfg: ControllerTrainConfig, *, task: bool,
+                    corruption: bool, device):
+    """One forward pass of stage-2 training; returns (loss, accuracy, mean layers per modality)."""
+    mods = model.modalities
+    inputs = {m: x.to(device) for m, x in pre(raw).items() if m in mods}
+    views = {m: v.to(device) for m, v in pre.controller_views(raw).items() if m in mods}
+    labels = torch.as_tensor(raw['label'], device=device)
+    n = len(labels)
+    lo, hi = cfg.budget_range
+    fraction = torch.as_tensor(rng.uniform(lo, hi, n), dtype=torch.float32, device=device)
+    unit = str(rng.choice(cfg.budget_units))
+    logits, severity, types = ctrl(views, fraction, unit)
+    order = [ctrl.cfg.modalities.index(m) for m in mods]
+    logits = logits[:, order]
+    costs = budget_costs(cost, mods, unit)
+    budget_abs = fraction.cpu().numpy() * model.depth * costs.sum()
+    present = torch.ones(n, len(mods), dtype=torch.bool)
+    loss = torch.zeros((), device=device)
+    acc = float('nan')
+    mask = straight_through_mask(logits, costs, budget_abs, present, ctrl.cfg, training=task)
+    if task:
+        out = model(inputs, {m: mask[:, i] for i, m in enumerate(mods)})
+        loss = loss + F.cross_entropy(out.float(), labels)
+        acc = float((out.argmax(-1) == labels).float().mean())
+    if corruption:
+        loss = loss + cfg.corruption_weight * corruption_loss(severity[:, order], types, raw, mods)
+    return loss, acc, mask.detach().sum(-1).mean(0).cpu().numpy()
+
+
+def train_controller(cfg: ControllerTrainConfig, stage1, out_dir, *, resume: bool = False,
+                     progress: bool = True) -> Path:
+    rt = init_runtime(cfg.device)
+    out = Path(out_dir)
+    seed_everything(cfg.seed)
+    model, meta = load_checkpoint(stage1, map_location=rt.device)
+    if meta.get('stage') not in ('stage1', None):
+        raise CheckpointError(f'{stage1}: expected a stage-1 checkpoint, got stage {meta.get("stage")!r}')
+    model.eval().requires_grad_(False)
+    pre = Preprocessor(from_dict(PreprocessConfig, meta.get('preprocess') or {}))
+    cost = CostModel.from_config(model.cfg)
+    d = cfg.data
+    train = load_dataset(d.dataset, d.train_split, seed=d.seed, size=d.train_size, data_root=d.data_root)
+    mods = model.modalities
+    ccfg = ControllerConfig(**{**cfg.controller.__dict__, 'modalities': tuple(mods), 'depth': model.depth})
+    ctrl = AllocationController(ccfg).to(rt.device)
+    from fusion.stage1 import build_augment
+    augment = build_augment(cfg.augment)
+    log = CsvLog(out / 'metrics.csv')
+    n = len(train.arrays['label'])
+    steps = max(1, n // cfg.batch_size)
+
+    def batches(epoch):
+        order = np.random.default_rng(cfg.seed + epoch).permutation(n)
+        rng = np.random.default_rng([cfg.seed, epoch])
+        for s in range(steps):
+            raw = take(train.arrays, order[s * cfg.batch_size:(s + 1) * cfg.batch_size])
+            yield (augment(raw, rng) if augment else raw), rng
+
+    if cfg.variant == 'label_free':
+        _pretrain_autoencoder(ctrl, pre, batches, cfg, rt.device, progress)
+        frozen = [ctrl.view_encoders, ctrl.blocks, ctrl.norm]
+        for module in frozen:
+            module.requires_grad_(False)
+        ctrl.modality_embed.requires_grad_(False)
+        ctrl.cls_token.requires_grad_(False)
+    elif cfg.variant != 'supervised':
+        raise ValueError(f'unknown variant {cfg.variant!r}: supervised or label_free')
+    params = [p for p in ctrl.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=cfg.lr)
+    total = cfg.epochs * steps
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.01, 1 - s / total))
+    start = 0
+    if resume and (out / 'last.pt').exists():
+        state = read_checkpoint(out / 'last.pt', map_location=rt.device)['extra']
+        ctrl.load_state_dict(state['controller_state'])
+        opt.load_state_dict(state['optimizer'])
+        sched.load_state_dict(state['scheduler'])
+        start = int(state['epoch']) + 1
+        print(f'resuming from {out / "last.pt"} at epoch {start}')
+    for epoch in range(start, cfg.epochs):
+        t0 = time.time()
+        ctrl.train()
+        task = cfg.variant == 'label_free' or epoch >= cfg.warmup_epochs
+        corruption = cfg.variant == 'supervised'
+        bar = _progress(steps, f'controller {epoch + 1}/{cfg.epochs}', progress and rt.is_main)
+        tot_loss, tot_acc, layers = 0.0, [], []
+        for raw, rng in batches(epoch):
+            loss, acc, mean_layers = controller_step(ctrl, model, pre, cost, raw, rng, cfg, task=task,
+                                                     corruption=corruption, device=rt.device)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            tot_loss += float(loss)
+            tot_acc.append(acc)
+            layers.append(mean_layers)
+            if bar is not None:
+                bar.set_postfix(loss=f'{float(loss):.3f}')
+                bar.update()
+        if bar is not None:
+            bar.close()
+        mean_layers = np.mean(layers, 0)
+        row = {'epoch': epoch + 1, 'loss': round(tot_loss / steps, 5),
+               'train_acc': round(float(np.nanmean(tot_acc)) if task else float('nan'), 5),
+               **{f'layers_{m}': round(float(v), 3) for m, v in zip(mods, mean_layers)},
+               'seconds': round(time.time() - t0, 1)}
+        log.write(row)
+        print(' '.join(f'{k}={v}' for k, v in row.items()), flush=True)
+        save_checkpoint(out / 'last.pt', model, **_meta(ctrl, meta, cfg), epoch=epoch,
+                        optimizer=opt.state_dict(), scheduler=sched.state_dict())
+    save_checkpoint(out / 'controller.pt', model, **_meta(ctrl, meta, cfg))
+    rt.close()
+    return out / 'controller.pt'
+
+
+def _pretrain_autoencoder(ctrl, pre, batches, cfg, device, progress):
+    decoders = nn.ModuleDict({m: ViewDecoder(ctrl.cfg.embed_dim, ctrl.cfg.in_chans[m], ctrl.cfg.view_size)
+                              for m in ctrl.cfg.modalities}).to(device)
+    params = [*ctrl.view_encoders.parameters(), *ctrl.blocks.parameters(), *ctrl.norm.parameters(),
+              ctrl.modality_embed, ctrl.cls_token, *ctrl.budget_embed.parameters(), *decoders.parameters()]
+    opt = torch.optim.Adam(params, lr=cfg.lr)
+    for epoch in range(cfg.ae_epochs):
+        total, count = 0.0, 0
+        for raw, _ in batches(1000 + epoch):
+            views = {m: v.to(device) for m, v in pre.controller_views(raw).items() if m in decoders}
+            n = len(next(iter(views.values())))
+            z = ctrl.encode(views, torch.ones(n, device=device), 'layers')
+            # Target = the corrupted view itself: the latent must encode how corrupted it is.
+            loss = sum(F.mse_loss(decoders[m](z), v) for m, v in views.items())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total, count = total + float(loss), count + 1
+        if progress:
+            print(f'autoencoder epoch {epoch + 1}/{cfg.ae_epochs} reconstruction={total / count:.4f}', flush=True)
+
+
+def _meta(ctrl, stage1_meta, cfg) -> dict:
+    return {**stage1_meta, 'stage': 'controller', 'controller_config': ctrl.cfg.to_dict(),
+            'controller_state': ctrl.state_dict(), 'controller_train_config': _plain(asdict(cfg))}
+
+
+def load_controller(path, map_location='cpu'):
+    """(model, controller or None, meta) from a controller or stage-1 checkpoint."""
+    model, meta = load_checkpoint(path, map_location=map_location)
+    ctrl = None
+    if 'controller_state' in meta:
+        ctrl = AllocationController(ControllerConfig.from_dict(meta['controller_config']))
+        try:
+            ctrl.load_state_dict(meta['controller_state'])
+        except RuntimeError as exc:
+            raise CheckpointError(f'{path}: controller weights do not match its config: {exc}') from exc
+        ctrl.to(map_location).eval()
+    return model.eval(), ctrl, meta
+
+
+def make_scorer(ctrl, meta, modalities, device=None) -> ControllerScorer:
+    pre = Preprocessor(from_dict(PreprocessConfig, meta.get('preprocess') or {}))
+    return ControllerScorer(ctrl, pre, modalities, device)
+
+
+__all__ = ['ControllerTrainConfig', 'train_controller', 'load_controller', 'make_scorer', 'UNITS']

@@ -1,0 +1,354 @@
+"""sensor_source, noise_injector and bag_player over real rclpy (in-process, private context)."""
+import time
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip('rclpy')
+
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.qos import QoSProfile  # noqa: E402
+from sensor_msgs.msg import Image  # noqa: E402
+
+from admn_ros import messages as M  # noqa: E402
+
+pytestmark = pytest.mark.ros
+DEEP = QoSProfile(depth=200)  # count-sensitive subscribers must not drop (platform.md pitfall 6)
+
+
+class Harness:
+    """Nodes under test plus a probe node in one context and one executor, spun in bounded loops."""
+
+    def __init__(self, ctx, *nodes):
+        self.ctx = ctx
+        self.probe = rclpy.create_node('probe', context=ctx)
+        self.nodes = list(nodes)
+        self.executor = SingleThreadedExecutor(context=ctx)
+        for node in self.nodes + [self.probe]:
+            self.executor.add_node(node)
+        self.got = {}
+
+    def listen(self, msg_type, topic, key=None, qos=DEEP):
+        key = key or topic
+        self.got[key] = []
+        self.probe.create_subscription(msg_type, topic, self.got[key].append, qos)
+        return self.got[key]
+
+    def spin_until(self, done, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        while not done() and time.monotonic() < deadline:
+            self.executor.spin_once(timeout_sec=0.02)
+        return done()
+
+    def spin_for(self, seconds):
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self.executor.spin_once(timeout_sec=0.01)
+
+    def close(self):
+        self.executor.shutdown()
+        for node in self.nodes + [self.probe]:
+            node.destroy_node()
+
+
+@pytest.fixture
+def harness(ros_context):
+    made = []
+
+    def make(*nodes):
+        made.append(Harness(ros_context, *nodes))
+        return made[-1]
+    yield make
+    for h in made:
+        h.close()
+
+
+# --------------------------------------------------------------------------- messages
+def test_message_helpers_round_trip_and_reject_bad_input():
+    stamp = 1_700_000_000_123_456_789
+    wave = np.linspace(-0.5, 0.5, 800, dtype=np.float32)
+    msg = M.audio_msg(wave, stamp)
+    assert (msg.encoding, msg.height, msg.width) == ('16SC1', 1, 800)
+    assert M.stamp_to_ns(msg.header.stamp) == stamp
+    assert np.allclose(M.read_audio(msg)[0], wave, atol=1 / 32768)
+    assert M.read_label(M.label_msg(stamp, 7, 'seven')) == (7, 'seven')
+    levels = {'rgb': ('low_light', 0.25), 'audio': ('clean', 0.0)}
+    assert M.read_corruption(M.corruption_msg(stamp, levels)) == levels
+    with pytest.raises(ValueError, match='no .label. status'):
+        M.read_label(DiagnosticArray())
+    with pytest.raises(ValueError, match='uint8'):
+        M.rgb_msg(np.zeros((4, 4, 3), np.float32), stamp)
+    with pytest.raises(ValueError, match='reliability'):
+        M.sensor_qos(reliability=5)
+    assert M.message_class('sensor_msgs/msg/Image') is Image
+    with pytest.raises(ImportError):
+        M.message_class('audio_common_msgs/msg/NoSuchType')
+    with pytest.raises(ValueError, match='pkg/msg/Name'):
+        M.message_class('Image')
+
+
+# --------------------------------------------------------------------------- sensor_source
+def test_sensor_source_publishes_dataset_samples_with_shared_stamps(ros_context, harness):
+    from admn_ros.nodes.sensor_source import SensorSource
+    from datasets.registry import load_dataset
+
+    ds = load_dataset('tensors', 'test', seed=3, size=4)
+    src = SensorSource(context=ros_context, parameter_overrides=[
+        Parameter('source', value='tensors'), Parameter('seed', value=3),
+        Parameter('dataset_size', value=4), Parameter('rate_hz', value=50.0),
+        Parameter('loop', value=False)])
+    h = harness(src)
+    rgb, depth = h.listen(Image, M.RGB), h.listen(Image, M.DEPTH)
+    audio, labels = h.listen(Image, M.AUDIO), h.listen(DiagnosticArray, M.LABEL)
+    streams = (rgb, depth, audio, labels)
+    assert h.spin_until(lambda: all(len(s) == 4 for s in streams))
+    h.spin_for(0.2)
+    assert len(rgb) == 4  # loop=False: no fifth frame
+    stamps = [[M.stamp_to_ns(m.header.stamp) for m in stream] for stream in streams]
+    assert stamps[0] == stamps[1] == stamps[2] == stamps[3]          # sample i shares t_i
+    assert all(b > a for a, b in zip(stamps[0], stamps[0][1:]))
+    assert 10e6 < np.median(np.diff(stamps[0])) < 60e6                # ~20 ms at 50 Hz
+    a = ds.arrays
+    for i in range(4):
+        assert np.array_equal(M.read_image(rgb[i]), a['rgb'][i])
+        np.testing.assert_array_equal(M.read_image(depth[i]), a['depth'][i])  # NaN-aware
+        assert np.allclose(M.read_audio(audio[i])[0], a['audio'][i], atol=1 / 32767)
+        assert M.read_label(labels[i]) == (int(a['label'][i]), ds.class_names[int(a['label'][i])])
+    assert rgb[0].header.frame_id == M.FRAME_IDS['rgb']
+
+
+def test_sensor_source_wav_chunks_are_stamped_at_their_first_sample(ros_context, harness, tmp_path):
+    import soundfile
+
+    from admn_ros.nodes.sensor_source import SensorSource
+    wave = (0.5 * np.sin(np.arange(4000) * 0.05)).astype(np.float32)
+    soundfile.write(tmp_path / 'a.wav', wave, 8000)  # 0.5 s at 8 kHz -> resampled to 16 kHz
+    src = SensorSource(context=ros_context, parameter_overrides=[
+        Parameter('source', value=f'wav:{tmp_path / "a.wav"}'),
+        Parameter('audio_chunk_s', value=0.05), Parameter('loop', value=False),
+        Parameter('exit_on_end', value=True)])
+    h = harness(src)
+    chunks = h.listen(Image, M.AUDIO)
+    assert h.spin_until(lambda: src.finished, timeout=5)
+    assert len(chunks) == 10 and all(c.width == 800 for c in chunks)
+    received = np.concatenate([M.read_audio(c)[0] for c in chunks])
+    assert np.corrcoef(received[::2], wave)[0, 1] > 0.99
+    stamps = np.array([M.stamp_to_ns(c.header.stamp) for c in chunks])
+    assert np.all(np.diff(stamps) == 50_000_000)  # exactly one chunk apart, despite timer jitter
+    with pytest.raises(ValueError, match='unknown source'):
+        SensorSource(context=ros_context, parameter_overrides=[Parameter('source', value='camera')])
+
+
+# --------------------------------------------------------------------------- noise_injector
+def _spin_one(h, pub, msg, outputs, count):
+    pub.publish(msg)
+    assert h.spin_until(lambda: len(outputs) >= count)
+
+
+def test_noise_injector_applies_runtime_severity_and_reports_it(ros_context, harness):
+    from admn_ros.nodes.noise_injector import NoiseInjector
+    inj = NoiseInjector(context=ros_context,
+                        parameter_overrides=[Parameter('input_reliability', value=1)])
+    h = harness(inj)
+    out = h.listen(Image, M.CORRUPTED_TOPICS['rgb'])
+    levels = h.listen(DiagnosticArray, M.CORRUPTION)
+    pub = h.probe.create_publisher(Image, M.RGB, 10)
+    assert h.spin_until(lambda: pub.get_subscription_count() > 0)
+    clean = np.full((24, 24, 3), 120, np.uint8)
+    errors, recorded = [], []
+    for i, severity in enumerate((0.0, 0.2, 0.8)):
+        result = inj.set_parameters([Parameter('rgb.type', value='gaussian_noise'),
+                                     Parameter('rgb.severity', value=severity)])
+        assert all(r.successful for r in result)
+        stamp = 1_000 + i
+        _spin_one(h, pub, M.rgb_msg(clean, stamp, 'cam'), out, i + 1)
+        assert h.spin_until(lambda: len(levels) >= i + 1)
+        assert M.stamp_to_ns(out[i].header.stamp) == stamp and out[i].header.frame_id == 'cam'
+        assert M.stamp_to_ns(levels[i].header.stamp) == stamp
+        errors.append(np.abs(M.read_image(out[i]).astype(float) - clean).mean())
+        recorded.append(M.read_corruption(levels[i])['rgb'])
+    assert errors[0] == 0 and 0 < errors[1] < errors[2]
+    assert recorded == [('clean', 0.0), ('gaussian_noise', 0.2), ('gaussian_noise', 0.8)]
+
+
+def test_noise_injector_rejects_invalid_parameters_with_a_reason(ros_context, tmp_path):
+    from admn_ros.nodes.noise_injector import NoiseInjector
+    inj = NoiseInjector(context=ros_context)
+    try:
+        before = inj.get_parameter('rgb.type').value
+        (result,) = inj.set_parameters([Parameter('rgb.type', value='fog')])
+        assert not result.successful and 'fog' in result.reason and 'gaussian_blur' in result.reason
+        (result,) = inj.set_parameters([Parameter('depth.severity', value=1.5)])
+        assert not result.successful
+        bad = tmp_path / 'bad.yaml'
+        bad.write_text('tracks:\n  rgb: {kind: ramp, ctype: fog, t0: 0, t1: 1, s0: 0, s1: 1}\n')
+        (result,) = inj.set_parameters([Parameter('schedule_file', value=str(bad))])
+        assert not result.successful and 'fog' in result.reason
+        assert inj.get_parameter('rgb.type').value == before
+        assert inj.get_parameter('schedule_file').value == ''
+    finally:
+        inj.destroy_node()
+    with pytest.raises(ValueError, match='unknown audio corruption'):
+        NoiseInjector(context=ros_context,
+                      parameter_overrides=[Parameter('audio.type', value='fog')])
+
+
+def test_noise_injector_follows_a_schedule_in_source_time(ros_context, harness, tmp_path):
+    from admn_ros.nodes.noise_injector import NoiseInjector
+    schedule = tmp_path / 'schedule.yaml'
+    schedule.write_text('tracks:\n  audio: {kind: step, t: 2.0, before: [clean, 0.0], '
+                        'after: [muted, 1.0]}\n')
+    inj = NoiseInjector(context=ros_context, parameter_overrides=[
+        Parameter('schedule_file', value=str(schedule)), Parameter('rgb.type', value='low_light'),
+        Parameter('rgb.severity', value=0.5)])
+    h = harness(inj)
+    out = h.listen(Image, M.CORRUPTED_TOPICS['audio'])
+    levels = h.listen(DiagnosticArray, M.CORRUPTION)
+    pub = h.probe.create_publisher(Image, M.AUDIO, 10)
+    assert h.spin_until(lambda: pub.get_subscription_count() > 0)
+    chunk = (0.3 * np.sin(np.arange(400) * 0.1)).astype(np.float32)
+    t0 = 5_000_000_000
+    for k, t in enumerate((t0, t0 + 1_900_000_000, t0 + 2_000_000_000)):  # schedule t 0, 1.9, 2.0
+        _spin_one(h, pub, M.audio_msg(chunk, t), out, k + 1)
+    assert h.spin_until(lambda: len(levels) == 3)
+    assert np.allclose(M.read_audio(out[1])[0], chunk, atol=1e-4)
+    assert np.all(M.read_audio(out[2]) == 0)
+    recorded = [M.read_corruption(m) for m in levels]
+    assert [r['audio'] for r in recorded] == [('clean', 0.0), ('clean', 0.0), ('muted', 1.0)]
+    assert all(r['rgb'] == ('low_light', 0.5) for r in recorded)  # no rgb track: parameters apply
+
+
+# --------------------------------------------------------------------------- bag_player
+def _small_batch(n=6):
+    rng = np.random.default_rng(1)
+    depth = rng.uniform(0.5, 3.0, (n, 6, 8)).astype(np.float32)
+    depth[:, 0, 0] = np.nan
+    return {'rgb': rng.integers(0, 256, (n, 6, 8, 3), dtype=np.uint8), 'depth': depth,
+            'audio': rng.uniform(-0.5, 0.5, (n, 400)).astype(np.float32), 'label': np.arange(n) % 3}
+
+
+def test_bag_player_replays_every_message_with_clock(ros_context, harness, tmp_path):
+    from rosgraph_msgs.msg import Clock
+
+    from admn_ros.nodes.bag_player import BagPlayer
+    from datasets.bags import write_bag
+    batch = _small_batch()
+    bag = write_bag(tmp_path / 'bag', batch, class_names=['a', 'b', 'c'], rate_hz=10.0)
+    follower = rclpy.create_node('follower', context=ros_context,
+                                 parameter_overrides=[Parameter('use_sim_time', value=True)])
+    player = BagPlayer(context=ros_context, parameter_overrides=[
+        Parameter('bag_path', value=str(bag)), Parameter('as_fast_as_possible', value=True),
+        Parameter('clock_hz', value=100.0), Parameter('wait_for_subscribers', value=1)])
+    h = harness(player, follower)
+    rgb, depth = h.listen(Image, '/camera/color/image_raw'), h.listen(Image, '/camera/depth/image')
+    audio, labels = h.listen(Image, '/audio/pcm'), h.listen(DiagnosticArray, '/ground_truth/label')
+    clocks = h.listen(Clock, '/clock')
+    n = len(batch['label'])
+    assert h.spin_until(lambda: player.done.is_set() and len(labels) == n and len(clocks) >= 4 * n)
+    assert player.published == {'/camera/color/image_raw': n, '/camera/depth/image': n,
+                                '/audio/pcm': n, '/ground_truth/label': n}
+    assert (len(rgb), len(depth), len(audio)) == (n, n, n)
+    for i in range(n):
+        assert np.array_equal(M.read_image(rgb[i]), batch['rgb'][i])
+        np.testing.assert_array_equal(M.read_image(depth[i]), batch['depth'][i])
+        assert np.allclose(M.read_audio(audio[i])[0], batch['audio'][i], atol=1 / 32767)
+        assert M.read_label(labels[i]) == (i % 3, 'abc'[i % 3])
+    stamps = [M.stamp_to_ns(m.header.stamp) for m in rgb]
+    assert np.all(np.diff(stamps) == 100_000_000)  # header stamps are not rewritten
+    clock_ns = [M.stamp_to_ns(c.clock) for c in clocks]
+    assert clock_ns == sorted(clock_ns) and clock_ns[-1] == stamps[-1]
+    h.spin_for(0.1)
+    assert follower.get_clock().now().nanoseconds == stamps[-1]  # use_sim_time follows the bag
+
+
+def test_bag_player_paces_filters_remaps_and_skips_unknown_types(ros_context, harness, tmp_path):
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    from admn_ros.nodes.bag_player import BagPlayer
+    from datasets.bags import make_typestore, write_bag
+    bag = write_bag(tmp_path / 'bag', _small_batch(5), rate_hz=20.0)   # 0.2 s of bag time
+    player = BagPlayer(context=ros_context, parameter_overrides=[
+        Parameter('bag_path', value=str(bag)), Parameter('rate', value=2.0),
+        Parameter('exit_on_end', value=True), Parameter('start_offset', value=0.1),
+        Parameter('topics', value=['/camera/color/image_raw', 'ground_truth/label']),
+        Parameter('remappings', value=['/camera/color/image_raw:=replayed/rgb']),
+        Parameter('wait_for_subscribers', value=1)])
+    h = harness(player)
+    rgb, other = h.listen(Image, '/replayed/rgb'), h.listen(Image, '/audio/pcm')
+    h.listen(DiagnosticArray, '/ground_truth/label')
+    start = time.monotonic()
+    assert h.spin_until(lambda: player.finished, timeout=10)
+    assert time.monotonic() - start >= 0.1 / 2.0                 # paced: 0.1 s of bag at 2x
+    h.spin_for(0.05)
+    # start_offset 0.1 s skips the frames stamped 0 and 50 ms; audio is filtered out.
+    assert [M.stamp_to_ns(m.header.stamp) % 10**9 for m in rgb] == [100_000_000, 150_000_000,
+                                                                     200_000_000]
+    assert other == []
+    assert set(player.published) == {'/camera/color/image_raw', '/ground_truth/label'}
+
+    # A type this install cannot build is skipped, counted, and does not stop the rest.
+    store = make_typestore()
+    path = tmp_path / 'audio_common'
+    types = {k: store.types[v] for k, v in (
+        ('stamped', 'audio_common_msgs/msg/AudioDataStamped'),
+        ('data', 'audio_common_msgs/msg/AudioData'),
+        ('diag', 'diagnostic_msgs/msg/DiagnosticArray'), ('header', 'std_msgs/msg/Header'),
+        ('time', 'builtin_interfaces/msg/Time'))}
+    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as w:
+        stamped = w.add_connection('/audio/audio_stamped', types['stamped'].__msgtype__,
+                                   typestore=store)
+        label = w.add_connection('/ground_truth/label', types['diag'].__msgtype__, typestore=store)
+        for k in range(3):
+            hdr = types['header'](stamp=types['time'](sec=k, nanosec=0), frame_id='mic')
+            chunk = types['stamped'](header=hdr, audio=types['data'](data=np.zeros(8, np.uint8)))
+            w.write(stamped, k * 10**9, store.serialize_cdr(chunk, stamped.msgtype))
+            w.write(label, k * 10**9,
+                    store.serialize_cdr(types['diag'](header=hdr, status=[]), label.msgtype))
+    skipper = BagPlayer(context=ros_context, parameter_overrides=[
+        Parameter('bag_path', value=str(path)), Parameter('as_fast_as_possible', value=True),
+        Parameter('wait_for_subscribers', value=1)])
+    h2 = harness(skipper)
+    labels = h2.listen(DiagnosticArray, '/ground_truth/label')
+    assert h2.spin_until(lambda: skipper.done.is_set() and len(labels) == 3)
+    assert skipper.skipped == {'/audio/audio_stamped': 3}
+    assert skipper.published == {'/ground_truth/label': 3}
+    with pytest.raises(ValueError, match='old:=new'):
+        BagPlayer(context=ros_context, parameter_overrides=[
+            Parameter('bag_path', value=str(bag)), Parameter('remappings', value=['nonsense'])])
+
+
+def test_incompatible_qos_is_reported_with_the_policy_name(ros_context, harness, capfd):
+    """A reliable input never matches a best-effort publisher; the node must say so, not go quiet."""
+    from rclpy.qos import qos_profile_sensor_data
+
+    from admn_ros.nodes.noise_injector import NoiseInjector
+    inj = NoiseInjector(context=ros_context, parameter_overrides=[
+        Parameter('input_reliability', value=1), Parameter('modalities', value=['depth'])])
+    h = harness(inj)
+    h.probe.create_publisher(Image, M.DEPTH, qos_profile_sensor_data,  # best effort
+                             event_callbacks=M.publisher_events(h.probe, M.DEPTH))
+    seen = ''
+    deadline = time.monotonic() + 5
+    while seen.count('RELIABILITY') < 2 and time.monotonic() < deadline:
+        h.spin_for(0.1)
+        seen += capfd.readouterr().err
+    assert "subscription on 'camera/depth/image' cannot match a publisher: incompatible QoS " \
+           'policy RELIABILITY' in seen
+    assert "publisher on 'camera/depth/image' cannot serve a subscriber: incompatible QoS " \
+           'policy RELIABILITY' in seen
+
+
+def test_bag_player_main_returns_when_the_bag_ends(tmp_path):
+    """The standard main(): exit_on_end ends the spin loop and main() returns 0 (init/shutdown of
+    the global context included)."""
+    from admn_ros.nodes import bag_player
+    from datasets.bags import write_bag
+    bag = write_bag(tmp_path / 'bag', _small_batch(3), rate_hz=100.0)
+    start = time.monotonic()
+    code = bag_player.main(['--ros-args', '-p', f'bag_path:={bag}', '-p', 'exit_on_end:=true',
+                            '-p', 'rate:=5.0'])
+    assert code == 0
+    assert 0.02 * 2 / 5.0 <= time.monotonic() - start < 10  # paced: 20 ms of bag at 5x
+    assert not rclpy.ok()  # the global context was shut down again
