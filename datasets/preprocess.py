@@ -148,10 +148,12 @@ class Preprocessor:
         import cv2
         import torch
         resized = _resize_each(images, size, cv2.INTER_AREA, cv2.INTER_LINEAR)
-        x = torch.from_numpy(resized).permute(0, 3, 1, 2).float().div_(255.0)
-        mean = torch.tensor(RGB_MEAN).view(1, 3, 1, 1)
-        std = torch.tensor(RGB_STD).view(1, 3, 1, 1)
-        return ((x - mean) / std).contiguous()
+        # numpy, not torch: these small element-wise ops are single-threaded and never wait on a
+        # busy OpenMP pool.
+        scale = (1.0 / (255.0 * np.asarray(RGB_STD, np.float32)))
+        offset = np.asarray(RGB_MEAN, np.float32) / np.asarray(RGB_STD, np.float32)
+        normalised = resized.astype(np.float32) * scale - offset
+        return torch.from_numpy(np.ascontiguousarray(normalised.transpose(0, 3, 1, 2)))
 
     def depth(self, depth: np.ndarray, size: int):
         import cv2

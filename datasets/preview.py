@@ -72,8 +72,7 @@ def _write_grid(arrays: RawBatch, class_names, path: Path, title: str) -> Path:
     depth_max = PreprocessConfig().depth_max_m
     mel = Preprocessor().log_mel(arrays['audio']).numpy()[:, 0] * DB_STD + DB_MEAN if 'audio' in arrays else None
     fig, axes = plt.subplots(n, len(modalities), figsize=(2.3 * len(modalities) + 0.8, 2.1 * n), squeeze=False)
-    cmap = matplotlib.colormaps['viridis'].copy()
-    cmap.set_bad('black')
+    cmap = matplotlib.colormaps['viridis'].with_extremes(bad='black')
     for i in range(n):
         for j, m in enumerate(modalities):
             ax = axes[i, j]

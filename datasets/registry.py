@@ -110,16 +110,22 @@ def _load_synthetic(split, seed, size, cache, config):
 
 
 def _random_tensors(split: str, seed: int, n: int):
-    """Random arrays with the raw-batch dtypes: rgb 64x64, depth with NaN holes, 1 s of audio."""
+    """Generated arrays with the raw-batch dtypes (rgb 64x64, depth with NaN holes, 1 s of audio) and a
+    simple class signal in every modality (brightness, distance, tone pitch), so a model can learn it."""
     from datasets.sample import SAMPLE_RATE
     rng = np.random.default_rng([seed, 0x7E5, SPLITS.index(split)])
-    depth = rng.uniform(0.3, 5.0, (n, 64, 64)).astype(np.float32)
+    label = (rng.permutation(n) % TENSOR_CLASSES).astype(np.int64)
+    level = (label / max(1, TENSOR_CLASSES - 1)).astype(np.float32)[:, None, None]
+    rgb = rng.normal(40 + 170 * level[..., None], 40, (n, 64, 64, 3))
+    depth = (0.5 + 3.0 * level + rng.normal(0, 0.3, (n, 64, 64))).astype(np.float32)
     depth[rng.random(depth.shape) < 0.05] = np.nan
+    t = np.arange(SAMPLE_RATE, dtype=np.float32) / SAMPLE_RATE
+    tone = 0.3 * np.sin(2 * np.pi * (300 + 2400 * level[:, 0]) * t)
     arrays = {
-        'rgb': rng.integers(0, 256, (n, 64, 64, 3), dtype=np.uint8),
+        'rgb': np.clip(rgb, 0, 255).astype(np.uint8),
         'depth': depth,
-        'audio': np.clip(rng.normal(0.0, 0.1, (n, SAMPLE_RATE)), -1, 1).astype(np.float32),
-        'label': (rng.permutation(n) % TENSOR_CLASSES).astype(np.int64),
+        'audio': np.clip(tone + rng.normal(0.0, 0.1, (n, SAMPLE_RATE)), -1, 1).astype(np.float32),
+        'label': label,
     }
     return arrays, [f'class{i}' for i in range(TENSOR_CLASSES)]
 

@@ -187,14 +187,10 @@ def _rotations(rng, shape) -> np.ndarray:
 
 
 def _camera_jitter(rng, n: int, max_deg: float) -> np.ndarray:
-    """Small yaw-pitch-roll rotations [n, 3, 3] (camera -> scene)."""
-    yaw, pitch, roll = np.radians(rng.uniform(-max_deg, max_deg, (3, n)))
-    one, zero = np.ones(n), np.zeros(n)
-    cy, sy, cp, sp, cr, sr = np.cos(yaw), np.sin(yaw), np.cos(pitch), np.sin(pitch), np.cos(roll), np.sin(roll)
-    r_yaw = np.stack([np.stack([cy, zero, sy], -1), np.stack([zero, one, zero], -1), np.stack([-sy, zero, cy], -1)], -2)
-    r_pitch = np.stack([np.stack([one, zero, zero], -1), np.stack([zero, cp, -sp], -1), np.stack([zero, sp, cp], -1)], -2)
-    r_roll = np.stack([np.stack([cr, -sr, zero], -1), np.stack([sr, cr, zero], -1), np.stack([zero, zero, one], -1)], -2)
-    return r_yaw @ r_pitch @ r_roll
+    """Small yaw-pitch-roll rotations [n, 3, 3] (camera -> scene; y is down, so yaw is about y)."""
+    from scipy.spatial.transform import Rotation
+    angles = rng.uniform(-max_deg, max_deg, (3, n)).T
+    return Rotation.from_euler('YXZ', angles, degrees=True).as_matrix()
 
 
 def _hsv_colours(rng, shape, sat, val) -> np.ndarray:
@@ -557,8 +553,8 @@ def _synthesise(s: Dict[str, np.ndarray], noise_spectrum: np.ndarray, cfg: Synth
     frac = (np.arange(ratio) / ratio).astype(np.float32)[None, None, :]
     phase = (start.astype(np.float32)[..., None] + frac * increment.astype(np.float32)[..., None])
     phase = phase.reshape(n, -1)[:, :length]
-    env_lo = envelope[:, :-1].astype(np.float32)[..., None]
-    env = (env_lo + frac * (envelope[:, 1:] - envelope[:, :-1]).astype(np.float32)[..., None]).reshape(n, -1)[:, :length]
+    env_step = (envelope[:, 1:] - envelope[:, :-1]).astype(np.float32)[..., None]
+    env = (envelope[:, :-1].astype(np.float32)[..., None] + frac * env_step).reshape(n, -1)[:, :length]
 
     # One-period wavetable per sound: its harmonic series, by inverse FFT.
     partials = np.zeros((n, _TABLE_SIZE // 2 + 1), complex)

@@ -194,7 +194,7 @@ def _train(cfg: Stage1Config, out: Path, rt: Runtime, resume: bool, augment: Opt
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
-            losses += float(loss) * len(labels)
+            losses += float(loss.detach()) * len(labels)
             correct += int((logits.argmax(-1) == labels).sum())
             seen += len(labels)
             if bar is not None:

@@ -18,9 +18,9 @@ TINY = {
     'model': {'encoders': {m: {'in_chans': c, 'input_size': [64, 64], 'patch_size': 16, 'dim': 32, 'depth': 4,
                                'heads': 2} for m, c in (('rgb', 3), ('depth', 1), ('audio', 1))},
               'adapter_hidden': 32, 'fusion_dim': 32, 'fusion_depth': 1, 'fusion_heads': 2},
-    'data': {'dataset': 'synthetic', 'train_size': 384, 'val_size': 128},
+    'data': {'dataset': 'tensors', 'train_size': 256, 'val_size': 64},
     'augment': {'policy': 'none'},
-    'epochs': 4, 'batch_size': 32, 'lr': 3e-3, 'warmup_steps': 5, 'device': 'cpu',
+    'epochs': 3, 'batch_size': 32, 'lr': 3e-3, 'warmup_steps': 5, 'device': 'cpu',
 }
 
 
@@ -61,8 +61,9 @@ def test_tiny_stage1_run_lowers_the_loss_and_writes_artifacts(tmp_path):
     cfg = Stage1Config.from_yaml(write_config(tmp_path))
     path = train_stage1(cfg, tmp_path / 'out', progress=False)
     rows = read_metrics(tmp_path / 'out' / 'metrics.csv')
-    assert [int(r['epoch']) for r in rows] == [1, 2, 3, 4]
-    assert float(rows[-1]['train_loss']) < 0.85 * float(rows[0]['train_loss'])
+    assert [int(r['epoch']) for r in rows] == [1, 2, 3]
+    assert float(rows[-1]['train_loss']) < 0.7 * float(rows[0]['train_loss'])
+    assert float(rows[-1]['val_acc']) > 2 / len(load_checkpoint(path)[1]['class_names'])  # well above chance
     model, meta = load_checkpoint(path)
     assert meta['stage'] == 'stage1' and meta['modalities'] == ['rgb', 'depth', 'audio']
     assert model.cfg.num_classes == len(meta['class_names'])

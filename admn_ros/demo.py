@@ -1,0 +1,66 @@
+"""``make demo`` / ``admn demo``: the main job on the embedded synthetic world.
+
+1. Load the trained default (shipped in ``admn_ros/models/``, else the local cache; with neither, train
+   a small one first and say which command makes the full default).
+2. Offline: accuracy against budget for the learned controller and the baselines on the fixed
+   corrupted test set (table, JSON and plot in ``--out``).
+3. Online: the ROS 2 node graph ``noise_experiment`` (synthetic camera, depth and microphone ->
+   noise injector following a corruption schedule -> admn_fusion -> evaluator) across processes,
+   then the evaluator's report.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+
+def _ensure_default(out: Path, quick: bool) -> Path:
+    from quality_estimators.evaluate import default_checkpoint
+    try:
+        return default_checkpoint('synthetic')
+    except FileNotFoundError:
+        pass
+    print('No trained default found: training a small one for the demo (the full default is made by\n'
+          '`admn train defaults --dataset synthetic`).', flush=True)
+    from fusion.stage1 import Stage1Config, train_stage1
+    from quality_estimators.defaults import CONFIG_DIR
+    from quality_estimators.train_controller import ControllerTrainConfig, train_controller
+    s1 = Stage1Config.from_yaml(str(CONFIG_DIR / 'stage1_synthetic.yaml'))
+    s1.data.train_size, s1.data.val_size, s1.epochs = (600, 200, 2) if quick else (2000, 300, 6)
+    stage1 = train_stage1(s1, out / 'stage1', resume=True)
+    c = ControllerTrainConfig.from_yaml(str(CONFIG_DIR / 'controller_synthetic.yaml'))
+    c.data.train_size, c.epochs = (600, 2) if quick else (2000, 3)
+    return train_controller(c, stage1, out / 'controller', resume=True)
+
+
+def main(args) -> int:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    checkpoint = _ensure_default(out, args.quick)
+    print(f'[1/3] model: {checkpoint}', flush=True)
+
+    from quality_estimators.evaluate import evaluate, plot_allocation, plot_curves, print_table, public
+    budgets = [0.25, 0.5, 1.0] if args.quick else [0.25, 0.33, 0.5, 0.75, 1.0]
+    report = evaluate(checkpoint, 'synthetic', budgets, ['admn', 'naive', 'every_other', 'heuristic', 'full'],
+                      size=200 if args.quick else 1000)
+    print('[2/3] offline evaluation on the corrupted synthetic test set', flush=True)
+    print_table(report)
+    (out / 'eval.json').write_text(json.dumps(public(report), indent=2))
+    plot_curves(report, out / 'accuracy_vs_gflops.png')
+    plot_allocation(report, out / 'allocation_vs_severity.png')
+
+    print('[3/3] ROS 2 graph: sensor_source -> noise_injector -> admn_fusion -> evaluator', flush=True)
+    from admn_ros.bringup import run_graph
+    report_path = out / 'ros_report.json'
+    samples = 40 if args.quick else 150
+    schedule = Path(__file__).resolve().parent.parent / 'config' / 'demo_schedule.yaml'
+    code = run_graph('noise_experiment', [f'model:={checkpoint}', f'schedule:={schedule}',
+                                          f'evaluator.report_path={report_path}',
+                                          f'sensor_source.dataset_size={samples}'])
+    if report_path.exists():
+        ros = json.loads(report_path.read_text())
+        print(json.dumps({k: ros[k] for k in ros if not isinstance(ros[k], (list, dict))}, indent=2))
+    print(f'demo finished in {time.time() - t0:.0f} s; outputs in {out}/', flush=True)
+    return code

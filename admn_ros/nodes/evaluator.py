@@ -1,0 +1,266 @@
+"""evaluator: scores admn_fusion's predictions against the ground-truth labels, by stamp.
+
+Subscribes ``ground_truth/label`` (DiagnosticArray, see :mod:`admn_ros.messages`) and
+admn_fusion's ``admn/prediction``, ``admn/inference`` and ``admn/allocation``. A prediction and a
+label belong together when their header stamps are equal (both carry the source sample's stamp), or
+within ``match_tolerance_s`` when set. Keeps a running accuracy, mean executed GFLOPs, mean layers
+per modality, latency percentiles (``latency_ms``: source stamp to prediction publish, as fusion
+measured it; ``overhead_ms``: that minus the model's own time) and counts:
+
+* ``matched``: predictions scored against a label;
+* ``drops``: labels stamped at or after the first prediction that got no prediction within
+  ``drop_after_s`` (node clock) - samples lost anywhere between the sensor and the output
+  (labels before the first prediction are the model's start-up, counted as ``warmup_labels``);
+* ``pending_labels``: labels still waiting (younger than ``drop_after_s``) at report time;
+* ``unmatched_predictions``: predictions whose label never came.
+
+Running numbers go to ``/diagnostics`` every second. On shutdown (Ctrl-C, SIGTERM, end of graph)
+it writes ``report_path`` (JSON) and the same path with ``.md`` (a Markdown table); with
+``report_path`` empty it writes nothing.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+from admn_ros import messages as M
+from admn_ros.node_utils import OK, STALE, Diagnostics, declare, param, run_node
+from admn_ros.nodes.admn_fusion import (ALLOCATION, INFERENCE, PREDICTION, prediction_type,
+                                        read_allocation, read_inference, read_prediction)
+
+NODE_NAME = 'evaluator'
+KEEP_PENDING = 10000  # unmatched entries remembered per stream
+
+
+def percentile(values: List[float], q: float) -> Optional[float]:
+    return float(np.percentile(values, q)) if values else None
+
+
+class Evaluator(Node):
+    """See the module docstring."""
+
+    def __init__(self, node_name: str = NODE_NAME, **kwargs):
+        super().__init__(node_name, **kwargs)
+        self.report_path = declare(self, 'report_path', 'admn_eval_report.json',
+                                   "JSON report written on shutdown (+ .md); '' = none",
+                                   read_only=True)
+        declare(self, 'match_tolerance_s', 0.0,
+                'largest stamp difference between a prediction and its label (0 = exact)',
+                value_range=(0.0, 10.0))
+        declare(self, 'drop_after_s', 2.0,
+                'a label without a prediction this long (node clock) counts as a drop',
+                value_range=(0.0, 3600.0))
+        depth = declare(self, 'queue_depth', 1000, 'subscription depth (reliable KEEP_LAST)',
+                        read_only=True, value_range=(1, 100000))
+        qos = QoSProfile(depth=int(depth), reliability=ReliabilityPolicy.RELIABLE)
+        self._lock = threading.Lock()
+        self.labels: Dict[int, int] = {}          # stamp -> class id, waiting for a prediction
+        self.label_seen: Dict[int, float] = {}    # stamp -> node-clock seconds when received
+        self.predictions: Dict[int, int] = {}     # stamp -> class id, waiting for a label
+        self.costs: Dict[int, Dict[str, Any]] = {}
+        self.layer_sums: Dict[str, float] = {}
+        self.allocations = 0
+        self.matched = 0
+        self.correct = 0
+        self.drops = 0
+        self.warmup_labels = 0
+        self.first_prediction_ns: Optional[int] = None
+        self.prediction_times: List[float] = []   # steady clock at receipt
+        self.gflops: List[float] = []
+        self.latency: List[float] = []
+        self.overhead: List[float] = []
+        self.model_ms: List[float] = []
+        self.fusion_dropped = 0
+        self.started = time.monotonic()
+        self._written = False
+
+        self.create_subscription(DiagnosticArray, M.LABEL, self._on_label, qos)
+        self.create_subscription(prediction_type(), PREDICTION, self._on_prediction, qos)
+        self.create_subscription(DiagnosticArray, INFERENCE, self._on_inference, qos)
+        self.create_subscription(DiagnosticArray, ALLOCATION, self._on_allocation, qos)
+        self.create_timer(0.5, self._expire)
+        self.diagnostics = Diagnostics(self)
+        self.diagnostics.add('evaluation', self._status)
+
+    # ------------------------------------------------------------------ matching
+    def _now_s(self) -> float:
+        return self.get_clock().now().nanoseconds / 1e9
+
+    def _find(self, table: Dict[int, Any], stamp: int) -> Optional[int]:
+        """Key of ``table`` matching ``stamp`` (exact, else nearest within the tolerance)."""
+        if stamp in table:
+            return stamp
+        tol = int(round(float(param(self, 'match_tolerance_s')) * 1e9))
+        if tol <= 0 or not table:
+            return None
+        best = min(table, key=lambda s: abs(s - stamp))
+        return best if abs(best - stamp) <= tol else None
+
+    def _score(self, predicted: int, truth: int) -> None:
+        self.matched += 1
+        self.correct += int(predicted == truth)
+
+    def _on_label(self, msg) -> None:
+        try:
+            class_id, _ = M.read_label(msg)
+        except ValueError as exc:
+            self.get_logger().warning(f'ignoring label message: {exc}', throttle_duration_sec=5.0)
+            return
+        stamp = M.stamp_to_ns(msg.header.stamp)
+        with self._lock:
+            key = self._find(self.predictions, stamp)
+            if key is not None:
+                self._score(self.predictions.pop(key), class_id)
+                return
+            self.labels[stamp] = class_id
+            self.label_seen[stamp] = self._now_s()
+            self._trim(self.labels, self.label_seen)
+
+    def _on_prediction(self, msg) -> None:
+        try:
+            stamp, class_id, _ = read_prediction(msg)
+        except (ValueError, KeyError) as exc:
+            self.get_logger().warning(f'ignoring prediction message: {exc}',
+                                      throttle_duration_sec=5.0)
+            return
+        with self._lock:
+            self.prediction_times.append(time.monotonic())
+            if self.first_prediction_ns is None:
+                self.first_prediction_ns = stamp
+            key = self._find(self.labels, stamp)
+            if key is not None:
+                self._score(class_id, self.labels.pop(key))
+                self.label_seen.pop(key, None)
+                return
+            self.predictions[stamp] = class_id
+            self._trim(self.predictions)
+
+    def _on_inference(self, msg) -> None:
+        try:
+            info = read_inference(msg)
+        except (ValueError, KeyError) as exc:
+            self.get_logger().warning(f'ignoring inference message: {exc}',
+                                      throttle_duration_sec=5.0)
+            return
+        with self._lock:
+            self.gflops.append(info['gflops'])
+            self.latency.append(info['latency_ms'])
+            self.model_ms.append(info['model_ms'])
+            self.overhead.append(info['latency_ms'] - info['model_ms'])
+            self.fusion_dropped = max(self.fusion_dropped, info['dropped'])
+
+    def _on_allocation(self, msg) -> None:
+        try:
+            alloc = read_allocation(msg)
+        except (ValueError, KeyError) as exc:
+            self.get_logger().warning(f'ignoring allocation message: {exc}',
+                                      throttle_duration_sec=5.0)
+            return
+        with self._lock:
+            self.allocations += 1
+            for m, n in alloc['layers'].items():
+                self.layer_sums[m] = self.layer_sums.get(m, 0.0) + n
+
+    @staticmethod
+    def _trim(table: Dict[int, Any], *others: Dict[int, Any]) -> None:
+        while len(table) > KEEP_PENDING:
+            oldest = min(table)
+            del table[oldest]
+            for other in others:
+                other.pop(oldest, None)
+
+    def _expire(self) -> None:
+        """Count labels that waited longer than ``drop_after_s`` as drops."""
+        now = self._now_s()
+        wait = float(param(self, 'drop_after_s'))
+        with self._lock:
+            for stamp in list(self.labels):
+                if now - self.label_seen[stamp] > wait:
+                    del self.labels[stamp]
+                    del self.label_seen[stamp]
+                    if self.first_prediction_ns is not None and stamp >= self.first_prediction_ns:
+                        self.drops += 1
+                    else:
+                        self.warmup_labels += 1
+
+    # ------------------------------------------------------------------ results
+    def summary(self) -> Dict[str, Any]:
+        """The running numbers (what the report holds)."""
+        with self._lock:
+            times = list(self.prediction_times)
+            span = times[-1] - times[0] if len(times) > 1 else 0.0
+            out = {
+                'matched': self.matched,
+                'correct': self.correct,
+                'accuracy': self.correct / self.matched if self.matched else None,
+                'predictions': len(times),
+                'received_hz': (len(times) - 1) / span if span > 0 else None,
+                'drops': self.drops,
+                'warmup_labels': self.warmup_labels,
+                'pending_labels': len(self.labels),
+                'unmatched_predictions': len(self.predictions),
+                'fusion_dropped': self.fusion_dropped,
+                'mean_gflops': float(np.mean(self.gflops)) if self.gflops else None,
+                'mean_layers': {m: s / self.allocations for m, s in self.layer_sums.items()},
+            }
+            for name, values in (('latency_ms', self.latency), ('overhead_ms', self.overhead),
+                                 ('model_ms', self.model_ms)):
+                for q in (50, 95):
+                    out[f'{name}_p{q}'] = percentile(values, q)
+        return out
+
+    def _status(self):
+        s = self.summary()
+        values = {k: ('' if v is None else (f'{v:.4f}' if isinstance(v, float) else v))
+                  for k, v in s.items() if not isinstance(v, dict)}
+        if not s['matched']:
+            return STALE, 'no predictions matched yet', values
+        return OK, f"accuracy {s['accuracy']:.3f} over {s['matched']}", values
+
+    def write_report(self, path=None) -> Optional[Path]:
+        """Write the JSON and Markdown reports; returns the JSON path (None without a path)."""
+        path = path or self.report_path
+        if not path:
+            return None
+        s = self.summary()
+        s['node'] = self.get_fully_qualified_name()
+        json_path = Path(path)
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(s, indent=2) + '\n', encoding='utf-8')
+        rows = [(k, v) for k, v in s.items() if not isinstance(v, dict)]
+        rows += [(f'mean layers {m}', v) for m, v in s['mean_layers'].items()]
+        lines = ['# admn_ros evaluation', '', '| metric | value |', '|---|---|']
+        lines += [f'| {k} | {"-" if v is None else (f"{v:.4f}" if isinstance(v, float) else v)} |'
+                  for k, v in rows]
+        json_path.with_suffix('.md').write_text('\n'.join(lines) + '\n', encoding='utf-8')
+        return json_path
+
+    def destroy_node(self) -> None:
+        if not self._written:
+            self._written = True
+            self._expire()  # labels still within drop_after_s stay 'pending', not drops
+            try:
+                written = self.write_report()
+                if written is not None:
+                    s = self.summary()
+                    self.get_logger().info(f"report {written}: accuracy {s['accuracy']} over "
+                                           f"{s['matched']}, drops {s['drops']}")
+            except OSError as exc:
+                self.get_logger().error(f'cannot write report {self.report_path}: {exc}')
+        super().destroy_node()
+
+
+def main(args=None) -> int:
+    return run_node(Evaluator, args)
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())

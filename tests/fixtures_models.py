@@ -1,0 +1,154 @@
+"""Tiny checkpoints for the fusion tests.
+
+* :func:`make_random_checkpoint` writes an *untrained* tiny ADMN model (rgb, depth, audio; dim 32,
+  4 layers per modality, patch 16), optionally with an untrained allocation controller, in
+  milliseconds. Allocation, budgets, skipping, sync and message flow do not need a trained model.
+* ``tiny_stage1`` trains a tiny model with LayerDrop through :func:`fusion.stage1.train_stage1`
+  (~25 s on 2 shared cores), for the tests that need predictions above chance. It trains on
+  AV-digits (real MNIST digits + spoken digits, rgb and audio, 10 classes), which such a small
+  model learns in a few epochs (validation accuracy ~0.35 against chance 0.1); the synthetic world
+  needs all three modalities by design and stays at chance (1/12) with this budget. It is cached
+  under pytest's base temporary directory and in this module, so every test file importing the
+  fixture shares one training run per process (each xdist worker trains its own). Tests using it
+  are skipped when the AV-digits data (``../shared/data``) is not there.
+
+Import into a test module with ``from tests.fixtures_models import tiny_stage1  # noqa: F401``.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import asdict
+from pathlib import Path
+from typing import Sequence
+
+import pytest
+
+TRAIN_SIZE = 480
+VAL_SIZE = 48
+EPOCHS = 8
+
+_LOCK = threading.Lock()
+_BUILT: dict = {}
+
+
+def tiny_model_config(modalities: Sequence[str] = ('rgb', 'depth', 'audio'),
+                      num_classes: int = 12) -> dict:
+    chans = {'rgb': 3, 'depth': 1, 'audio': 1}
+    enc = {'input_size': [64, 64], 'patch_size': 16, 'dim': 32, 'depth': 4, 'heads': 2,
+           'mlp_ratio': 2.0}
+    return {'encoders': {m: dict(enc, in_chans=chans[m]) for m in modalities},
+            'adapter_hidden': 32, 'fusion_dim': 32, 'fusion_depth': 1, 'fusion_heads': 2,
+            'num_classes': num_classes}
+
+
+def make_random_checkpoint(path, *, modalities: Sequence[str] = ('rgb', 'depth', 'audio'),
+                           class_names: Sequence[str] = (), controller: bool = False,
+                           seed: int = 0) -> Path:
+    """An untrained tiny checkpoint as stage 1 writes it (plus a controller when asked)."""
+    import torch
+
+    from datasets.preprocess import PreprocessConfig
+    from datasets.synthetic import CLASS_NAMES
+    from fusion.checkpoint import save_checkpoint
+    from fusion.config import ModelConfig
+    from fusion.model import ADMNModel
+
+    names = list(class_names or CLASS_NAMES)
+    torch.manual_seed(seed)
+    model = ADMNModel(ModelConfig.from_dict(tiny_model_config(modalities, len(names))))
+    meta = {'stage': 'stage1', 'dataset': 'synthetic', 'class_names': names,
+            'modalities': list(modalities), 'preprocess': asdict(PreprocessConfig())}
+    if controller:
+        from quality_estimators.controller import AllocationController, ControllerConfig
+        ctrl = AllocationController(ControllerConfig(
+            modalities=tuple(modalities), in_chans={m: 3 if m == 'rgb' else 1 for m in modalities},
+            depth=4, embed_dim=16, transformer_depth=1, heads=2,
+            num_types={m: {'rgb': 7, 'depth': 5, 'audio': 7}[m] for m in modalities}))
+        meta.update(stage='controller', controller_config=ctrl.cfg.to_dict(),
+                    controller_state=ctrl.state_dict())
+    return save_checkpoint(path, model, **meta)
+
+
+def avdigits_available() -> bool:
+    try:
+        from datasets.registry import load_dataset
+        load_dataset('avdigits', 'test', size=2)
+    except (FileNotFoundError, ValueError, OSError):
+        return False
+    return True
+
+
+def build_tiny_stage1(out_dir: Path) -> Path:
+    """Train (or reuse) the tiny AV-digits stage-1 checkpoint under ``out_dir``."""
+    from fusion.config import ModelConfig
+    from fusion.layerdrop import LayerDropConfig
+    from fusion.stage1 import AugmentConfig, DataConfig, Stage1Config, train_stage1
+
+    path = Path(out_dir) / 'model.pt'
+    if path.is_file():
+        return path
+    cfg = Stage1Config(
+        model=ModelConfig.from_dict(tiny_model_config(num_classes=10)),
+        data=DataConfig(dataset='avdigits', train_size=TRAIN_SIZE, val_size=VAL_SIZE),
+        # Drop layers from the first step: the tests run the model under small budgets.
+        layerdrop=LayerDropConfig(max_rate=0.3, warmup_epochs=0, full_drop_prob=0.0,
+                                  uniform_count=False),
+        augment=AugmentConfig(policy='none'),
+        epochs=EPOCHS, batch_size=16, lr=3e-3, weight_decay=0.0, warmup_steps=5,
+        eval_batch_size=VAL_SIZE, device='cpu')
+    return train_stage1(cfg, out_dir, progress=False)
+
+
+@pytest.fixture(scope='session')
+def tiny_stage1(tmp_path_factory) -> Path:
+    """Path of a tiny trained AV-digits stage-1 checkpoint (rgb + audio, 10 classes)."""
+    with _LOCK:  # one training run even if two threads ask at once
+        if 'stage1' not in _BUILT or not Path(_BUILT['stage1']).is_file():
+            if not avdigits_available():
+                pytest.skip('AV-digits data (../shared/data) not available')
+            base = tmp_path_factory.getbasetemp() / 'tiny_models' / 'stage1'
+            _BUILT['stage1'] = build_tiny_stage1(base)
+        return _BUILT['stage1']
+
+
+# --------------------------------------------------------------------------- ROS helpers
+class RosHarness:
+    """Nodes under test plus a probe node in one private context and one executor, all in one
+    namespace, spun in bounded loops (ros.md §11)."""
+
+    def __init__(self, ctx, namespace: str):
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+        self.ctx, self.namespace = ctx, namespace
+        self.probe = rclpy.create_node('probe', namespace=namespace, context=ctx)
+        self.executor = SingleThreadedExecutor(context=ctx)
+        self.executor.add_node(self.probe)
+        self.nodes = []
+
+    def add(self, node):
+        self.executor.add_node(node)
+        self.nodes.append(node)
+        return node
+
+    def listen(self, msg_type, topic: str, depth: int = 500) -> list:
+        got: list = []
+        self.probe.create_subscription(msg_type, topic, got.append, depth)
+        return got
+
+    def publisher(self, msg_type, topic: str, qos=10):
+        return self.probe.create_publisher(msg_type, topic, qos)
+
+    def spin_until(self, done, timeout: float = 10.0) -> bool:
+        import time
+        deadline = time.monotonic() + timeout
+        while not done() and time.monotonic() < deadline:
+            self.executor.spin_once(timeout_sec=0.01)
+        return bool(done())
+
+    def spin_for(self, seconds: float) -> None:
+        self.spin_until(lambda: False, seconds)
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        for node in self.nodes + [self.probe]:
+            node.destroy_node()
