@@ -4,7 +4,7 @@ Data flow (the node only adds subscriptions, parameters and message building aro
 
     message -> decode_<modality>() ---------------------------> ModalitySync.add()
     (audio) -> decode_audio() -> RollingAudio.push() ------^     (ApproxSync over live modalities)
-                                                                 -> FrameQueue.put()   (never blocks)
+                                                                 -> FrameQueue.put() (never blocks)
     worker thread: FrameQueue.get() -> FusionEngine.infer(frame, budget) -> Inference -> publish
 
 * **Decoding** turns Image-like messages (rclpy or rosbags objects) into the raw-sample contract of
@@ -35,7 +35,7 @@ import collections
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -77,7 +77,7 @@ def _decode(modality: str, msg: Any, encodings: Sequence[str]) -> np.ndarray:
     try:
         return image_to_array(msg)
     except ValueError as exc:  # inconsistent step / data length
-        raise RejectedInput(f'{modality}: {exc}') from None
+        raise RejectedInput(str(exc)) from None
 
 
 def decode_rgb(msg: Any, limits: InputLimits = InputLimits()) -> np.ndarray:
@@ -118,7 +118,7 @@ def decode_audio(msg: Any, limits: InputLimits = InputLimits()) -> np.ndarray:
     except RejectedInput:
         raise
     except ValueError as exc:
-        raise RejectedInput(f'audio: {exc}') from None
+        raise RejectedInput(str(exc)) from None
     if rows.size == 0:
         raise RejectedInput('audio message holds no samples')
     if rows.shape[1] > limits.max_audio_s * SAMPLE_RATE:
@@ -390,7 +390,8 @@ class EngineConfig:
     model_path: str = ''            # '' = the trained default of ``dataset``
     dataset: str = 'synthetic'      # picks the default checkpoint
     device: str = 'cpu'
-    policy: str = 'admn'            # admn, full, naive, every_other, unimodal:<m>, random, heuristic
+    policy: str = 'admn'            # admn, full, naive, every_other, unimodal:<m>, random,
+                                    # heuristic
     seed: int = 0                   # for the random policy
     modalities: Tuple[str, ...] = ()  # subset of the model's modalities to use; () = all
     quality: bool = True            # compute per-modality quality estimates for every frame
@@ -407,12 +408,12 @@ class Inference:
     score: float
     probs: np.ndarray                  # [num_classes]
     present: Tuple[str, ...]
-    keep: Dict[str, np.ndarray]        # configured modality -> bool [depth]
+    keep: Dict[str, np.ndarray]        # every model modality -> bool [depth] (absent: none)
     quality: Dict[str, float]
     gflops: float
     budget_fraction: float
     budget_unit: str
-    budget_spent: float                # fraction of the full configured cost in the budget's unit
+    budget_spent: float                # fraction of the full encoder cost, in the budget's unit
     preprocess_ms: float
     policy_ms: float
     model_ms: float
@@ -569,7 +570,8 @@ class FusionEngine:
     def spent_fraction(self, keep: Mapping[str, np.ndarray], unit: str) -> float:
         """Cost of ``keep`` as a fraction of the full model, in ``unit`` (layers or flops)."""
         if unit == 'layers':
-            return sum(int(np.sum(k)) for k in keep.values()) / (self.depth * len(self.model_modalities))
+            layers = sum(int(np.sum(k)) for k in keep.values())
+            return layers / (self.depth * len(self.model_modalities))
         used = float(self.cost.encoder_flops({m: np.asarray(k) for m, k in keep.items()})[0])
         return used / self.cost.full_encoder_flops(self.model_modalities)
 

@@ -16,6 +16,9 @@ class EncoderConfig:
     depth: int = 12
     heads: int = 4
     mlp_ratio: float = 4.0
+    # 'patch': one strided conv (ViT). 'conv': two 3x3 stride-2 convs before it (a convolutional
+    # stem), which makes a ViT trained from scratch on small data learn far faster.
+    stem: str = 'patch'
 
     @property
     def num_patches(self) -> int:

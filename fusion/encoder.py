@@ -21,12 +21,30 @@ from fusion.config import EncoderConfig
 
 
 class PatchEmbed(nn.Module):
+    """Image -> patch tokens ``[B, N, D]``; optionally behind a small convolutional stem."""
+
     def __init__(self, cfg: EncoderConfig):
         super().__init__()
-        self.proj = nn.Conv2d(cfg.in_chans, cfg.dim, kernel_size=cfg.patch_size, stride=cfg.patch_size)
+        if cfg.stem not in ('patch', 'conv'):
+            raise ValueError(f"stem must be 'patch' or 'conv', got {cfg.stem!r}")
+        chans, patch = cfg.in_chans, cfg.patch_size
+        layers = []
+        if cfg.stem == 'conv':
+            if patch % 4:
+                raise ValueError(f'the conv stem needs patch_size divisible by 4, got {patch}')
+            for width in stem_widths(cfg):
+                layers += [nn.Conv2d(chans, width, 3, stride=2, padding=1), nn.GELU()]
+                chans = width
+            patch //= 4
+        self.stem = nn.Sequential(*layers)
+        self.proj = nn.Conv2d(chans, cfg.dim, kernel_size=patch, stride=patch)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x).flatten(2).transpose(1, 2)  # [B, N, D]
+        return self.proj(self.stem(x)).flatten(2).transpose(1, 2)  # [B, N, D]
+
+
+def stem_widths(cfg: EncoderConfig):
+    return (cfg.dim // 4, cfg.dim // 2)
 
 
 class AdaptiveDepthEncoder(nn.Module):

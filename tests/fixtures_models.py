@@ -3,11 +3,12 @@
 * :func:`make_random_checkpoint` writes an *untrained* tiny ADMN model (rgb, depth, audio; dim 32,
   4 layers per modality, patch 16), optionally with an untrained allocation controller, in
   milliseconds. Allocation, budgets, skipping, sync and message flow do not need a trained model.
-* ``tiny_stage1`` trains a tiny model with LayerDrop through :func:`fusion.stage1.train_stage1`
-  (~25 s on 2 shared cores), for the tests that need predictions above chance. It trains on
-  AV-digits (real MNIST digits + spoken digits, rgb and audio, 10 classes), which such a small
-  model learns in a few epochs (validation accuracy ~0.35 against chance 0.1); the synthetic world
-  needs all three modalities by design and stays at chance (1/12) with this budget. It is cached
+* ``tiny_stage1`` trains a tiny model (dim 64, 4 layers, patch 16) with LayerDrop through
+  :func:`fusion.stage1.train_stage1` (~25 s on 2 shared cores), for the tests that need
+  predictions above chance. It trains on AV-digits (real MNIST digits + spoken digits, rgb and
+  audio, 10 classes), which such a small model learns in a few epochs (test accuracy ~0.4 against
+  chance 0.1); the synthetic world needs all three modalities by design and stayed at chance
+  (1/12) with this budget. It is cached
   under pytest's base temporary directory and in this module, so every test file importing the
   fixture shares one training run per process (each xdist worker trains its own). Tests using it
   are skipped when the AV-digits data (``../shared/data``) is not there.
@@ -23,7 +24,7 @@ from typing import Sequence
 
 import pytest
 
-TRAIN_SIZE = 480
+TRAIN_SIZE = 512
 VAL_SIZE = 48
 EPOCHS = 8
 
@@ -32,9 +33,9 @@ _BUILT: dict = {}
 
 
 def tiny_model_config(modalities: Sequence[str] = ('rgb', 'depth', 'audio'),
-                      num_classes: int = 12) -> dict:
+                      num_classes: int = 12, dim: int = 32) -> dict:
     chans = {'rgb': 3, 'depth': 1, 'audio': 1}
-    enc = {'input_size': [64, 64], 'patch_size': 16, 'dim': 32, 'depth': 4, 'heads': 2,
+    enc = {'input_size': [64, 64], 'patch_size': 16, 'dim': dim, 'depth': 4, 'heads': 2,
            'mlp_ratio': 2.0}
     return {'encoders': {m: dict(enc, in_chans=chans[m]) for m in modalities},
             'adapter_hidden': 32, 'fusion_dim': 32, 'fusion_depth': 1, 'fusion_heads': 2,
@@ -88,13 +89,13 @@ def build_tiny_stage1(out_dir: Path) -> Path:
     if path.is_file():
         return path
     cfg = Stage1Config(
-        model=ModelConfig.from_dict(tiny_model_config(num_classes=10)),
+        model=ModelConfig.from_dict(tiny_model_config(num_classes=10, dim=64)),
         data=DataConfig(dataset='avdigits', train_size=TRAIN_SIZE, val_size=VAL_SIZE),
         # Drop layers from the first step: the tests run the model under small budgets.
         layerdrop=LayerDropConfig(max_rate=0.3, warmup_epochs=0, full_drop_prob=0.0,
                                   uniform_count=False),
         augment=AugmentConfig(policy='none'),
-        epochs=EPOCHS, batch_size=16, lr=3e-3, weight_decay=0.0, warmup_steps=5,
+        epochs=EPOCHS, batch_size=32, lr=2e-3, weight_decay=0.0, warmup_steps=5,
         eval_batch_size=VAL_SIZE, device='cpu')
     return train_stage1(cfg, out_dir, progress=False)
 
@@ -152,3 +153,16 @@ class RosHarness:
         self.executor.shutdown()
         for node in self.nodes + [self.probe]:
             node.destroy_node()
+
+
+def sample_frame(i: int = 0, size: int = 48) -> dict:
+    """One deterministic rgb / depth / audio sample (structured, so quality estimates are sane)."""
+    import numpy as np
+    rng = np.random.default_rng(i)
+    yy, xx = np.mgrid[:size, :size]
+    rgb = np.stack([(xx * 5 + i * 7) % 256, (yy * 3) % 256, ((xx + yy) * 2) % 256], -1)
+    depth = (1.0 + 0.02 * xx + 0.01 * i).astype(np.float32)
+    t = np.arange(16000) / 16000
+    audio = (0.3 * np.sin(2 * np.pi * (300 + 40 * i) * t)
+             + 0.01 * rng.standard_normal(16000)).astype(np.float32)
+    return {'rgb': rgb.astype(np.uint8), 'depth': depth, 'audio': audio}

@@ -18,8 +18,11 @@ def counted(model, x, keep):
 
 @pytest.mark.parametrize('layers', [{'rgb': 12, 'depth': 12, 'audio': 12}, {'rgb': 5, 'depth': 0, 'audio': 2},
                                     {'rgb': 1, 'depth': 3}])
-def test_analytic_flops_match_flop_counter(layers):
+@pytest.mark.parametrize('stem', ['patch', 'conv'])
+def test_analytic_flops_match_flop_counter(layers, stem):
     cfg = ModelConfig()
+    for enc in cfg.encoders.values():
+        enc.stem = stem
     model, cost = ADMNModel(cfg).eval(), CostModel.from_config(cfg)
     keep = {}
     for m, k in layers.items():

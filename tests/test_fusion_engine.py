@@ -1,5 +1,6 @@
 """admn_ros.fusion_engine without ROS: decoding, rolling audio, sync with quiet modalities, the
-frame queue, the worker, and one-frame inference (budget, real skipping, FLOPs, absent modalities)."""
+frame queue, the worker, and one-frame inference (budget, real skipping, FLOPs, absent
+modalities)."""
 import threading
 import time
 from types import SimpleNamespace
@@ -12,7 +13,7 @@ from admn_ros.fusion_engine import (EngineConfig, Frame, FrameQueue, FusionEngin
                                     decode_depth, decode_rgb, resolve_model_path)
 from datasets.rosmsg_codec import audio_to_image_fields, image_fields
 from quality_estimators.budget import Budget
-from tests.fixtures_models import make_random_checkpoint
+from tests.fixtures_models import make_random_checkpoint, sample_frame as sample
 
 MODS = ('rgb', 'depth', 'audio')
 
@@ -21,17 +22,6 @@ def image(arr, encoding, **changes):
     fields = image_fields(arr, encoding)
     fields.update(changes)
     return SimpleNamespace(**fields)
-
-
-def sample(i=0, size=48):
-    rng = np.random.default_rng(i)
-    yy, xx = np.mgrid[:size, :size]
-    rgb = np.stack([(xx * 5 + i * 7) % 256, (yy * 3) % 256, ((xx + yy) * 2) % 256], -1)
-    depth = (1.0 + 0.02 * xx + 0.01 * i).astype(np.float32)
-    t = np.arange(16000) / 16000
-    audio = (0.3 * np.sin(2 * np.pi * (300 + 40 * i) * t)
-             + 0.01 * rng.standard_normal(16000)).astype(np.float32)
-    return {'rgb': rgb.astype(np.uint8), 'depth': depth, 'audio': audio}
 
 
 @pytest.fixture(scope='module')
@@ -225,7 +215,8 @@ def test_inference_keeps_the_budget_really_skips_and_counts_flops(engine, unit):
         assert inf.gflops == pytest.approx(expected, rel=1e-12)
         assert inf.gflops > last_gflops
         last_gflops = inf.gflops
-        assert abs(inf.probs.sum() - 1) < 1e-5 and inf.class_name == engine.class_names[inf.class_id]
+        assert abs(inf.probs.sum() - 1) < 1e-5
+        assert inf.class_name == engine.class_names[inf.class_id]
         assert set(inf.quality) == set(MODS) and all(0 <= q <= 1 for q in inf.quality.values())
 
 
@@ -234,7 +225,8 @@ def test_an_absent_modality_gives_its_budget_to_the_others(engine):
     full = engine.infer(frame_of(data), Budget(0.5))
     partial = engine.infer(frame_of({m: data[m] for m in ('rgb', 'audio')}), Budget(0.5))
     assert partial.present == ('rgb', 'audio') and partial.layers['depth'] == 0
-    assert partial.layers['rgb'] + partial.layers['audio'] > full.layers['rgb'] + full.layers['audio']
+    kept = lambda inf: inf.layers['rgb'] + inf.layers['audio']  # noqa: E731
+    assert kept(partial) > kept(full)
     assert sum(partial.layers.values()) == sum(full.layers.values())   # same 0.5 of 12 layers
 
 
@@ -246,7 +238,8 @@ def test_inference_matches_a_batched_offline_run(engine):
     batch = concat([{m: d[m][None] for m in MODS} for d in frames])
     keep = engine.policy.allocate(batch, Budget(0.5), MODS)
     with torch.inference_mode():
-        logits = engine.model(engine.preprocessor(batch), {m: torch.as_tensor(keep[m]) for m in MODS})
+        masks = {m: torch.as_tensor(keep[m]) for m in MODS}
+        logits = engine.model(engine.preprocessor(batch), masks)
     offline = torch.softmax(logits, -1).numpy()
     for i, inf in enumerate(online):
         assert all(np.array_equal(inf.keep[m], keep[m][i]) for m in MODS)

@@ -47,6 +47,8 @@ counted per modality and dropped; it never stops the node.
 """
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
 from typing import Any, Dict, List, Optional, Tuple
@@ -116,7 +118,7 @@ def prediction_type():
     return DiagnosticArray
 
 
-def prediction_msg(inf, class_names: List[str], header):
+def prediction_msg(inf, header):
     """An :class:`~admn_ros.fusion_engine.Inference` -> the prediction message."""
     import numpy as np
     order = np.argsort(-inf.probs)[:TOP_K]
@@ -214,6 +216,23 @@ def budget_qos():
     return M.latched_qos()
 
 
+def _guarded(transition):
+    """Log an unexpected exception in a transition (rclpy would swallow it) and report ERROR."""
+    import functools
+
+    @functools.wraps(transition)
+    def wrapper(self, state):
+        try:
+            return transition(self, state)
+        except Exception as exc:
+            import traceback
+            self.last_error = f'{type(exc).__name__}: {exc}'
+            self.get_logger().error(f'{transition.__name__} failed: {self.last_error}\n'
+                                    f'{traceback.format_exc()}')
+            return TransitionCallbackReturn.ERROR
+    return wrapper
+
+
 # --------------------------------------------------------------------------- node
 class AdmnFusion(LifecycleNode):
     """See the module docstring."""
@@ -250,8 +269,10 @@ class AdmnFusion(LifecycleNode):
         declare(self, 'publish_quality', True, 'estimate and publish per-modality quality')
         self.autostart = declare(self, 'autostart', True, 'configure and activate on start-up '
                                  '(pip-only installs have no lifecycle manager)', read_only=True)
-        for name in ('policy', 'budget', 'budget_unit', 'audio_input'):
-            reason = self._check(name, param(self, name))
+        # Start-up values bypass the set callback, so check them here.
+        for name in ('policy', 'budget', 'budget_unit', 'audio_input', 'modalities'):
+            value = self._modalities_param() if name == 'modalities' else param(self, name)
+            reason = self._check(name, value)
             if reason:
                 raise ValueError(reason)
         self.budget = self._make_budget()
@@ -386,8 +407,15 @@ class AdmnFusion(LifecycleNode):
         return EngineConfig(model_path=str(param(self, 'model_path')),
                             dataset=str(param(self, 'dataset')), device=str(param(self, 'device')),
                             policy=str(param(self, 'policy')), seed=int(param(self, 'seed')),
-                            modalities=tuple(param(self, 'modalities')),
+                            modalities=tuple(self._modalities_param()),
                             quality=bool(param(self, 'publish_quality')))
+
+    def _modalities_param(self) -> List[str]:
+        from rclpy.exceptions import ParameterUninitializedException
+        try:  # an empty typed array that was never set reads as uninitialised
+            return list(param(self, 'modalities'))
+        except ParameterUninitializedException:
+            return []
 
     def _load(self, cfg: EngineConfig) -> bool:
         from fusion.checkpoint import CheckpointError
@@ -399,10 +427,11 @@ class AdmnFusion(LifecycleNode):
             self.engine = None
             return False
         e = self.engine
-        self.get_logger().info(f'loaded {e.path} on {e.device}: modalities {e.modalities}, '
-                               f'depth {e.depth}, {len(e.class_names)} classes, policy {cfg.policy}')
+        self.get_logger().info(f'loaded {e.path} on {e.device}: modalities {e.modalities}, depth '
+                               f'{e.depth}, {len(e.class_names)} classes, policy {cfg.policy}')
         return True
 
+    @_guarded
     def on_configure(self, state) -> TransitionCallbackReturn:
         from diagnostic_msgs.msg import DiagnosticArray
         self.engine_cfg = self._engine_config()
@@ -424,6 +453,7 @@ class AdmnFusion(LifecycleNode):
         }
         return TransitionCallbackReturn.SUCCESS
 
+    @_guarded
     def on_activate(self, state) -> TransitionCallbackReturn:
         if self.engine is None and not self._load(self.engine_cfg):  # freed by deactivate
             return TransitionCallbackReturn.FAILURE
@@ -466,6 +496,7 @@ class AdmnFusion(LifecycleNode):
         if self.queue is not None:
             self.queue.clear()
 
+    @_guarded
     def on_deactivate(self, state) -> TransitionCallbackReturn:
         self._stop_processing()
         if self.engine is not None:
@@ -473,6 +504,7 @@ class AdmnFusion(LifecycleNode):
             self.engine = None
         return super().on_deactivate(state)
 
+    @_guarded
     def on_cleanup(self, state) -> TransitionCallbackReturn:
         for pub in self.pubs.values():
             self.destroy_lifecycle_publisher(pub)
@@ -537,7 +569,7 @@ class AdmnFusion(LifecycleNode):
         latency_ms = (now_ns - frame.stamp_ns) / 1e6
         processing_ms = (time.monotonic() - frame.ready_mono) * 1e3
         pubs = self.pubs
-        pubs['prediction'].publish(prediction_msg(inf, engine.class_names, header))
+        pubs['prediction'].publish(prediction_msg(inf, header))
         pubs['allocation'].publish(allocation_msg(inf, engine.model_modalities, header))
         if inf.quality:
             pubs['quality'].publish(quality_msg(inf, header))
@@ -638,5 +670,14 @@ def main(args=None) -> int:
     return run_node(AdmnFusion, args)
 
 
-if __name__ == '__main__':
-    raise SystemExit(main())
+def exit_without_teardown(code: int) -> None:
+    """Leave without the interpreter's teardown: the node has released everything already, and
+    unloading torch and the DDS libraries takes seconds on a busy machine - longer than the
+    SIGINT grace period of bringup (and launch), which would then SIGTERM a clean shutdown."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+if __name__ == '__main__':   # how bringup starts nodes (python -m); console scripts use main()
+    exit_without_teardown(main())

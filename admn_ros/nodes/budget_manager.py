@@ -20,16 +20,15 @@ that starts later still gets the current value) whenever the budget changes. Two
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import yaml
 from rclpy.node import Node
 from std_msgs.msg import Float32
 
 from admn_ros.node_utils import OK, WARN, Diagnostics, declare, param, run_node
-from admn_ros.nodes.admn_fusion import BUDGET, budget_qos
+from admn_ros.nodes.admn_fusion import BUDGET, budget_qos, exit_without_teardown
 
 NODE_NAME = 'budget_manager'
 MODES = ('auto', 'schedule', 'load')
@@ -266,5 +265,5 @@ def main(args=None) -> int:
     return run_node(BudgetManager, args)
 
 
-if __name__ == '__main__':
-    raise SystemExit(main())
+if __name__ == '__main__':   # see exit_without_teardown (torch may be loaded for the GPU)
+    exit_without_teardown(main())

@@ -21,6 +21,7 @@ it writes ``report_path`` (JSON) and the same path with ``.md`` (a Markdown tabl
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from pathlib import Path
@@ -33,8 +34,9 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 
 from admn_ros import messages as M
 from admn_ros.node_utils import OK, STALE, Diagnostics, declare, param, run_node
-from admn_ros.nodes.admn_fusion import (ALLOCATION, INFERENCE, PREDICTION, prediction_type,
-                                        read_allocation, read_inference, read_prediction)
+from admn_ros.nodes.admn_fusion import (ALLOCATION, INFERENCE, PREDICTION, exit_without_teardown,
+                                        prediction_type, read_allocation, read_inference,
+                                        read_prediction)
 
 NODE_NAME = 'evaluator'
 KEEP_PENDING = 10000  # unmatched entries remembered per stream
@@ -251,16 +253,24 @@ class Evaluator(Node):
                 written = self.write_report()
                 if written is not None:
                     s = self.summary()
-                    self.get_logger().info(f"report {written}: accuracy {s['accuracy']} over "
-                                           f"{s['matched']}, drops {s['drops']}")
+                    self._say(f"report {written}: accuracy {s['accuracy']} over {s['matched']}, "
+                              f"drops {s['drops']}")
             except OSError as exc:
-                self.get_logger().error(f'cannot write report {self.report_path}: {exc}')
+                self._say(f'cannot write report {self.report_path}: {exc}', error=True)
         super().destroy_node()
+
+    def _say(self, text: str, error: bool = False) -> None:
+        """Log, or print once Ctrl-C has already shut the context down (no /rosout then)."""
+        if self.context.ok():
+            (self.get_logger().error if error else self.get_logger().info)(text)
+        else:
+            print(f'[{self.get_name()}] {text}', file=sys.stderr if error else sys.stdout,
+                  flush=True)
 
 
 def main(args=None) -> int:
     return run_node(Evaluator, args)
 
 
-if __name__ == '__main__':
-    raise SystemExit(main())
+if __name__ == '__main__':   # see exit_without_teardown: the report is written by then
+    exit_without_teardown(main())

@@ -1,0 +1,188 @@
+"""ROS overhead of the node graph: sensor_source -> admn_fusion -> evaluator, one process each.
+
+    admn bench ros [--rate HZ] [--seconds S] --json OUT [--checkpoint model.pt] [--policy P]
+
+The three nodes are started by :class:`admn_ros.bringup.Bringup` (as ``admn bringup`` would) in a
+namespace of their own. This process watches ``admn/prediction``; once the first prediction
+arrives (the model is loaded and warm) it measures for ``--seconds`` and then stops the graph,
+whose evaluator writes its report. Results (JSON and a table):
+
+* ``rate_hz``: the source rate asked for; ``received_hz``: predictions per second at the evaluator;
+* ``drops``: samples published after the first prediction that never got one (the fusion node
+  keeps only the latest set, so a model slower than the input drops; ``fusion_dropped`` counts
+  those), ``pending`` the samples still in flight when the graph stopped;
+* ``overhead_ms_p50/p95``: source stamp to prediction publish minus the model's own time
+  (allocation + forward): transport, decoding, sync, queueing, preprocessing and publishing;
+* ``model_ms_p50``, ``latency_ms_p50/p95`` (stamp to publish, all included).
+
+Without ``--checkpoint`` the trained default (``admn train defaults``) is used, or, when there is
+none, an untrained model of the default architecture (timings are then still meaningful, its
+predictions are not). ``--policy`` defaults to ``admn`` for a controller checkpoint, else
+``naive``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from admn_ros.graph import GraphSpec, NodeSpec
+
+KEYS = ('rate_hz', 'received_hz', 'drops', 'overhead_ms_p50', 'overhead_ms_p95', 'model_ms_p50')
+
+
+def bench_graph() -> GraphSpec:
+    """The three-node graph (no parameter file: everything comes from :func:`overrides`)."""
+    return GraphSpec(
+        name='ros_bench', description='sensor_source -> admn_fusion -> evaluator (benchmark)',
+        nodes=(NodeSpec('sensor_source', 'sensor_source'), NodeSpec('admn_fusion', 'admn_fusion'),
+               NodeSpec('evaluator', 'evaluator')))
+
+
+def default_checkpoint(out_dir: Path) -> Path:
+    """The trained synthetic default, else an untrained default-architecture model in out_dir."""
+    from admn_ros.fusion_engine import resolve_model_path
+    try:
+        return Path(resolve_model_path('', 'synthetic'))
+    except FileNotFoundError:
+        from dataclasses import asdict
+
+        import torch
+
+        from datasets.preprocess import PreprocessConfig
+        from datasets.synthetic import CLASS_NAMES
+        from fusion.checkpoint import save_checkpoint
+        from fusion.config import ModelConfig
+        from fusion.model import ADMNModel
+        print('no trained default (admn train defaults): timing an untrained model of the '
+              'default architecture', file=sys.stderr)
+        torch.manual_seed(0)
+        model = ADMNModel(ModelConfig(num_classes=len(CLASS_NAMES)))
+        return save_checkpoint(out_dir / 'untrained.pt', model, stage='stage1',
+                               dataset='synthetic', class_names=list(CLASS_NAMES),
+                               modalities=list(model.modalities),
+                               preprocess=asdict(PreprocessConfig()))
+
+
+def has_controller(path: Path) -> bool:
+    from fusion.checkpoint import read_checkpoint
+    return 'controller_state' in read_checkpoint(path).get('extra', {})
+
+
+def overrides(args, checkpoint: Path, policy: str, report: Path) -> Dict[str, Dict]:
+    return {
+        'sensor_source': {'source': args.source, 'dataset_size': args.dataset_size,
+                          'rate_hz': float(args.rate), 'loop': True},
+        'admn_fusion': {'model_path': str(checkpoint), 'policy': policy,
+                        'budget': float(args.budget), 'device': args.device},
+        'evaluator': {'report_path': str(report), 'drop_after_s': 1.0},
+    }
+
+
+def run(args) -> Dict:
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    from admn_ros.bringup import Bringup
+    from admn_ros.nodes.admn_fusion import PREDICTION, prediction_type
+
+    work = Path(tempfile.mkdtemp(prefix='admn_bench_ros_'))
+    checkpoint = Path(args.checkpoint) if args.checkpoint else default_checkpoint(work)
+    policy = args.policy or ('admn' if has_controller(checkpoint) else 'naive')
+    report = work / 'report.json'
+    namespace = f'admn_bench_{os.getpid()}'
+    log: List[str] = []
+
+    def sink(line: str) -> None:
+        log.append(line)
+        if not args.quiet:
+            print(line, flush=True)
+
+    bringup = Bringup(bench_graph(), overrides(args, checkpoint, policy, report),
+                      namespace=namespace, sink=sink)
+    # The probe must discover the nodes the way bringup configures them.
+    os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    node = rclpy.create_node('bench_probe', namespace=namespace, context=ctx)
+    executor = SingleThreadedExecutor(context=ctx)
+    executor.add_node(node)
+    first: List[float] = []
+    node.create_subscription(prediction_type(), PREDICTION,
+                             lambda _: first or first.append(time.monotonic()), 10)
+    try:
+        bringup.start()
+        deadline = time.monotonic() + args.startup_timeout
+        while not first and time.monotonic() < deadline and not bringup.all_exited():
+            executor.spin_once(timeout_sec=0.1)
+        if not first:
+            raise RuntimeError(f'no prediction within {args.startup_timeout} s; graph log:\n'
+                               + '\n'.join(log[-40:]))
+        end = first[0] + args.seconds
+        while time.monotonic() < end and not bringup.all_exited():
+            executor.spin_once(timeout_sec=0.1)
+    finally:
+        codes = bringup.stop()
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown(context=ctx)
+    if not report.is_file():
+        raise RuntimeError(f'the evaluator wrote no report (exit codes {codes}); graph log:\n'
+                           + '\n'.join(log[-40:]))
+    ev = json.loads(report.read_text())
+    rnd = (lambda v: None if v is None else round(float(v), 3))
+    return {
+        'rate_hz': float(args.rate), 'received_hz': rnd(ev['received_hz']),
+        'drops': int(ev['drops']), 'overhead_ms_p50': rnd(ev['overhead_ms_p50']),
+        'overhead_ms_p95': rnd(ev['overhead_ms_p95']), 'model_ms_p50': rnd(ev['model_ms_p50']),
+        'latency_ms_p50': rnd(ev['latency_ms_p50']), 'latency_ms_p95': rnd(ev['latency_ms_p95']),
+        'predictions': ev['predictions'], 'pending': ev['pending_labels'],
+        'fusion_dropped': ev['fusion_dropped'], 'accuracy': rnd(ev['accuracy']),
+        'mean_gflops': rnd(ev['mean_gflops']), 'seconds': float(args.seconds),
+        'checkpoint': str(checkpoint), 'policy': policy, 'budget': float(args.budget),
+        'device': args.device, 'exit_codes': codes,
+    }
+
+
+def print_table(result: Dict) -> None:
+    rows = [(k, result[k]) for k in KEYS] + [
+        (k, result[k]) for k in ('latency_ms_p95', 'predictions', 'fusion_dropped', 'pending',
+                                 'policy', 'budget')]
+    width = max(len(k) for k, _ in rows)
+    print(f'{"metric":<{width}}  value')
+    for key, value in rows:
+        print(f'{key:<{width}}  {"-" if value is None else value}')
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog='admn bench ros', description=__doc__.splitlines()[0])
+    p.add_argument('--rate', type=float, default=10.0, help='source rate (Hz)')
+    p.add_argument('--seconds', type=float, default=10.0, help='measured time after warm-up')
+    p.add_argument('--json', required=True, help='write the results here')
+    p.add_argument('--checkpoint', help='model (default: the trained default, else untrained)')
+    p.add_argument('--policy', help='allocation policy (default: admn with a controller, else '
+                   'naive)')
+    p.add_argument('--budget', type=float, default=0.5)
+    p.add_argument('--device', default='cpu')
+    p.add_argument('--source', default='synthetic', help="sensor_source 'source'")
+    p.add_argument('--dataset-size', type=int, default=100)
+    p.add_argument('--startup-timeout', type=float, default=120.0)
+    p.add_argument('--quiet', action='store_true', help="do not echo the nodes' output")
+    args = p.parse_args(argv)
+    if not args.rate > 0 or not args.seconds > 0:
+        p.error('--rate and --seconds must be > 0')
+    result = run(args)
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + '\n', encoding='utf-8')
+    print_table(result)
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())

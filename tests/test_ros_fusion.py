@@ -1,0 +1,398 @@
+"""admn_fusion, evaluator and budget_manager over real rclpy in one process (private context)."""
+import itertools
+import json
+import os
+import time
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip('rclpy')
+
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.parameter_client import AsyncParameterClient  # noqa: E402
+from sensor_msgs.msg import Image  # noqa: E402
+from std_msgs.msg import Float32  # noqa: E402
+
+from admn_ros import graph as G  # noqa: E402
+from admn_ros import messages as M  # noqa: E402
+from admn_ros.nodes import admn_fusion as F  # noqa: E402
+from admn_ros.nodes.admn_fusion import AdmnFusion  # noqa: E402
+from tests.fixtures_models import RosHarness, make_random_checkpoint, sample_frame  # noqa: E402
+
+pytestmark = pytest.mark.ros
+MODS = ('rgb', 'depth', 'audio')
+_ids = itertools.count()
+
+
+@pytest.fixture(scope='module')
+def model(tmp_path_factory):
+    return make_random_checkpoint(tmp_path_factory.mktemp('fusion') / 'model.pt')
+
+
+@pytest.fixture
+def ros(ros_context):
+    made = []
+
+    def make():
+        made.append(RosHarness(ros_context, f'/fusion_{os.getpid()}_{next(_ids)}'))
+        return made[-1]
+    yield make
+    for h in made:
+        h.close()
+
+
+def fusion_node(h, model, remap=(), **params):
+    params = {'model_path': str(model), 'policy': 'naive', **params}
+    cli = ['--ros-args'] + [x for a, b in remap for x in ('-r', f'{a}:={b}')] if remap else None
+    return h.add(AdmnFusion(context=h.ctx, namespace=h.namespace, cli_args=cli,
+                            parameter_overrides=[Parameter(k, value=v) for k, v in params.items()]))
+
+
+class Feeder:
+    """Publishes sample frames (all modalities share the stamp) from the probe node."""
+
+    def __init__(self, h):
+        self.h = h
+        self.pubs = {m: h.publisher(Image, M.SENSOR_TOPICS[m]) for m in MODS}
+        self.samples = [sample_frame(i) for i in range(3)]
+        self.count = 0
+
+    def send(self, modalities=MODS):
+        data = self.samples[self.count % len(self.samples)]
+        stamp = self.h.probe.get_clock().now().nanoseconds
+        build = {'rgb': M.rgb_msg, 'depth': M.depth_msg, 'audio': M.audio_msg}
+        for m in modalities:
+            self.pubs[m].publish(build[m](data[m], stamp))
+        self.count += 1
+        return stamp
+
+    def run(self, seconds, period=0.05, modalities=MODS, until=None):
+        """Send a frame every ``period`` while spinning, for ``seconds`` or until ``until()``."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not (until and until()):
+            self.send(modalities)
+            self.h.spin_for(period)
+
+
+def allocations(msgs):
+    return [F.read_allocation(m) for m in msgs]
+
+
+def total_layers(alloc):
+    return sum(alloc['layers'].values())
+
+
+def mean_layers(allocs):
+    return {m: float(np.mean([a['layers'][m] for a in allocs])) for m in MODS}
+
+
+def wait_future(h, future, timeout=5.0):
+    assert h.spin_until(future.done, timeout), 'parameter service did not answer'
+    return future.result()
+
+
+# --------------------------------------------------------------------------- the pipeline
+def test_noise_on_one_modality_moves_its_layers_to_the_others(ros, model):
+    from admn_ros.nodes.noise_injector import NoiseInjector
+    from admn_ros.nodes.sensor_source import SensorSource
+    h = ros()
+    h.add(SensorSource(context=h.ctx, namespace=h.namespace, parameter_overrides=[
+        Parameter('source', value='synthetic'), Parameter('dataset_size', value=24),
+        Parameter('rate_hz', value=20.0)]))
+    injector = h.add(NoiseInjector(context=h.ctx, namespace=h.namespace))
+    fusion_node(h, model, remap=G._FROM_INJECTOR, policy='heuristic', budget=0.5)
+    got = h.listen(DiagnosticArray, F.ALLOCATION)
+    assert h.spin_until(lambda: len(got) >= 10, 20), 'no allocations from the pipeline'
+    before = mean_layers(allocations(got[2:]))
+    injector.set_parameters([Parameter('audio.type', value='white_noise'),
+                             Parameter('audio.severity', value=1.0)])
+    n = len(got)
+    assert h.spin_until(lambda: len(got) >= n + 12, 20)
+    after_allocs = allocations(got[n + 4:])   # skip frames already on their way
+    after = mean_layers(after_allocs)
+    assert all(total_layers(a) == 6 for a in after_allocs)   # half of 3 x 4 layers either way
+    assert after['audio'] <= before['audio'] - 1, (before, after)
+    assert after['rgb'] + after['depth'] >= before['rgb'] + before['depth'] + 1, (before, after)
+
+
+def test_budget_changes_through_parameters_and_topic_apply_to_the_next_frames(ros, model):
+    h = ros()
+    fusion = fusion_node(h, model, budget=0.5)
+    feeder = Feeder(h)
+    got = h.listen(DiagnosticArray, F.ALLOCATION)
+    feeder.run(10, until=lambda: len(got) >= 3)
+    assert {(a['fraction'], total_layers(a)) for a in allocations(got)} == {(0.5, 6)}
+
+    client = AsyncParameterClient(h.probe, f'{h.namespace}/admn_fusion')
+    assert client.wait_for_services(timeout_sec=5.0)
+    result = wait_future(h, client.set_parameters([Parameter('budget', value=0.25)]))
+    assert result.results[0].successful
+    n = len(got)
+    feeder.run(10, until=lambda: len(got) >= n + 5)
+    later = allocations(got[n + 2:])          # at most one frame in flight, one waiting
+    assert later and {(a['fraction'], total_layers(a)) for a in later} == {(0.25, 3)}
+
+    for name, value, reason in (('budget', 1.5, ''), ('budget', 0.0, '> 0'),
+                                ('budget_unit', 'watts', 'budget_unit')):
+        result = wait_future(h, client.set_parameters([Parameter(name, value=value)]))
+        assert not result.results[0].successful and reason in result.results[0].reason
+    assert fusion.get_parameter('budget').value == 0.25
+
+    budget_pub = h.publisher(Float32, F.BUDGET, F.budget_qos())
+    budget_pub.publish(Float32(data=float('nan')))   # ignored and counted
+    assert h.spin_until(lambda: fusion.budget_rejected == 1, 5)
+    assert fusion.get_parameter('budget').value == 0.25
+    budget_pub.publish(Float32(data=0.75))
+    assert h.spin_until(lambda: fusion.get_parameter('budget').value == 0.75, 5)
+    n = len(got)
+    feeder.run(10, until=lambda: len(got) >= n + 5)
+    assert {(a['fraction'], total_layers(a)) for a in allocations(got[n + 2:])} == {(0.75, 9)}
+
+
+def test_a_stopped_sensor_loses_its_layers_within_a_second(ros, model):
+    h = ros()
+    fusion_node(h, model, budget=0.5, modality_timeout_s=0.5)
+    feeder = Feeder(h)
+    seen = []   # (receipt time, allocation)
+    h.probe.create_subscription(DiagnosticArray, F.ALLOCATION,
+                                lambda m: seen.append((time.monotonic(),
+                                                       F.read_allocation(m))), 500)
+    preds = h.listen(F.prediction_type(), F.PREDICTION)
+    feeder.run(10, until=lambda: len(seen) >= 5)
+    assert all(a['present'] == dict.fromkeys(MODS, True) for _, a in seen)
+
+    stopped = time.monotonic()
+    n_pred = len(preds)
+    feeder.run(2.0, modalities=('rgb', 'depth'))   # the microphone stops
+    without = [(t, a) for t, a in seen if t > stopped and not a['present']['audio']]
+    assert without, 'audio never dropped'
+    assert without[0][0] - stopped < 1.0
+    for _, a in without:   # its budget goes to the others (naive: 3 + 3 of 6)
+        assert a['layers'] == {'rgb': 3, 'depth': 3, 'audio': 0}
+    assert len(preds) - n_pred >= 15   # fusion kept publishing
+
+    back = time.monotonic()
+    feeder.run(10, until=lambda: any(t > back and a['present']['audio'] for t, a in seen))
+    assert seen[-1][1]['layers'] == {'rgb': 2, 'depth': 2, 'audio': 2}
+
+
+def test_bad_input_is_rejected_counted_and_survived(ros, model):
+    h = ros()
+    fusion = fusion_node(h, model)
+    feeder = Feeder(h)
+    preds = h.listen(F.prediction_type(), F.PREDICTION)
+    feeder.run(10, until=lambda: len(preds) >= 1)
+    stamp = h.probe.get_clock().now().nanoseconds
+    good = sample_frame(0)
+    wrong_encoding = M.image_msg(good['depth'], '32FC1', stamp)
+    truncated = M.rgb_msg(good['rgb'], stamp)
+    truncated.height += 5                      # data no longer matches height x step
+    nan_audio = M.audio_msg(np.zeros(800, np.float32), stamp, encoding='32FC1')
+    nan_audio.data = np.full(800, np.nan, np.float32).tobytes()
+    negative = M.depth_msg(np.full((16, 16), -1.0, np.float32), stamp)
+    for m, msg in (('rgb', wrong_encoding), ('rgb', truncated), ('audio', nan_audio),
+                   ('depth', negative)):
+        feeder.pubs[m].publish(msg)
+    assert h.spin_until(lambda: sum(fusion.rejected.values()) == 4, 5)
+    assert fusion.rejected == {'rgb': 2, 'depth': 1, 'audio': 1}
+    n = len(preds)
+    feeder.run(10, until=lambda: len(preds) >= n + 3)   # still working
+    status = {s.name: s for s in fusion.diagnostics.build().status}['admn_fusion: inputs']
+    values = {kv.key: kv.value for kv in status.values}
+    assert status.level == bytes([1]) and values['rgb rejected'] == '2'
+    assert values['last reject'].split(':')[0] in MODS   # the latest reason, with its modality
+
+
+def test_lifecycle_loads_on_configure_and_frees_on_deactivate(ros, model, tmp_path, monkeypatch):
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+    from std_srvs.srv import SetBool
+    h = ros()
+    monkeypatch.setenv('ADMN_CACHE_DIR', str(tmp_path))
+    with pytest.raises(ValueError, match='admn train defaults'):   # autostart, no model at all
+        AdmnFusion(context=h.ctx, namespace=h.namespace, node_name='no_model',
+                   parameter_overrides=[Parameter('dataset', value='nowhere')])
+
+    fusion = fusion_node(h, tmp_path / 'missing.pt', autostart=False)
+    topic = f'{h.namespace}/{M.RGB}'
+    assert fusion.state_label() == 'unconfigured' and fusion.engine is None
+    assert fusion.trigger_configure() == R.FAILURE and 'does not exist' in fusion.last_error
+    fusion.set_parameters([Parameter('model_path', value=str(model))])
+    assert fusion.trigger_configure() == R.SUCCESS and fusion.state_label() == 'inactive'
+    assert h.probe.count_subscribers(topic) == 0          # no intake before activation
+    assert fusion.trigger_activate() == R.SUCCESS
+    feeder = Feeder(h)
+    preds = h.listen(F.prediction_type(), F.PREDICTION)
+    feeder.run(10, until=lambda: len(preds) >= 2)
+    assert len(preds) >= 2
+
+    assert fusion.trigger_deactivate() == R.SUCCESS
+    assert fusion.engine is None and h.probe.count_subscribers(topic) == 0
+    h.spin_for(0.2)                                       # what was published before arrives
+    n = len(preds)
+    feeder.run(0.5)
+    assert len(preds) == n
+
+    assert fusion.trigger_activate() == R.SUCCESS and fusion.engine is not None   # reloaded
+    feeder.run(10, until=lambda: len(preds) >= n + 2)
+    assert len(preds) >= n + 2
+
+    client = h.probe.create_client(SetBool, f'{h.namespace}/admn_fusion/enable')
+    assert client.wait_for_service(timeout_sec=5.0)
+    future = client.call_async(SetBool.Request(data=False))
+    assert h.spin_until(future.done, 5) and future.result().message == 'paused'
+    h.spin_for(0.2)
+    n = len(preds)
+    feeder.run(0.5)
+    assert len(preds) == n
+    future = client.call_async(SetBool.Request(data=True))
+    assert h.spin_until(future.done, 5)
+    feeder.run(10, until=lambda: len(preds) >= n + 2)
+    assert len(preds) >= n + 2
+    assert fusion.trigger_deactivate() == R.SUCCESS
+    assert fusion.trigger_cleanup() == R.SUCCESS and fusion.state_label() == 'unconfigured'
+
+
+def test_outputs_carry_the_source_stamp_quality_and_cost(ros, model):
+    h = ros()
+    fusion_node(h, model, budget=0.5, budget_unit='flops')
+    feeder = Feeder(h)
+    outs = {k: h.listen(DiagnosticArray, t) for k, t in (
+        ('allocation', F.ALLOCATION), ('quality', F.QUALITY), ('inference', F.INFERENCE))}
+    preds = h.listen(F.prediction_type(), F.PREDICTION)
+    stamps = set()
+    deadline = time.monotonic() + 10
+    while len(outs['inference']) < 3 and time.monotonic() < deadline:
+        stamps.add(feeder.send())
+        h.spin_for(0.05)
+    stamp, class_id, score = F.read_prediction(preds[0])
+    assert stamp in stamps and 0 <= class_id < 12 and 0 < score <= 1
+    assert preds[0].header.frame_id == M.FRAME_IDS['rgb']   # the set's anchor is the RGB frame
+    alloc = F.read_allocation(outs['allocation'][0])
+    info = F.read_inference(outs['inference'][0])
+    assert alloc['stamp_ns'] == info['stamp_ns'] == stamp and alloc['unit'] == 'flops'
+    assert alloc['spent'] <= 0.5 and all(alloc['kept'][m][0] == 0 for m in MODS)
+    assert info['gflops'] > 0 and info['latency_ms'] >= info['model_ms'] > 0
+    assert info['present'] == MODS
+    quality = F.read_quality(outs['quality'][0])
+    assert set(quality) == set(MODS) and all(0 <= q <= 1 for q in quality.values())
+
+
+# --------------------------------------------------------------------------- evaluator
+def fake_inference(class_id, gflops=0.0, model_ms=0.0):
+    probs = np.zeros(12)
+    probs[class_id] = 1.0
+    return SimpleNamespace(probs=probs, class_id=class_id, class_name=str(class_id), score=1.0,
+                           gflops=gflops, model_ms=model_ms, policy_ms=0.0, preprocess_ms=0.0,
+                           present=MODS)
+
+
+def test_evaluator_matches_by_stamp_and_reports(ros, tmp_path):
+    from admn_ros.nodes.evaluator import Evaluator
+    h = ros()
+    report = tmp_path / 'out' / 'report.json'
+    ev = h.add(Evaluator(context=h.ctx, namespace=h.namespace, parameter_overrides=[
+        Parameter('report_path', value=str(report)), Parameter('drop_after_s', value=0.3)]))
+    labels = h.publisher(DiagnosticArray, M.LABEL, 100)
+    preds = h.publisher(F.prediction_type(), F.PREDICTION, 100)
+    infos = h.publisher(DiagnosticArray, F.INFERENCE, 100)
+    assert h.spin_until(lambda: labels.get_subscription_count() and preds.get_subscription_count()
+                        and infos.get_subscription_count(), 5)
+    s = [1_000_000_000 * k for k in range(1, 6)]
+    labels.publish(M.label_msg(s[0], 9))                   # before any prediction: warm-up
+    h.spin_for(0.1)
+    for stamp, (truth, guess) in zip(s[1:4], ((1, 1), (2, 0), (3, 3))):
+        header = M.header(stamp)
+        preds.publish(F.prediction_msg(fake_inference(guess), header))
+        if stamp != s[3]:                                  # s[3]: prediction before its label
+            labels.publish(M.label_msg(stamp, truth))
+        infos.publish(F.inference_msg(fake_inference(guess, gflops=stamp / 1e9, model_ms=4.0),
+                                      header, latency_ms=10.0 * stamp / 1e9,
+                                      processing_ms=1.0, dropped=0))
+    h.spin_for(0.1)
+    labels.publish(M.label_msg(s[3], 3))
+    labels.publish(M.label_msg(s[4], 4))                   # never predicted: a drop
+    assert h.spin_until(lambda: ev.summary()['drops'] == 1 and ev.summary()['matched'] == 3, 5)
+    summary = ev.summary()
+    assert summary['accuracy'] == pytest.approx(2 / 3) and summary['warmup_labels'] == 1
+    assert summary['mean_gflops'] == pytest.approx(3.0)
+    assert summary['latency_ms_p50'] == pytest.approx(30.0)
+    assert summary['overhead_ms_p50'] == pytest.approx(26.0)
+    h.nodes.remove(ev)
+    h.executor.remove_node(ev)
+    ev.destroy_node()                                      # shutdown writes the report
+    data = json.loads(report.read_text())
+    assert data['matched'] == 3 and data['drops'] == 1 and data['accuracy'] == pytest.approx(2 / 3)
+    assert '| accuracy | 0.6667 |' in report.with_suffix('.md').read_text()
+
+
+# --------------------------------------------------------------------------- budget_manager
+def test_budget_schedules_parse_strictly_and_step_in_time():
+    from admn_ros.nodes.budget_manager import LoadFollower, parse_schedule
+    sched = parse_schedule([[0.5, 0.5], {'t': 1.0, 'budget': 0.25}], loop_period_s=2.0)
+    assert [sched.value_at(t) for t in (0.0, 0.5, 0.99, 1.0, 1.9, 2.6, 3.2)] == \
+        [None, 0.5, 0.5, 0.25, 0.25, 0.5, 0.25]
+    for bad, reason in (([[1, 0.5], [1, 0.6]], 'increase'), ([[0, 0.0]], r'\(0, 1\]'),
+                        ([[0, 0.5, 1]], r'\[t, budget\]'), ({'t': 0}, 'list'), ([], 'at least'),
+                        ([{'t': 0, 'b': 1}], 'keys')):
+        with pytest.raises(ValueError, match=reason):
+            parse_schedule(bad)
+    with pytest.raises(ValueError, match='exceed'):
+        parse_schedule([[0, 0.5], [3, 1.0]], loop_period_s=2.0)
+    follow = LoadFollower(min_budget=0.2, max_budget=1.0, smoothing=0.5)
+    assert follow.update(0.0) == 1.0 and follow.update(1.0) == pytest.approx(0.6)
+    for _ in range(30):
+        value = follow.update(1.0)
+    assert value == pytest.approx(0.2, abs=1e-6)
+
+
+def test_budget_manager_schedule_drives_the_fusion_budget(ros, model, tmp_path):
+    from admn_ros.nodes.budget_manager import BudgetManager, CpuLoad
+    assert 0.0 <= CpuLoad()() <= 1.0
+    schedule = tmp_path / 'budget.yaml'
+    schedule.write_text('- [0.0, 0.5]\n- [0.4, 0.25]\n- [0.8, 1.0]\n')
+    h = ros()
+    fusion = fusion_node(h, model, budget=0.9)
+    heard = []
+    h.probe.create_subscription(Float32, F.BUDGET, lambda m: heard.append(round(m.data, 6)),
+                                F.budget_qos())
+    manager = h.add(BudgetManager(context=h.ctx, namespace=h.namespace, parameter_overrides=[
+        Parameter('schedule_file', value=str(schedule))]))
+    assert manager.mode == 'schedule'
+    assert h.spin_until(lambda: fusion.budget.fraction == 1.0 and len(heard) == 3, 5)
+    assert heard == [0.5, 0.25, 1.0]
+    times = [t for t, _ in manager.published]
+    assert times[0] < 0.1 and abs(times[1] - 0.4) < 0.1 and abs(times[2] - 0.8) < 0.1
+    with pytest.raises(ValueError, match='schedule_file'):
+        BudgetManager(context=h.ctx, namespace=h.namespace, node_name='bad',
+                      parameter_overrides=[Parameter('mode', value='schedule')])
+
+
+# --------------------------------------------------------------------------- configs
+def test_graph_config_sections_of_these_nodes_are_declared_parameters(ros, model):
+    from admn_ros.nodes.budget_manager import BudgetManager
+    from admn_ros.nodes.evaluator import Evaluator
+    h = ros()
+    classes = {'admn_fusion': AdmnFusion, 'evaluator': Evaluator, 'budget_manager': BudgetManager}
+    fixed = {'admn_fusion': {'autostart': False}, 'evaluator': {'report_path': ''},
+             'budget_manager': {'use_gpu': False}}
+    checked = 0
+    for graph in G.GRAPHS.values():
+        for name, section in G.load_params_file(graph.params_file).items():
+            if name not in classes:
+                continue
+            # Bare section names apply in the root namespace (as bringup starts them).
+            node = classes[name](context=h.ctx, cli_args=[
+                '--ros-args', '--params-file', str(graph.params_file)],
+                parameter_overrides=[Parameter(k, value=v) for k, v in fixed[name].items()])
+            try:
+                for key, value in section.items():
+                    assert node.has_parameter(key), (graph.name, name, key)
+                    if key not in fixed[name]:
+                        assert node.get_parameter(key).value == value, (graph.name, name, key)
+                        checked += 1
+            finally:
+                node.destroy_node()
+    assert checked >= 8
