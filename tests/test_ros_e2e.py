@@ -103,7 +103,7 @@ def test_graph_processes_started_by_bringup_predict_above_chance(
     namespace = f'graph_{os.getpid()}_{next(_ids)}'
     overrides = {
         'source': 'avdigits', 'model': str(tiny_stage1),
-        'sensor_source': {'dataset_size': 60, 'rate_hz': 10.0, 'loop': True,
+        'sensor_source': {'dataset_size': 60, 'rate_hz': 20.0, 'loop': True,
                           'exit_on_end': False, 'start_delay_s': 0.0},
         # A very noisy microphone: the heuristic policy moves layers to the camera, which
         # carries the digit for a voice the model never heard.
@@ -130,7 +130,8 @@ def test_graph_processes_started_by_bringup_predict_above_chance(
                           'evaluator'} and all(c == 0 for c in codes.values()), (codes, log[-3000:])
     result = json.loads(report.read_text())
     assert result['matched'] >= 50, result
-    # Chance is 0.1 on ten digits: P(accuracy >= 0.22 over 50+ guesses) < 0.1 %.
+    # Chance is 0.1 on ten digits: by chance alone, P(accuracy >= 0.22 over 50 guesses) ~ 1 %;
+    # the tiny model scores ~0.4 (P(< 0.22) ~ 0.2 %).
     assert result['accuracy'] >= 0.22, result
     layers = [F.read_allocation(a)['layers'] for a in allocs[5:]]
     assert np.mean([a['rgb'] for a in layers]) > np.mean([a['audio'] for a in layers])

@@ -114,8 +114,10 @@ def test_noise_on_one_modality_moves_its_layers_to_the_others(ros, model):
     after_allocs = allocations(got[n + 4:])   # skip frames already on their way
     after = mean_layers(after_allocs)
     assert all(total_layers(a) == 6 for a in after_allocs)   # half of 3 x 4 layers either way
-    assert after['audio'] <= before['audio'] - 1, (before, after)
-    assert after['rgb'] + after['depth'] >= before['rgb'] + before['depth'] + 1, (before, after)
+    # Audio at -10 dB SNR has no quality left: only its always-on first layer remains ...
+    assert after['audio'] == 1.0 and before['audio'] >= 1.75, (before, after)
+    # ... and the layers it gave up went to the camera and the depth sensor.
+    assert after['rgb'] + after['depth'] >= before['rgb'] + before['depth'] + 0.75, (before, after)
 
 
 def test_budget_changes_through_parameters_and_topic_apply_to_the_next_frames(ros, model):
