@@ -25,7 +25,7 @@ demo: $(STAMP)
 	$(VENV)/bin/admn demo
 
 test: $(STAMP)
-	$(PY) -m pytest -p no:dash -p no:cacheprovider tests
+	$(PY) -m pytest -n 2 tests
 	@$(MAKE) --no-print-directory clean-shm
 
 clean-shm:
