@@ -156,7 +156,11 @@ def straight_through_mask(logits: torch.Tensor, layer_cost, budget_abs, present:
     # Layer 0 is forced by the selector, not chosen: leave it out of the relaxation.
     free = present[:, :, None].expand(b, m, d).clone()
     free[:, :, 0] = False
-    y_free = y.masked_fill(~free, float('-inf')).view(b, m * d)
+    # A sample with nothing to choose (depth 1, or no modality present) would give a softmax over
+    # only -inf, i.e. NaN, which `soft - soft.detach()` would carry into the forward value. Give such
+    # rows finite zeros instead; `* free` below removes them from value and gradient alike.
+    has_free = free.flatten(1).any(1)[:, None, None]
+    y_free = y.masked_fill(~free, float('-inf')).masked_fill(~has_free, 0.0).view(b, m * d)
     if cfg.relaxation == 'gumbel_st':
         soft = F.softmax(y_free / cfg.tau, dim=-1)
     elif cfg.relaxation == 'subset_st':
