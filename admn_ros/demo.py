@@ -27,10 +27,10 @@ def _ensure_default(out: Path, quick: bool) -> Path:
     from quality_estimators.defaults import CONFIG_DIR
     from quality_estimators.train_controller import ControllerTrainConfig, train_controller
     s1 = Stage1Config.from_yaml(str(CONFIG_DIR / 'stage1_synthetic.yaml'))
-    s1.data.train_size, s1.data.val_size, s1.epochs = (600, 200, 2) if quick else (2000, 300, 6)
+    s1.data.train_size, s1.data.val_size, s1.epochs = (600, 200, 2) if quick else (1500, 300, 4)
     stage1 = train_stage1(s1, out / 'stage1', resume=True)
     c = ControllerTrainConfig.from_yaml(str(CONFIG_DIR / 'controller_synthetic.yaml'))
-    c.data.train_size, c.epochs = (600, 2) if quick else (2000, 3)
+    c.data.train_size, c.epochs = (600, 1) if quick else (1500, 2)
     return train_controller(c, stage1, out / 'controller', resume=True)
 
 
@@ -53,12 +53,13 @@ def main(args) -> int:
 
     print('[3/3] ROS 2 graph: sensor_source -> noise_injector -> admn_fusion -> evaluator', flush=True)
     from admn_ros.bringup import run_graph
+    from admn_ros.graph import parse_overrides
     report_path = out / 'ros_report.json'
     samples = 40 if args.quick else 150
     schedule = Path(__file__).resolve().parent.parent / 'config' / 'demo_schedule.yaml'
-    code = run_graph('noise_experiment', [f'model:={checkpoint}', f'schedule:={schedule}',
-                                          f'evaluator.report_path={report_path}',
-                                          f'sensor_source.dataset_size={samples}'])
+    code = run_graph('noise_experiment', parse_overrides([
+        f'model:={checkpoint}', f'schedule:={schedule}', f'evaluator.report_path={report_path}',
+        f'sensor_source.dataset_size={samples}']))
     if report_path.exists():
         ros = json.loads(report_path.read_text())
         print(json.dumps({k: ros[k] for k in ros if not isinstance(ros[k], (list, dict))}, indent=2))

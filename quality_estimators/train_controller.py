@@ -186,7 +186,7 @@ def train_controller(cfg: ControllerTrainConfig, stage1, out_dir, *, resume: boo
             loss.backward()
             opt.step()
             sched.step()
-            tot_loss += float(loss)
+            tot_loss += float(loss.detach())
             tot_acc.append(acc)
             layers.append(mean_layers)
             if bar is not None:

@@ -176,21 +176,23 @@ def clean_share_of_free_layers(ctrl, rng, n=256):
         logits, _, _ = ctrl(x, torch.full((n,), TOY_BUDGET / (2 * TOY_DEPTH)))
     mask = straight_through_mask(logits, np.ones(2), TOY_BUDGET, torch.ones(n, 2, dtype=torch.bool), ctrl.cfg, False)
     free = mask.sum(-1).numpy() - 1  # layer 0 of each modality is forced
-    assert (free.sum(1) == TOY_BUDGET - 2).all()
-    return free[noisy == 0, 1].mean() / free[noisy == 0].sum(1).mean(), \
-        free[noisy == 1, 0].mean() / free[noisy == 1].sum(1).mean()
+    n_free = TOY_BUDGET - 2
+    assert (free.sum(1) == n_free).all()
+    return free[noisy == 0, 1].mean() / n_free, free[noisy == 1, 0].mean() / n_free
 
 
+@pytest.mark.slow
 def test_toy_model_rewards_layers_of_the_clean_modality_only(toy_model):
-    """Precondition of the learning test: with 4 layers, all free ones to the clean modality is best."""
+    """Precondition of the learning test: at 4 layers, every free layer moved from the noise modality
+    to the clean one lowers the loss."""
     x, y, noisy = toy_batch(512, np.random.default_rng(1))
     with torch.no_grad():
         loss = {counts: F.cross_entropy(toy_model(x, count_keep(512, *counts)), y, reduction='none')
                 for counts in [(1, 3), (2, 2), (3, 1)]}
-    for case, clean_first, noise_first in ((0, (1, 3), (3, 1)), (1, (3, 1), (1, 3))):
+    for case, to_clean, to_noise in ((0, (1, 3), (3, 1)), (1, (3, 1), (1, 3))):  # (rgb, audio) layers
         at = noisy == case
-        clean, even, noise = (loss[c][at].mean().item() for c in (clean_first, (2, 2), noise_first))
-        assert clean < 0.6 * even and even < 0.6 * noise, (case, clean, even, noise)
+        clean, even, noise = (loss[c][at].mean().item() for c in (to_clean, (2, 2), to_noise))
+        assert clean < even < noise, (case, clean, even, noise)
 
 
 @pytest.mark.slow
@@ -201,9 +203,9 @@ def test_training_moves_layers_to_the_clean_modality(toy_model, relaxation):
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     ctrl = AllocationController(ctrl_config(relaxation=relaxation, depth=TOY_DEPTH))
-    # ADMN's learning rate (and train_controller's default). At 1e-2 the constant part of the gradient
-    # (one modality preferred for every sample) drives the controller's CLS feature to collapse to an
-    # input-independent vector, after which only a constant allocation is possible.
+    # ADMN's learning rate (and train_controller's default). At 1e-2 the controller's CLS feature
+    # collapses to an input-independent vector (its spread over a batch fell from 0.43 to 0.004 in 80
+    # steps), after which only a constant allocation is possible.
     copt = torch.optim.Adam(ctrl.parameters(), 1e-3)
     fraction = torch.full((64,), TOY_BUDGET / (2 * TOY_DEPTH))
     present = torch.ones(64, 2, dtype=torch.bool)
