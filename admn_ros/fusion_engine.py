@@ -534,16 +534,24 @@ class FusionEngine:
         return batch
 
     # ------------------------------------------------------------------ one frame
-    def infer(self, frame: Frame, budget) -> Inference:
-        """Allocate under ``budget`` (a :class:`quality_estimators.budget.Budget`) and run."""
+    def estimate_quality(self, frame: Frame) -> Dict[str, float]:
+        """Per-modality quality estimates in [0, 1] (classical estimators) for one frame."""
+        from quality_estimators.estimators import modality_quality
+        return {m: float(q[0]) for m, q in modality_quality(self.batch_of(frame)).items()}
+
+    def infer(self, frame: Frame, budget, with_quality: Optional[bool] = None) -> Inference:
+        """Allocate under ``budget`` (a :class:`quality_estimators.budget.Budget`) and run.
+
+        ``with_quality`` (default: the config's ``quality``) adds the quality estimates; a node
+        passes False and calls :meth:`estimate_quality` after publishing the prediction, so the
+        estimates are not on the prediction's critical path."""
         torch = self._torch
         t0 = time.perf_counter()
         batch = self.batch_of(frame)
         present = tuple(m for m in self.model_modalities if m in batch)
         quality: Dict[str, float] = {}
-        if self.cfg.quality:
-            from quality_estimators.estimators import modality_quality
-            quality = {m: float(q[0]) for m, q in modality_quality(batch).items()}
+        if self.cfg.quality if with_quality is None else with_quality:
+            quality = self.estimate_quality(frame)
         inputs = {m: x.to(self.device) for m, x in self.preprocessor(batch).items()}
         t1 = time.perf_counter()
         keep_np = self.policy.allocate(batch, budget, present)

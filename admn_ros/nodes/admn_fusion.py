@@ -563,7 +563,7 @@ class AdmnFusion(LifecycleNode):
         if engine is None or not self.enabled:
             return
         self._last_set = time.monotonic()
-        inf = engine.infer(frame, self.budget)
+        inf = engine.infer(frame, self.budget, with_quality=False)
         header = M.header(frame.stamp_ns, frame.frame_id)
         now_ns = self.get_clock().now().nanoseconds
         latency_ms = (now_ns - frame.stamp_ns) / 1e6
@@ -571,7 +571,8 @@ class AdmnFusion(LifecycleNode):
         pubs = self.pubs
         pubs['prediction'].publish(prediction_msg(inf, header))
         pubs['allocation'].publish(allocation_msg(inf, engine.model_modalities, header))
-        if inf.quality:
+        if engine.cfg.quality:  # after the prediction: the estimates are not on its critical path
+            inf.quality.update(engine.estimate_quality(frame))
             pubs['quality'].publish(quality_msg(inf, header))
         pubs['inference'].publish(inference_msg(inf, header, latency_ms=latency_ms,
                                                 processing_ms=processing_ms,
