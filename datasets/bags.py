@@ -132,21 +132,8 @@ def _check_batch(batch: RawBatch) -> Tuple[int, Tuple[str, ...]]:
 
 def _corruption_names(batch: RawBatch) -> Dict[str, List[str]]:
     """Per-modality corruption type names for every sample, from ``ctype_<m>`` labels."""
-    labelled = [m for m in MODALITIES if f'severity_{m}' in batch or f'ctype_{m}' in batch]
-    if not labelled:
-        return {}
-    from datasets.corruptions import CORRUPTION_TYPES
-
-    names = {}
-    for m in labelled:
-        if f'severity_{m}' not in batch or f'ctype_{m}' not in batch:
-            raise ValueError(f'batch has only one of severity_{m} / ctype_{m}')
-        types = CORRUPTION_TYPES[m]
-        codes = np.asarray(batch[f'ctype_{m}'])
-        if np.any(codes < 0) or np.any(codes >= len(types)):
-            raise ValueError(f'ctype_{m} holds indices outside 0..{len(types) - 1}')
-        names[m] = [types[int(c)] for c in codes]
-    return names
+    from datasets.corruptions import corruption_labels
+    return {m: names for m, (names, _) in corruption_labels(batch).items()}
 
 
 def write_bag(path, batch, *, class_names: Optional[Sequence[str]] = None, rate_hz: float = 10.0,

@@ -563,3 +563,20 @@ class CorruptionSampler:
                 sev = np.where(corrupt[:, j], self._severities(n, rng), 0.0)
             out = apply_corruption(out, m, codes, sev, rng, babble_bank=self.babble_bank)
         return out
+
+
+def corruption_labels(batch: RawBatch) -> Dict[str, Tuple[List[str], np.ndarray]]:
+    """``{modality: (type names, severities)}`` from a batch's ``ctype_<m>`` / ``severity_<m>`` labels."""
+    out = {}
+    for m in MODALITIES:
+        has_type, has_severity = f'ctype_{m}' in batch, f'severity_{m}' in batch
+        if not (has_type or has_severity):
+            continue
+        if not (has_type and has_severity):
+            raise ValueError(f'batch has only one of ctype_{m} / severity_{m}')
+        types = CORRUPTION_TYPES[m]
+        codes = np.asarray(batch[f'ctype_{m}'])
+        if np.any(codes < 0) or np.any(codes >= len(types)):
+            raise ValueError(f'ctype_{m} holds indices outside 0..{len(types) - 1}')
+        out[m] = ([types[int(c)] for c in codes], np.asarray(batch[f'severity_{m}'], np.float64))
+    return out

@@ -389,18 +389,5 @@ def write_folder(path, split: str, batch, class_names: Sequence[str] = (), *,
 
 def _batch_conditions(batch: RawBatch) -> Dict[str, Tuple[List[str], np.ndarray]]:
     """``{modality: (type names, severities)}`` from the batch's corruption labels."""
-    tagged = [m for m in MODALITIES if f'ctype_{m}' in batch or f'severity_{m}' in batch]
-    if not tagged:
-        return {}
-    from datasets.corruptions import CORRUPTION_TYPES
-
-    out = {}
-    for m in tagged:
-        if f'ctype_{m}' not in batch or f'severity_{m}' not in batch:
-            raise ValueError(f'batch has only one of ctype_{m} / severity_{m}')
-        types = CORRUPTION_TYPES[m]
-        codes = np.asarray(batch[f'ctype_{m}'])
-        if np.any(codes < 0) or np.any(codes >= len(types)):
-            raise ValueError(f'ctype_{m} holds indices outside 0..{len(types) - 1}')
-        out[m] = ([types[int(c)] for c in codes], np.asarray(batch[f'severity_{m}'], np.float64))
-    return out
+    from datasets.corruptions import corruption_labels
+    return corruption_labels(batch)
