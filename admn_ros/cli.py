@@ -53,7 +53,7 @@ def _bench_latency(args) -> int:
 
 def _bench_ros(args) -> int:
     from benchmarks.ros_graph import main as bench
-    return bench(['--rate', str(args.rate), '--seconds', str(args.seconds), '--json', args.json])
+    return bench(['--rate', str(args.rate), '--seconds', str(args.seconds), '--json', args.json] + args.extra)
 
 
 def _data_preview(args) -> int:
@@ -131,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     ros.add_argument('--rate', type=float, default=10.0)
     ros.add_argument('--seconds', type=float, default=10.0)
     ros.add_argument('--json', required=True)
-    ros.set_defaults(func=_bench_ros)
+    ros.set_defaults(func=_bench_ros, extra=[])  # more options of benchmarks/ros_graph.py pass through
 
     up = sub.add_parser('bringup', help='start a node graph as processes (no ros2 launch needed)')
     up.add_argument('graph', help='admn, replay_eval or noise_experiment')
@@ -146,7 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        if getattr(args, 'bench', None) != 'ros':
+            parser.error(f'unrecognized arguments: {" ".join(unknown)}')
+        args.extra = unknown  # --checkpoint, --policy, --source, ... of benchmarks/ros_graph.py
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

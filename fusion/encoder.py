@@ -93,10 +93,15 @@ class AdaptiveDepthEncoder(nn.Module):
             return self._run(tokens, keep[0].nonzero().flatten().tolist())
         # Mixed masks: each block runs once, on just the rows that keep it. Every sample still sees its
         # kept blocks in order, and the batch stays batched however many distinct masks it holds.
+        in_place = not torch.is_grad_enabled()  # inference: write rows back without a full copy
+        if in_place:
+            tokens = tokens.clone()
         for i, block in enumerate(self.blocks):
             rows = keep[:, i].nonzero().flatten()
             if len(rows) == len(tokens):
                 tokens = block(tokens)
+            elif len(rows) and in_place:
+                tokens[rows] = block(tokens[rows])
             elif len(rows):
                 tokens = tokens.index_copy(0, rows, block(tokens.index_select(0, rows)))
         return tokens
