@@ -104,7 +104,7 @@ def test_every_live_topic_and_service_is_in_readme(docs, block):
 
 def test_readme_commands_name_real_graphs_launch_files_and_configs(block):
     text = README.read_text(encoding='utf-8')
-    section = text[text.index('## ROS 2'):]
+    section = text[text.index('\n## ROS 2\n') + 1:]
     section = section[:section.index('\n## ', 1)]
     bringups = set(re.findall(r'admn bringup ([a-z_]+)', section))
     assert bringups == set(GRAPHS)
