@@ -279,7 +279,7 @@ def test_bag_player_paces_filters_remaps_and_skips_unknown_types(ros_context, ha
     rgb, other = h.listen(Image, '/replayed/rgb'), h.listen(Image, '/audio/pcm')
     h.listen(DiagnosticArray, '/ground_truth/label')
     start = time.monotonic()
-    assert h.spin_until(lambda: player.finished, timeout=10)
+    assert h.spin_until(lambda: player.finished, timeout=30)
     assert time.monotonic() - start >= 0.1 / 2.0                 # paced: 0.1 s of bag at 2x
     h.spin_for(0.05)
     # start_offset 0.1 s skips the frames stamped 0 and 50 ms; audio is filtered out.
@@ -311,7 +311,7 @@ def test_bag_player_paces_filters_remaps_and_skips_unknown_types(ros_context, ha
         Parameter('wait_for_subscribers', value=1)])
     h2 = harness(skipper)
     labels = h2.listen(DiagnosticArray, '/ground_truth/label')
-    assert h2.spin_until(lambda: skipper.done.is_set() and len(labels) == 3)
+    assert h2.spin_until(lambda: skipper.done.is_set() and len(labels) == 3, timeout=30)
     assert skipper.skipped == {'/audio/audio_stamped': 3}
     assert skipper.published == {'/ground_truth/label': 3}
     with pytest.raises(ValueError, match='old:=new'):

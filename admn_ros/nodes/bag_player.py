@@ -242,6 +242,9 @@ class BagPlayer(Node):
             missing = [t.out_topic for t in self.tracks.values()
                        if t.publisher.get_subscription_count() < self.wait_for]
             if not missing:
+                # The writer sees the reader before the reader has matched the writer; samples sent
+                # in between are lost even when reliable. Give discovery a moment to finish both ways.
+                self._stop.wait(0.25)
                 return True
             now = time.monotonic()
             if self.wait_timeout > 0 and now - start >= self.wait_timeout:
