@@ -447,8 +447,7 @@ class FusionEngine:
     def __init__(self, cfg: EngineConfig):
         import torch
 
-        from datasets.preprocess import PreprocessConfig, Preprocessor
-        from fusion.config import from_dict
+        from fusion.checkpoint import checkpoint_preprocessor
         from fusion.device import resolve_device
         from fusion.flops import CostModel
         from quality_estimators.policies import make_policy
@@ -473,7 +472,7 @@ class FusionEngine:
         names = list(meta.get('class_names') or [])
         n_classes = int(model.cfg.num_classes)
         self.class_names = names if len(names) == n_classes else [str(i) for i in range(n_classes)]
-        self.preprocessor = Preprocessor(from_dict(PreprocessConfig, meta.get('preprocess') or {}))
+        self.preprocessor = checkpoint_preprocessor(meta)
         self.cost = CostModel.from_config(model.cfg)
         self.controller_flops = 0.0
         scorer = None

@@ -24,7 +24,7 @@ seed. Image pools never overlap across splits.
 
 Data root: the ``data_root`` argument, else ``$ADMN_DATA_ROOT``, else ``../shared/data`` from
 the repository root. Decoded audio is cached as ``.npy`` under ``$ADMN_CACHE_DIR`` (default
-``<repo>/.cache``), keyed by the files' names, sizes and modification times.
+``~/.cache/admn_ros``), keyed by the files' names, sizes and modification times.
 """
 from __future__ import annotations
 
@@ -226,8 +226,9 @@ def decode_clip(path: Path, length: int = int(CLIP_SECONDS * SAMPLE_RATE)) -> np
 
 
 def cache_dir() -> Path:
-    """``$ADMN_CACHE_DIR``, else ``<repo>/.cache`` (git-ignored)."""
-    return Path(os.environ.get('ADMN_CACHE_DIR') or REPO_ROOT / '.cache')
+    """The project's one cache root (:func:`datasets.cache.default_cache_root`)."""
+    from datasets.cache import default_cache_root
+    return default_cache_root()
 
 
 def _cache_key(recordings: Sequence[Recording], length: int) -> str:

@@ -57,6 +57,13 @@ def read_checkpoint(path, map_location='cpu') -> Dict[str, Any]:
     return payload
 
 
+def checkpoint_preprocessor(meta: Dict[str, Any]):
+    """The :class:`datasets.preprocess.Preprocessor` a checkpoint was trained with (its ``extra``)."""
+    from datasets.preprocess import PreprocessConfig, Preprocessor
+    from fusion.config import from_dict
+    return Preprocessor(from_dict(PreprocessConfig, meta.get('preprocess') or {}))
+
+
 def load_checkpoint(path, map_location='cpu') -> Tuple[ADMNModel, Dict[str, Any]]:
     """Rebuild the model from the file's own config and load its weights strictly."""
     payload = read_checkpoint(path, map_location)

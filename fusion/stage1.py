@@ -82,7 +82,7 @@ def build_augment(cfg: AugmentConfig) -> Optional[Augment]:
     return CorruptionSampler(policy=cfg.policy, p_clean=cfg.p_clean)
 
 
-def fit_model_config(cfg: ModelConfig, data: LoadedDataset, pre: PreprocessConfig) -> ModelConfig:
+def fit_model_config(cfg: ModelConfig, data: LoadedDataset) -> ModelConfig:
     """Restrict the encoders to the dataset's modalities and size the head to its classes."""
     missing = [m for m in data.modalities if m not in cfg.encoders]
     if missing:
@@ -147,7 +147,7 @@ def _train(cfg: Stage1Config, out: Path, rt: Runtime, resume: bool, augment: Opt
     d = cfg.data
     train = load_dataset(d.dataset, d.train_split, seed=d.seed, size=d.train_size, data_root=d.data_root)
     val = load_dataset(d.dataset, d.val_split, seed=d.seed, size=d.val_size, data_root=d.data_root)
-    model_cfg = fit_model_config(cfg.model, train, cfg.preprocess)
+    model_cfg = fit_model_config(cfg.model, train)
     pre = Preprocessor(cfg.preprocess)
     model = ADMNModel(model_cfg).to(rt.device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -23,11 +23,9 @@ from datasets.sample import RawBatch, take
 from fusion.flops import CostModel
 from quality_estimators.budget import Budget
 
-DEFAULT_ROOT_ENV = 'ADMN_CACHE_DIR'
-
-
 def cache_dir() -> Path:
-    return Path(os.environ.get(DEFAULT_ROOT_ENV, Path.home() / '.cache' / 'admn_ros'))
+    from datasets.cache import default_cache_root
+    return default_cache_root()
 
 
 def default_checkpoint(dataset: str) -> Path:
@@ -94,9 +92,8 @@ def evaluate(checkpoint, dataset: str, budgets: Sequence[float], policies: Seque
     from quality_estimators.train_controller import load_controller, make_scorer
     dev = resolve_device(device)
     model, ctrl, meta = load_controller(checkpoint, map_location=dev)
-    from datasets.preprocess import PreprocessConfig, Preprocessor
-    from fusion.config import from_dict
-    pre = Preprocessor(from_dict(PreprocessConfig, meta.get('preprocess') or {}))
+    from fusion.checkpoint import checkpoint_preprocessor
+    pre = checkpoint_preprocessor(meta)
     cost = CostModel.from_config(model.cfg)
     test = corrupted_test_set(dataset, seed=seed, size=size, data_root=data_root)
     results, allocations = [], {}

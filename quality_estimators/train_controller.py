@@ -22,10 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from datasets.preprocess import Preprocessor, PreprocessConfig
 from datasets.registry import load_dataset
 from datasets.sample import take
-from fusion.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
+from fusion.checkpoint import (CheckpointError, checkpoint_preprocessor, load_checkpoint, read_checkpoint,
+                               save_checkpoint)
 from fusion.config import from_dict
 from fusion.flops import CostModel
 from fusion.runtime import CsvLog, init_runtime, load_yaml, seed_everything
@@ -131,7 +131,7 @@ def train_controller(cfg: ControllerTrainConfig, stage1, out_dir, *, resume: boo
     if meta.get('stage') not in ('stage1', None):
         raise CheckpointError(f'{stage1}: expected a stage-1 checkpoint, got stage {meta.get("stage")!r}')
     model.eval().requires_grad_(False)
-    pre = Preprocessor(from_dict(PreprocessConfig, meta.get('preprocess') or {}))
+    pre = checkpoint_preprocessor(meta)
     cost = CostModel.from_config(model.cfg)
     d = cfg.data
     train = load_dataset(d.dataset, d.train_split, seed=d.seed, size=d.train_size, data_root=d.data_root)
@@ -250,7 +250,7 @@ def load_controller(path, map_location='cpu'):
 
 
 def make_scorer(ctrl, meta, modalities, device=None) -> ControllerScorer:
-    pre = Preprocessor(from_dict(PreprocessConfig, meta.get('preprocess') or {}))
+    pre = checkpoint_preprocessor(meta)
     return ControllerScorer(ctrl, pre, modalities, device)
 
 
