@@ -5,19 +5,33 @@ import os
 from setuptools import find_packages, setup
 
 PACKAGE = 'admn_ros'
+HERE = os.path.dirname(os.path.abspath(__file__))
 
-# One console script per node, plus the `admn` command-line tool.
+# One console script per node, plus the `admn` command-line tool. colcon installs them into
+# lib/admn_ros/ (setup.cfg), where `ros2 run admn_ros <node>` looks.
 NODES = ['sensor_source', 'noise_injector', 'admn_fusion', 'budget_manager', 'bag_player', 'evaluator']
+
+
+def files(pattern):
+    """Paths for ``data_files`` (relative to the package root, as setuptools wants them). A pattern
+    that matches nothing stops the build instead of installing a package without its launch or
+    config files (it happens when setup.py runs from another directory)."""
+    found = sorted(glob(pattern))
+    if not found:
+        raise SystemExit(f'setup.py: nothing matches {pattern!r} under {os.getcwd()}; '
+                         f'run it from {HERE}')
+    return found
+
 
 setup(
     name=PACKAGE,
     version='0.1.0',
     packages=find_packages(include=['admn_ros*', 'fusion*', 'quality_estimators*', 'datasets*', 'benchmarks*']),
     data_files=[
-        ('share/ament_index/resource_index/packages', [f'resource/{PACKAGE}']),
-        (f'share/{PACKAGE}', ['package.xml']),
-        (f'share/{PACKAGE}/launch', glob('launch/*.launch.py')),
-        (f'share/{PACKAGE}/config', glob('config/*.yaml')),
+        ('share/ament_index/resource_index/packages', files(f'resource/{PACKAGE}')),
+        (f'share/{PACKAGE}', files('package.xml')),
+        (f'share/{PACKAGE}/launch', files('launch/*.launch.py')),
+        (f'share/{PACKAGE}/config', files('config/*.yaml')),
     ],
     package_data={'': ['*.yaml', '*.msg']},
     include_package_data=True,
@@ -31,6 +45,7 @@ setup(
     entry_points={
         'console_scripts': [
             'admn = admn_ros.cli:main',
-        ] + [f'{n} = admn_ros.nodes.{n}:main' for n in NODES if os.path.exists(f'admn_ros/nodes/{n}.py')],
+        ] + [f'{n} = admn_ros.nodes.{n}:main' for n in NODES
+             if os.path.exists(os.path.join(HERE, 'admn_ros', 'nodes', f'{n}.py'))],
     },
 )

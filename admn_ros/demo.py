@@ -53,10 +53,10 @@ def main(args) -> int:
 
     print('[3/3] ROS 2 graph: sensor_source -> noise_injector -> admn_fusion -> evaluator', flush=True)
     from admn_ros.bringup import run_graph
-    from admn_ros.graph import parse_overrides
+    from admn_ros.graph import config_dir, parse_overrides
     report_path = out / 'ros_report.json'
     samples = 40 if args.quick else 150
-    schedule = Path(__file__).resolve().parent.parent / 'config' / 'demo_schedule.yaml'
+    schedule = config_dir() / 'demo_schedule.yaml'  # the source tree's, or share/ once installed
     code = run_graph('noise_experiment', parse_overrides([
         f'model:={checkpoint}', f'schedule:={schedule}', f'evaluator.report_path={report_path}',
         f'sensor_source.dataset_size={samples}']))

@@ -93,8 +93,9 @@ def decode_depth(msg: Any, limits: InputLimits = InputLimits()) -> np.ndarray:
     """Image (32FC1 metres or 16UC1 millimetres) -> float32 [H, W] metres, NaN = invalid."""
     arr = _decode('depth', msg, DEPTH_ENCODINGS).astype(np.float32, copy=False)
     _check_image_size('depth', arr, limits)
-    finite = np.isfinite(arr)
-    if np.any(arr[finite] < 0):
+    # -inf ("too close", REP 117) is valid; NaN compares False. Mask only when something is < 0.
+    negative = arr < 0
+    if negative.any() and np.any(negative & np.isfinite(arr)):
         raise RejectedInput('depth holds negative distances (garbage, not a REP 118 image)')
     return arr
 
@@ -124,10 +125,13 @@ def decode_audio(msg: Any, limits: InputLimits = InputLimits()) -> np.ndarray:
     if rows.shape[1] > limits.max_audio_s * SAMPLE_RATE:
         raise RejectedInput(f'audio chunk of {rows.shape[1] / SAMPLE_RATE:.1f} s exceeds '
                             f'{limits.max_audio_s} s')
-    if not np.all(np.isfinite(rows)):
-        raise RejectedInput('audio holds NaN or infinite samples')
-    if float(np.max(np.abs(rows))) > 1.0 + 1e-6:
-        raise RejectedInput('audio samples exceed full scale [-1, 1]')
+    if str(getattr(msg, 'encoding', '')) != '16SC1':  # integer PCM is finite and in range
+        if not np.all(np.isfinite(rows)):
+            raise RejectedInput('audio holds NaN or infinite samples')
+        if float(np.max(np.abs(rows))) > 1.0 + 1e-6:
+            raise RejectedInput('audio samples exceed full scale [-1, 1]')
+    if len(rows) == 1:  # mono: the row itself (a mean over one channel only costs a copy)
+        return np.asarray(rows[0], np.float32)
     return rows.mean(axis=0).astype(np.float32)
 
 

@@ -12,8 +12,11 @@ whose evaluator writes its report. Results (JSON and a table):
   keeps only the latest set, so a model slower than the input drops; ``fusion_dropped`` counts
   those), ``pending`` the samples still in flight when the graph stopped;
 * ``overhead_ms_p50/p95``: source stamp to prediction publish minus the model's own time
-  (allocation + forward): transport, decoding, sync, queueing, preprocessing and publishing;
-* ``model_ms_p50``, ``latency_ms_p50/p95`` (stamp to publish, all included).
+  (allocation ``policy_ms`` + forward ``model_ms``): message building, transport, decoding, sync,
+  queueing and preprocessing (``preprocess_ms_p50`` of it);
+* ``model_ms_p50``, ``policy_ms_p50``, ``latency_ms_p50/p95`` (stamp to publish, all included);
+* ``executor``: what the nodes spin (``ADMN_ROS_EXECUTOR``, see
+  :func:`admn_ros.node_utils.make_executor`).
 
 Without ``--checkpoint`` the trained default (``admn train defaults``) is used, or, when there is
 none, an untrained model of the default architecture (timings are then still meaningful, its
@@ -32,6 +35,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from admn_ros.graph import GraphSpec, NodeSpec
+from admn_ros.node_utils import EXECUTOR_ENV, make_executor
 
 KEYS = ('rate_hz', 'received_hz', 'drops', 'overhead_ms_p50', 'overhead_ms_p95', 'model_ms_p50')
 
@@ -86,7 +90,6 @@ def overrides(args, checkpoint: Path, policy: str, report: Path) -> Dict[str, Di
 
 def run(args) -> Dict:
     import rclpy
-    from rclpy.executors import SingleThreadedExecutor
 
     from admn_ros.bringup import Bringup
     from admn_ros.nodes.admn_fusion import PREDICTION, prediction_type
@@ -110,11 +113,11 @@ def run(args) -> Dict:
     ctx = rclpy.Context()
     rclpy.init(context=ctx)
     node = rclpy.create_node('bench_probe', namespace=namespace, context=ctx)
-    executor = SingleThreadedExecutor(context=ctx)
+    executor = make_executor(context=ctx)
     executor.add_node(node)
     first: List[float] = []
-    node.create_subscription(prediction_type(), PREDICTION,
-                             lambda _: first or first.append(time.monotonic()), 10)
+    watch = node.create_subscription(prediction_type(), PREDICTION,
+                                     lambda _: first or first.append(time.monotonic()), 10)
     try:
         bringup.start()
         deadline = time.monotonic() + args.startup_timeout
@@ -123,6 +126,7 @@ def run(args) -> Dict:
         if not first:
             raise RuntimeError(f'no prediction within {args.startup_timeout} s; graph log:\n'
                                + '\n'.join(log[-40:]))
+        node.destroy_subscription(watch)  # measuring: this process should cost the graph nothing
         end = first[0] + args.seconds
         while time.monotonic() < end and not bringup.all_exited():
             executor.spin_once(timeout_sec=0.1)
@@ -140,19 +144,23 @@ def run(args) -> Dict:
         'rate_hz': float(args.rate), 'received_hz': rnd(ev['received_hz']),
         'drops': int(ev['drops']), 'overhead_ms_p50': rnd(ev['overhead_ms_p50']),
         'overhead_ms_p95': rnd(ev['overhead_ms_p95']), 'model_ms_p50': rnd(ev['model_ms_p50']),
+        'policy_ms_p50': rnd(ev['policy_ms_p50']),
+        'preprocess_ms_p50': rnd(ev['preprocess_ms_p50']),
         'latency_ms_p50': rnd(ev['latency_ms_p50']), 'latency_ms_p95': rnd(ev['latency_ms_p95']),
         'predictions': ev['predictions'], 'pending': ev['pending_labels'],
         'fusion_dropped': ev['fusion_dropped'], 'accuracy': rnd(ev['accuracy']),
         'mean_gflops': rnd(ev['mean_gflops']), 'seconds': float(args.seconds),
         'checkpoint': str(checkpoint), 'policy': policy, 'budget': float(args.budget),
-        'device': args.device, 'exit_codes': codes,
+        'device': args.device, 'executor': os.environ.get(EXECUTOR_ENV) or 'events',
+        'exit_codes': codes,
     }
 
 
 def print_table(result: Dict) -> None:
     rows = [(k, result[k]) for k in KEYS] + [
-        (k, result[k]) for k in ('latency_ms_p95', 'predictions', 'fusion_dropped', 'pending',
-                                 'policy', 'budget')]
+        (k, result[k]) for k in ('policy_ms_p50', 'preprocess_ms_p50', 'latency_ms_p95',
+                                 'predictions', 'fusion_dropped', 'pending', 'policy', 'budget',
+                                 'executor')]
     width = max(len(k) for k, _ in rows)
     print(f'{"metric":<{width}}  value')
     for key, value in rows:

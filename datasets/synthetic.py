@@ -7,18 +7,17 @@ combination of three factors, each visible to exactly one modality:
 =========  =============================================  ========================================
 modality   factor                                         why the other modalities cannot see it
 =========  =============================================  ========================================
-RGB        stripe frequency on the two key objects        texture is albedo only (no relief)
-           (plain / coarse / fine); distractors carry
-           random textures, so the key objects must be
-           found first
-depth      which key object is nearer (left / right)      apparent sizes are drawn independently of
-                                                          distance, objects float (no floor
-                                                          contact), light is directional, no
+RGB        hue family of the two key objects (red /       colour is albedo only; shading, stripes
+           green / blue, +-25 deg); distractors and       and the lighting gain are nuisances
+           stripe textures are random, so the key
+           objects must be found first
+depth      which key object is nearer (left / right);     apparent sizes are drawn independently of
+           the nearer one is the nearest thing in the     distance, objects float (no floor
+           scene (distractors and floor lie beyond it)    contact), light is directional, no
                                                           shadows, silhouettes never overlap
-audio      direction of the note sequence's pitch         nothing in the scene depends on it
-           contour (rising / falling); each note also
-           glides randomly, so only comparing early with
-           late notes decides
+audio      direction of the melody (rising / falling):    nothing in the scene depends on it
+           every step between notes and every glide
+           within a note goes that way
 =========  =============================================  ========================================
 
 So 3 x 2 x 2 = 12 classes; one modality alone can at best tell a class from the others sharing its
@@ -46,22 +45,23 @@ import numpy as np
 from datasets.sample import SAMPLE_RATE, RawBatch
 
 # Bump when the generated content changes, so on-disk caches built by older code are not reused.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 
-TEXTURES = ('plain', 'coarse', 'fine')
+HUES = ('red', 'green', 'blue')
 NEARER = ('leftnear', 'rightnear')
 CONTOURS = ('rising', 'falling')
 
-# Class c <-> factors (texture, nearer, contour), contour varying fastest: a prefix whose length is
+# Class c <-> factors (hue, nearer, contour), contour varying fastest: a prefix whose length is
 # a multiple of 4 is still a full depth x audio factorial.
 CLASS_FACTORS: Tuple[Tuple[int, int, int], ...] = tuple(
-    (t, n, c) for t in range(len(TEXTURES)) for n in range(len(NEARER)) for c in range(len(CONTOURS)))
+    (h, n, c) for h in range(len(HUES)) for n in range(len(NEARER)) for c in range(len(CONTOURS)))
 CLASS_NAMES: Tuple[str, ...] = tuple(
-    f'{TEXTURES[t]}-{NEARER[n]}-{CONTOURS[c]}' for t, n, c in CLASS_FACTORS)
+    f'{HUES[h]}-{NEARER[n]}-{CONTOURS[c]}' for h, n, c in CLASS_FACTORS)
 
 BLOCK = 64  # samples per random stream and per ray-casting call
 _LABEL_STREAM, _SAMPLE_STREAM = 0, 1
-# Stripe cycles across an object's bounding diameter, per texture class (plain has none).
+_HUE_CENTRES_DEG, _HUE_SPREAD_DEG = np.array([0.0, 120.0, 240.0]), 25.0
+# Stripe cycles across an object's bounding diameter, per texture (plain has none): a nuisance.
 _STRIPE_CYCLES = np.array([[0.0, 0.0], [1.8, 2.6], [4.5, 6.0]])
 _SHAPES = ('sphere', 'box', 'cylinder', 'cone', 'torus', 'octahedron')
 _FLOOR, _WALL = len(_SHAPES), len(_SHAPES) + 1   # template ids of the two planes
@@ -110,7 +110,7 @@ class SyntheticConfig:
 
 
 def class_factors(labels) -> np.ndarray:
-    """Factor indices ``[..., 3]`` (texture, nearer, contour) of class labels."""
+    """Factor indices ``[..., 3]`` (hue, nearer, contour) of class labels."""
     return np.asarray(CLASS_FACTORS, dtype=np.int64)[np.asarray(labels, dtype=np.int64)]
 
 
@@ -193,17 +193,21 @@ def _camera_jitter(rng, n: int, max_deg: float) -> np.ndarray:
     return Rotation.from_euler('YXZ', angles, degrees=True).as_matrix()
 
 
-def _hsv_colours(rng, shape, sat, val) -> np.ndarray:
-    """Random RGB colours ``shape + (3,)`` in [0, 1] with hue uniform and the given S / V ranges."""
+def _hsv_colours(rng, shape, sat, val, hue=None) -> np.ndarray:
+    """Random RGB colours ``shape + (3,)`` in [0, 1]: the given S / V ranges, hue uniform unless given."""
     import cv2
-    hsv = np.stack([rng.uniform(0, 360, shape), rng.uniform(*sat, shape), rng.uniform(*val, shape)], -1)
+    hue = rng.uniform(0, 360, shape) if hue is None else np.asarray(hue) % 360
+    hsv = np.stack([hue, rng.uniform(*sat, shape), rng.uniform(*val, shape)], -1)
     return cv2.cvtColor(hsv.reshape(-1, 1, 3).astype(np.float32), cv2.COLOR_HSV2RGB).reshape(hsv.shape).astype(float)
 
 
-def _textures(rng, texture: np.ndarray):
-    """Colours, stripe colours, cycles, axes and phases for objects of texture classes ``texture``."""
-    shape = texture.shape
-    colour = _hsv_colours(rng, shape, (0.45, 0.95), (0.55, 0.95))
+def _textures(rng, hue: np.ndarray):
+    """Colours, stripe colours, cycles, axes and phases for objects of hue families ``hue`` (-1: any)."""
+    shape = hue.shape
+    jitter = rng.uniform(-_HUE_SPREAD_DEG, _HUE_SPREAD_DEG, shape)
+    angle = np.where(hue >= 0, _HUE_CENTRES_DEG[np.maximum(hue, 0)] + jitter, rng.uniform(0, 360, shape))
+    colour = _hsv_colours(rng, shape, (0.55, 0.95), (0.55, 0.95), hue=angle)
+    texture = rng.integers(0, len(_STRIPE_CYCLES), shape)
     # Stripes differ in luminance from the base colour: towards white for dark colours, towards
     # black for light ones, so they stay visible under dim light.
     to_white = colour @ np.array([0.299, 0.587, 0.114]) < 0.5
@@ -219,12 +223,12 @@ def _textures(rng, texture: np.ndarray):
     return colour, stripe, cycles, axis, rng.uniform(0, 2 * np.pi, shape)
 
 
-def _sample_scenes(rng, texture: np.ndarray, nearer: np.ndarray, cfg: SyntheticConfig) -> Dict[str, np.ndarray]:
+def _sample_scenes(rng, hue: np.ndarray, nearer: np.ndarray, cfg: SyntheticConfig) -> Dict[str, np.ndarray]:
     """Scene parameters for one block, as arrays over [B] samples and [B, J] object slots.
 
     Slots: 0 = left key object, 1 = right key object, 2.. = distractors, then floor and wall.
     """
-    n, size, f = len(texture), cfg.image_size, cfg.focal_px
+    n, size, f = len(hue), cfg.image_size, cfg.focal_px
     centre_px = size / 2
     n_dis = cfg.max_distractors
     slots = 2 + n_dis + 2
@@ -235,17 +239,19 @@ def _sample_scenes(rng, texture: np.ndarray, nearer: np.ndarray, cfg: SyntheticC
     r_px = rng.uniform(0.12, 0.19, (n, 2)) * size
     gap = np.hypot(u[:, 1] - u[:, 0], v[:, 1] - v[:, 0]) - 0.04 * size
     r_px *= np.minimum(1.0, gap / r_px.sum(1))[:, None]   # silhouettes never touch: no occlusion cue
-    z_near = rng.uniform(1.2, 2.5, n)
-    z_far = z_near + rng.uniform(0.8, 1.6, n)  # a gap a from-scratch encoder can learn on a CPU budget
+    # The nearer key object is the nearest thing in view: distractors start at 2 m and the floor's
+    # nearest visible row lies beyond 2 m (floor_y >= 1.4 m seen at <= 34 deg below the axis).
+    z_near = rng.uniform(1.0, 1.8, n)
+    z_far = z_near + rng.uniform(1.2, 2.0, n)
     z = np.where((nearer == 0)[:, None], np.stack([z_near, z_far], 1), np.stack([z_far, z_near], 1))
-    key_texture = np.stack([texture, texture], 1)
+    key_hue = np.stack([hue, hue], 1)
 
     # Distractors: small, any texture, first of 12 candidate spots clear of every silhouette so far.
     count = rng.integers(0, n_dis + 1, n)
     rd = rng.uniform(0.045, 0.08, (n, n_dis)) * size
     cand = rng.uniform(0.08, 0.92, (n, n_dis, 12, 2)) * size
-    zd = rng.uniform(1.0, 3.6, (n, n_dis))
-    dis_texture = rng.integers(0, 3, (n, n_dis))
+    zd = rng.uniform(2.0, 3.6, (n, n_dis))
+    dis_hue = np.full((n, n_dis), -1)
     placed = np.zeros((n, n_dis), bool)
     spot = np.zeros((n, n_dis, 2))
     discs = [(u[:, k], v[:, k], r_px[:, k]) for k in range(2)]
@@ -268,14 +274,14 @@ def _sample_scenes(rng, texture: np.ndarray, nearer: np.ndarray, cfg: SyntheticC
     scale = obj_r[..., None] * stretch / stretch.max(-1, keepdims=True)
     template = rng.integers(0, len(_SHAPES), (n, 2 + n_dis))
     template[:, 2:][~placed] = -1
-    colour, stripe, cycles, axis, phase = _textures(rng, np.concatenate([key_texture, dis_texture], 1))
+    colour, stripe, cycles, axis, phase = _textures(rng, np.concatenate([key_hue, dis_hue], 1))
     rotation = _rotations(rng, (n, 2 + n_dis))
 
     # Floor below every object (no contact, so image height is no depth cue); optional wall behind.
     present = template >= 0
     lowest = np.where(present, centre[..., 1] + obj_r, -np.inf).max(1)
     deepest = np.where(present, centre[..., 2] + obj_r, -np.inf).max(1)
-    floor_y = np.maximum(rng.uniform(1.2, 1.8, n), lowest + 0.1)
+    floor_y = np.maximum(rng.uniform(1.4, 2.0, n), lowest + 0.1)
     floor_a = np.clip(rng.uniform(0.25, 0.7, (n, 1)) + rng.uniform(-0.08, 0.08, (n, 3)), 0, 1)
     floor_b = floor_a * rng.uniform(0.55, 0.85, (n, 1))
     tile = rng.uniform(0.3, 0.8, n)
@@ -308,7 +314,7 @@ def _sample_scenes(rng, texture: np.ndarray, nearer: np.ndarray, cfg: SyntheticC
         'ambient': rng.uniform(0.15, 0.4, n),
         'diffuse': rng.uniform(0.6, 1.0, n),
         'gain': rng.uniform(0.85, 1.15, (n, 3)),
-        'sky_top': _hsv_colours(rng, (n,), (0.1, 0.5), (0.6, 1.0)),
+        'sky_top': _hsv_colours(rng, (n,), (0.0, 0.25), (0.6, 1.0)),
         'sky_bottom': _hsv_colours(rng, (n,), (0.0, 0.3), (0.7, 1.0)),
         'noise_sigma': rng.uniform(0.0, 3.0, n) / 255,
     }
@@ -474,17 +480,12 @@ def _sample_sounds(rng, contour: np.ndarray, cfg: SyntheticConfig) -> Dict[str, 
     n, k = len(contour), _MAX_NOTES
     direction = np.where(contour == 0, 1.0, -1.0)[:, None]
     n_notes = rng.integers(3, k + 1, n)
-    # Steps mostly in the class direction, sometimes a small step back; the net change is at least
-    # 3 semitones, so only comparing early with late notes decides the class.
-    forward = rng.random((n, k - 1)) < 0.75
-    steps = direction * np.where(forward, rng.uniform(1.5, 4.0, (n, k - 1)), -rng.uniform(0.5, 1.5, (n, k - 1)))
+    # Every step between notes goes the class direction (so does every glide within a note).
+    steps = direction * rng.uniform(2.0, 5.0, (n, k - 1))
     active_step = np.arange(1, k)[None, :] < n_notes[:, None]
     steps *= active_step
-    net = (steps * direction).sum(1)
-    last = n_notes - 2
-    steps[np.arange(n), last] += direction[:, 0] * np.maximum(0.0, 3.0 - net + rng.uniform(0, 1.0, n))
     semitones = np.concatenate([np.zeros((n, 1)), np.cumsum(steps, 1)], 1)
-    f0 = np.exp(rng.uniform(np.log(180.0), np.log(650.0), n))
+    f0 = np.exp(rng.uniform(np.log(200.0), np.log(500.0), n))
     freqs = f0[:, None] * 2.0 ** (semitones / 12)
 
     durations = rng.uniform(0.11, 0.2, (n, k))
@@ -501,11 +502,11 @@ def _sample_sounds(rng, contour: np.ndarray, cfg: SyntheticConfig) -> Dict[str, 
     amps = harmonic[None, :] ** -rng.uniform(0.6, 2.0, (n, 1)) * rng.uniform(0.5, 1.5, (n, _HARMONICS))
     hollow = rng.random(n) < 0.3                      # odd-harmonic (clarinet-like) timbre
     amps[hollow, 1::2] *= 0.05
-    top = (freqs * active).max(1) * 2 ** (1.5 / 12)   # highest pitch incl. glide and vibrato
+    top = (freqs * active).max(1) * 2 ** (2.5 / 12)   # highest pitch incl. glide and vibrato
     amps[harmonic[None, :] * top[:, None] > 0.47 * SAMPLE_RATE] = 0.0   # no partial above Nyquist
     return {
         'onsets': onsets, 'durations': durations, 'freqs': freqs,
-        'glides': rng.uniform(-1.0, 1.0, (n, k)),     # semitones within a note, random direction
+        'glides': direction * rng.uniform(0.5, 2.0, (n, k)),   # semitones within a note
         'levels': rng.uniform(0.6, 1.0, (n, k)),
         'harmonics': amps, 'harmonic_phases': rng.uniform(0, 2 * np.pi, (n, _HARMONICS)),
         'attack': rng.uniform(0.005, 0.03, n), 'decay': rng.uniform(1.0, 8.0, n),

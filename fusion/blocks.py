@@ -36,6 +36,19 @@ class Mlp(nn.Sequential):
         super().__init__(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
 
 
+def init_residual_branch(module: nn.Module) -> None:
+    """ViT's initialisation for the linear layers of a residual branch: N(0, 0.02), zero bias.
+
+    The branch then starts close to zero, so a deep stack starts close to the identity and trains
+    like a shallow one (with PyTorch's default init a 12-block encoder trained from scratch stayed at
+    chance on the synthetic world where a 2-block one learned).
+    """
+    for layer in module.modules():
+        if isinstance(layer, nn.Linear):
+            nn.init.trunc_normal_(layer.weight, std=0.02)
+            nn.init.zeros_(layer.bias)
+
+
 class Block(nn.Module):
     """x + Attn(LN(x)), then x + MLP(LN(x)). Skipping the block leaves x unchanged (the residual)."""
 
@@ -45,6 +58,7 @@ class Block(nn.Module):
         self.attn = Attention(dim, heads)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        init_residual_branch(self)
 
     def forward(self, x: torch.Tensor, key_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         x = x + self.attn(self.norm1(x), key_mask)

@@ -54,7 +54,7 @@ class CostModel:
         return cls(
             block_flops={m: block_flops(e.num_tokens, e.dim, e.mlp_ratio) for m, e in cfg.encoders.items()},
             embed_flops={m: patch_embed_flops(e) for m, e in cfg.encoders.items()},
-            adapter_flops={m: 2.0 * (e.dim * cfg.adapter_hidden + cfg.adapter_hidden * cfg.fusion_dim)
+            adapter_flops={m: 2.0 * (e.dim * cfg.fusion_dim + 2 * cfg.fusion_dim * cfg.adapter_hidden)
                            for m, e in cfg.encoders.items()},
             fusion_block_flops={n: cfg.fusion_depth * block_flops(n, cfg.fusion_dim, hidden / cfg.fusion_dim)
                                 for n in range(1, n_max + 1)},

@@ -15,7 +15,7 @@ from typing import Dict, Mapping, Optional
 import torch
 from torch import nn
 
-from fusion.blocks import Block
+from fusion.blocks import Block, Mlp, init_residual_branch
 from fusion.config import ModelConfig
 from fusion.encoder import AdaptiveDepthEncoder
 from fusion.heads import build_head
@@ -23,9 +23,24 @@ from fusion.heads import build_head
 Keep = Mapping[str, torch.Tensor]
 
 
-class Adapter(nn.Sequential):
+class Adapter(nn.Module):
+    """A modality's CLS feature -> fusion width: a unit-gain linear map plus a residual MLP.
+
+    The residual keeps the encoder's signal (and its gradient) at full strength from the first step;
+    a plain two-layer MLP with small weights attenuated both about 20x and stalled training.
+    """
+
     def __init__(self, dim: int, hidden: int, out: int):
-        super().__init__(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, out))
+        super().__init__()
+        self.proj = nn.Linear(dim, out)
+        self.mlp = Mlp(out, hidden)
+        nn.init.xavier_uniform_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+        init_residual_branch(self.mlp)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.proj(x)
+        return x + self.mlp(x)
 
 
 class ADMNModel(nn.Module):
@@ -77,7 +92,11 @@ class ADMNModel(nn.Module):
         for block in self.fusion:
             x = block(x, key_mask=valid)
         x = self.fusion_norm(x)
-        w = valid.to(x.dtype)[..., None]
+        # Pool the modality tokens only; the null token stands in just when no modality ran (pooling
+        # it always dilutes the features with a constant, which stalled from-scratch training).
+        pool = valid.clone()
+        pool[:, 0] = ~valid[:, 1:].any(1)
+        w = pool.to(x.dtype)[..., None]
         return (x * w).sum(1) / w.sum(1)
 
     def full_keep(self, batch: int, device=None) -> Dict[str, torch.Tensor]:

@@ -53,6 +53,20 @@ def test_decoders_convert_accepted_encodings():
     assert mono.shape == (100,) and np.allclose(mono, 0.2, atol=1e-4)
 
 
+def test_depth_keeps_invalid_readings_and_pcm_audio_is_exact():
+    depth = np.full((16, 16), 2.0, np.float32)
+    depth[0, :3] = (-np.inf, np.inf, np.nan)       # REP 117: too close, too far, no return
+    out = decode_depth(image(depth, '32FC1'))
+    assert np.array_equal(out, depth, equal_nan=True)
+    depth[5, 5] = -0.5                               # one real negative distance among them
+    with pytest.raises(RejectedInput, match='negative'):
+        decode_depth(image(depth, '32FC1'))
+    pcm = np.array([[-32768, -1, 0, 1, 16384, 32767]], np.int16)
+    mono = decode_audio(image(pcm, '16SC1'))
+    assert mono.dtype == np.float32 and mono.shape == (6,)
+    assert np.array_equal(mono, pcm[0].astype(np.float32) / 32768)
+
+
 @pytest.mark.parametrize('decoder, msg, reason', [
     (decode_rgb, lambda: image(np.zeros((16, 16), np.float32), '32FC1'), 'encoding'),
     (decode_rgb, lambda: image(np.zeros((16, 16, 3), np.uint8), 'rgb8', height=17), 'bytes'),

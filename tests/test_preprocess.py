@@ -106,6 +106,55 @@ def test_log_mel_tracks_pitch_and_silence_is_the_floor(pre):
     assert torch.allclose(silence, torch.full_like(silence, FLOOR))
 
 
+def _reference_log_mel(wave: np.ndarray, cfg: PreprocessConfig, dtype) -> np.ndarray:
+    """The log-mel as the docstring defines it, written independently: torch.stft in float32
+    (the formulation training used before the numpy front-end) or a float64 numpy DFT."""
+    from datasets.preprocess import mel_filterbank
+    bank = mel_filterbank(cfg.n_fft, cfg.n_mels)
+    length = cfg.clip_samples
+    wave = np.pad(wave[:, :length], ((0, 0), (0, max(0, length - wave.shape[1]))))
+    if dtype == torch.float32:
+        window = torch.hann_window(cfg.n_fft, periodic=True)
+        spec = torch.stft(torch.from_numpy(wave), cfg.n_fft, cfg.hop_length, window=window,
+                          center=True, pad_mode='constant', return_complex=True)
+        power = (spec.abs() ** 2 / (float(window.sum()) / 2) ** 2).numpy()      # [B, bins, F]
+        mel = np.einsum('mk,bkf->bmf', bank, power)
+    else:
+        n = np.arange(cfg.n_fft)
+        window = 0.5 - 0.5 * np.cos(2 * np.pi * n / cfg.n_fft)
+        padded = np.pad(wave.astype(np.float64), ((0, 0), (cfg.n_fft // 2, cfg.n_fft // 2)))
+        starts = range(0, padded.shape[1] - cfg.n_fft + 1, cfg.hop_length)
+        frames = np.stack([padded[:, s:s + cfg.n_fft] for s in starts], axis=1) * window
+        power = np.abs(np.fft.rfft(frames, axis=-1)) ** 2 / (window.sum() / 2) ** 2
+        mel = np.einsum('mk,bfk->bmf', bank.astype(np.float64), power)
+    db = 10 * np.log10(np.maximum(mel, 10 ** (DB_FLOOR / 10)))
+    db = np.pad(db, ((0, 0), (0, 0), (0, max(0, cfg.n_frames - db.shape[-1]))),
+                constant_values=DB_FLOOR)[..., :cfg.n_frames]
+    return ((db - DB_MEAN) / DB_STD)[:, None]
+
+
+@pytest.mark.parametrize('cfg', [PreprocessConfig(),
+                                 PreprocessConfig(n_fft=400, hop_length=160, n_mels=40,
+                                                  n_frames=120, clip_seconds=0.7)],
+                         ids=['default', 'other-geometry'])
+def test_log_mel_equals_the_reference_formulation(cfg):
+    rng = np.random.default_rng(3)
+    noise = (0.3 * rng.standard_normal((3, SAMPLE_RATE + 500))).clip(-1, 1).astype(np.float32)
+    noise[1, 4000:] *= 1e-4                                     # quiet tail, near the floor
+    short = np.zeros_like(noise[:1])
+    short[0, :5000] = noise[0, :5000]                          # zero padded clip
+    waves = np.concatenate([noise, short])
+    out = Preprocessor(cfg).log_mel(waves)
+    assert out.dtype == torch.float32 and out.is_contiguous()
+    assert out.shape == (4, 1, cfg.n_mels, cfg.n_frames)
+    assert np.abs(out.numpy() - _reference_log_mel(waves, cfg, torch.float32)).max() < 1e-5
+    # A pure full-scale tone spans ~80 dB within one frame, where float32 FFTs round
+    # differently: there the float64 reference is the arbiter.
+    tone = _tone(440, 0.999)[None]
+    exact = _reference_log_mel(tone, cfg, np.float64)
+    assert np.abs(Preprocessor(cfg).log_mel(tone).numpy() - exact).max() < 1e-5
+
+
 def test_audio_is_padded_and_cropped_to_the_clip(pre):
     tone = _tone(800, 0.5, seconds=2.0)
     cropped = pre({'audio': tone[None]})['audio']

@@ -19,6 +19,7 @@ from std_msgs.msg import Float32  # noqa: E402
 from admn_ros import graph as G  # noqa: E402
 from admn_ros import messages as M  # noqa: E402
 from admn_ros.nodes import admn_fusion as F  # noqa: E402
+from admn_ros.node_utils import EXECUTOR_ENV, make_executor  # noqa: E402
 from admn_ros.nodes.admn_fusion import AdmnFusion  # noqa: E402
 from tests.fixtures_models import RosHarness, make_random_checkpoint, sample_frame  # noqa: E402
 
@@ -36,9 +37,16 @@ def model(tmp_path_factory):
 def ros(ros_context):
     made = []
 
-    def make():
-        made.append(RosHarness(ros_context, f'/fusion_{os.getpid()}_{next(_ids)}'))
-        return made[-1]
+    def make(executor=None):
+        """A harness; ``executor`` ('events' / 'single') spins it as node processes do
+        (:func:`admn_ros.node_utils.make_executor`) instead of the harness default."""
+        h = RosHarness(ros_context, f'/fusion_{os.getpid()}_{next(_ids)}')
+        if executor is not None:
+            h.executor.shutdown()
+            h.executor = make_executor(executor, context=ros_context)
+            h.executor.add_node(h.probe)
+        made.append(h)
+        return h
     yield make
     for h in made:
         h.close()
@@ -208,10 +216,12 @@ def test_bad_input_is_rejected_counted_and_survived(ros, model):
     assert values['last reject'].split(':')[0] in MODS   # the latest reason, with its modality
 
 
-def test_lifecycle_loads_on_configure_and_frees_on_deactivate(ros, model, tmp_path, monkeypatch):
+@pytest.mark.parametrize('executor', [None, 'events'], ids=['harness', 'events'])
+def test_lifecycle_loads_on_configure_and_frees_on_deactivate(ros, model, tmp_path, monkeypatch,
+                                                              executor):
     from rclpy.lifecycle import TransitionCallbackReturn as R
     from std_srvs.srv import SetBool
-    h = ros()
+    h = ros(executor)
     monkeypatch.setenv('ADMN_CACHE_DIR', str(tmp_path))
     with pytest.raises(ValueError, match='admn train defaults'):   # autostart, no model at all
         AdmnFusion(context=h.ctx, namespace=h.namespace, node_name='no_model',
@@ -230,8 +240,9 @@ def test_lifecycle_loads_on_configure_and_frees_on_deactivate(ros, model, tmp_pa
     feeder.run(10, until=lambda: len(preds) >= 2)
     assert len(preds) >= 2
 
-    assert fusion.trigger_deactivate() == R.SUCCESS
-    assert fusion.engine is None and h.probe.count_subscribers(topic) == 0
+    assert fusion.trigger_deactivate() == R.SUCCESS and fusion.engine is None
+    # The events executor lets go of a destroyed subscription on its next turn.
+    assert h.spin_until(lambda: h.probe.count_subscribers(topic) == 0, 2)
     h.spin_for(0.2)                                       # what was published before arrives
     n = len(preds)
     feeder.run(0.5)
@@ -282,13 +293,32 @@ def test_outputs_carry_the_source_stamp_quality_and_cost(ros, model):
     assert set(quality) == set(MODS) and all(0 <= q <= 1 for q in quality.values())
 
 
+def test_node_processes_spin_the_events_executor_unless_told_otherwise(ros_context, monkeypatch):
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.experimental import EventsExecutor
+    monkeypatch.delenv(EXECUTOR_ENV, raising=False)
+    made = [make_executor(context=ros_context)]
+    assert not isinstance(made[0], SingleThreadedExecutor)
+    assert type(made[0]) is type(EventsExecutor(context=ros_context))
+    monkeypatch.setenv(EXECUTOR_ENV, 'single')
+    made.append(make_executor(context=ros_context))
+    assert isinstance(made[1], SingleThreadedExecutor)
+    made.append(make_executor('Events', context=ros_context))   # the argument wins, any case
+    assert not isinstance(made[2], SingleThreadedExecutor)
+    monkeypatch.setenv(EXECUTOR_ENV, 'multi')
+    with pytest.raises(ValueError, match=EXECUTOR_ENV):
+        make_executor(context=ros_context)
+    for executor in made:
+        executor.shutdown()
+
+
 # --------------------------------------------------------------------------- evaluator
-def fake_inference(class_id, gflops=0.0, model_ms=0.0):
+def fake_inference(class_id, gflops=0.0, model_ms=0.0, policy_ms=0.0, preprocess_ms=0.0):
     probs = np.zeros(12)
     probs[class_id] = 1.0
     return SimpleNamespace(probs=probs, class_id=class_id, class_name=str(class_id), score=1.0,
-                           gflops=gflops, model_ms=model_ms, policy_ms=0.0, preprocess_ms=0.0,
-                           present=MODS)
+                           gflops=gflops, model_ms=model_ms, policy_ms=policy_ms,
+                           preprocess_ms=preprocess_ms, present=MODS)
 
 
 def test_evaluator_matches_by_stamp_and_reports(ros, tmp_path):
@@ -310,8 +340,9 @@ def test_evaluator_matches_by_stamp_and_reports(ros, tmp_path):
         preds.publish(F.prediction_msg(fake_inference(guess), header))
         if stamp != s[3]:                                  # s[3]: prediction before its label
             labels.publish(M.label_msg(stamp, truth))
-        infos.publish(F.inference_msg(fake_inference(guess, gflops=stamp / 1e9, model_ms=4.0),
-                                      header, latency_ms=10.0 * stamp / 1e9,
+        inf = fake_inference(guess, gflops=stamp / 1e9, model_ms=4.0, policy_ms=1.5,
+                             preprocess_ms=stamp / 1e9 / 10)
+        infos.publish(F.inference_msg(inf, header, latency_ms=10.0 * stamp / 1e9,
                                       processing_ms=1.0, dropped=0))
     h.spin_for(0.1)
     labels.publish(M.label_msg(s[3], 3))
@@ -321,7 +352,10 @@ def test_evaluator_matches_by_stamp_and_reports(ros, tmp_path):
     assert summary['accuracy'] == pytest.approx(2 / 3) and summary['warmup_labels'] == 1
     assert summary['mean_gflops'] == pytest.approx(3.0)
     assert summary['latency_ms_p50'] == pytest.approx(30.0)
-    assert summary['overhead_ms_p50'] == pytest.approx(26.0)
+    # overhead = latency minus the model's own time: allocation (policy) plus forward
+    assert summary['overhead_ms_p50'] == pytest.approx(30.0 - 1.5 - 4.0)
+    assert summary['policy_ms_p50'] == pytest.approx(1.5)
+    assert summary['preprocess_ms_p50'] == pytest.approx(0.3)
     h.nodes.remove(ev)
     h.executor.remove_node(ev)
     ev.destroy_node()                                      # shutdown writes the report

@@ -47,6 +47,7 @@ counted per modality and dropped; it never stops the node.
 """
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import threading
@@ -61,6 +62,7 @@ from admn_ros.fusion_engine import (DECODERS, EngineConfig, FrameQueue, FusionEn
                                     ModalitySync, Percentiles, RejectedInput, RollingAudio, Worker)
 from admn_ros.node_utils import (ERROR, OK, STALE, WARN, Diagnostics, RateMonitor, declare, param,
                                  run_node, set_result)
+from datasets.rosmsg_codec import header_stamp_ns
 from datasets.sample import MODALITIES
 
 NODE_NAME = 'admn_fusion'
@@ -100,8 +102,11 @@ def _find(msg, name: str):
     raise ValueError(f'DiagnosticArray has no {name!r} status')
 
 
+@functools.lru_cache(maxsize=None)
 def classification_type():
-    """``vision_msgs.msg.Classification`` when it imports, else None (the fallback is used)."""
+    """``vision_msgs.msg.Classification`` when it imports, else None (the fallback is used).
+
+    Cached: a failed import is retried on every call, and one costs ~0.1 ms per prediction."""
     try:
         from vision_msgs.msg import Classification
     except ImportError:
@@ -218,8 +223,6 @@ def budget_qos():
 
 def _guarded(transition):
     """Log an unexpected exception in a transition (rclpy would swallow it) and report ERROR."""
-    import functools
-
     @functools.wraps(transition)
     def wrapper(self, state):
         try:
@@ -535,7 +538,6 @@ class AdmnFusion(LifecycleNode):
             self.received[modality] += 1
         self.rates[modality].tick()
         try:
-            from datasets.rosmsg_codec import header_stamp_ns
             stamp = header_stamp_ns(msg)
             array = DECODERS[modality](msg, self.limits)
             if modality == 'audio':
@@ -565,11 +567,12 @@ class AdmnFusion(LifecycleNode):
         self._last_set = time.monotonic()
         inf = engine.infer(frame, self.budget, with_quality=False)
         header = M.header(frame.stamp_ns, frame.frame_id)
-        now_ns = self.get_clock().now().nanoseconds
-        latency_ms = (now_ns - frame.stamp_ns) / 1e6
+        prediction = prediction_msg(inf, header)
+        # Latency ends at the prediction's publish: read the clocks once the message is built.
+        latency_ms = (self.get_clock().now().nanoseconds - frame.stamp_ns) / 1e6
         processing_ms = (time.monotonic() - frame.ready_mono) * 1e3
         pubs = self.pubs
-        pubs['prediction'].publish(prediction_msg(inf, header))
+        pubs['prediction'].publish(prediction)
         pubs['allocation'].publish(allocation_msg(inf, engine.model_modalities, header))
         if engine.cfg.quality:  # after the prediction: the estimates are not on its critical path
             inf.quality.update(engine.estimate_quality(frame))

@@ -5,7 +5,8 @@ admn_fusion's ``admn/prediction``, ``admn/inference`` and ``admn/allocation``. A
 label belong together when their header stamps are equal (both carry the source sample's stamp), or
 within ``match_tolerance_s`` when set. Keeps a running accuracy, mean executed GFLOPs, mean layers
 per modality, latency percentiles (``latency_ms``: source stamp to prediction publish, as fusion
-measured it; ``overhead_ms``: that minus the model's own time) and counts:
+measured it; ``overhead_ms``: that minus the model's own time, i.e. allocation ``policy_ms`` plus
+forward ``model_ms``; ``preprocess_ms`` is part of the overhead and reported too) and counts:
 
 * ``matched``: predictions scored against a label;
 * ``drops``: labels stamped at or after the first prediction that got no prediction within
@@ -80,6 +81,8 @@ class Evaluator(Node):
         self.latency: List[float] = []
         self.overhead: List[float] = []
         self.model_ms: List[float] = []
+        self.policy_ms: List[float] = []
+        self.preprocess_ms: List[float] = []
         self.fusion_dropped = 0
         self.started = time.monotonic()
         self._written = False
@@ -156,7 +159,9 @@ class Evaluator(Node):
             self.gflops.append(info['gflops'])
             self.latency.append(info['latency_ms'])
             self.model_ms.append(info['model_ms'])
-            self.overhead.append(info['latency_ms'] - info['model_ms'])
+            self.policy_ms.append(info['policy_ms'])
+            self.preprocess_ms.append(info['preprocess_ms'])
+            self.overhead.append(info['latency_ms'] - info['policy_ms'] - info['model_ms'])
             self.fusion_dropped = max(self.fusion_dropped, info['dropped'])
 
     def _on_allocation(self, msg) -> None:
@@ -214,7 +219,8 @@ class Evaluator(Node):
                 'mean_layers': {m: s / self.allocations for m, s in self.layer_sums.items()},
             }
             for name, values in (('latency_ms', self.latency), ('overhead_ms', self.overhead),
-                                 ('model_ms', self.model_ms)):
+                                 ('model_ms', self.model_ms), ('policy_ms', self.policy_ms),
+                                 ('preprocess_ms', self.preprocess_ms)):
                 for q in (50, 95):
                     out[f'{name}_p{q}'] = percentile(values, q)
         return out
