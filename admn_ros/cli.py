@@ -105,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument('--policies', default='admn,naive,every_other,random,heuristic,full')
     ev.add_argument('--size', type=int, help='test-set size (default: the whole split)')
     ev.add_argument('--seed', type=int, default=0)
+    ev.add_argument('--clean', action='store_true', help='evaluate on the clean test set (no corruption mix)')
     ev.add_argument('--device', default='auto')
     ev.add_argument('--json', help='write results JSON here')
     ev.add_argument('--plot', help='write a PNG of accuracy against GFLOPs here')

@@ -85,26 +85,32 @@ EXECUTOR_ENV = 'ADMN_ROS_EXECUTOR'
 EXECUTORS = ('events', 'single')
 
 
-def make_executor(kind: Optional[str] = None, context=None):
-    """The executor a node process spins: ``events`` (default) or ``single``.
-
-    ``events`` is rclpy's C++ ``EventsExecutor`` (rclpy.experimental): it dispatches each ready
-    entity directly instead of rebuilding a wait set in Python for every callback, which with a
-    lifecycle node's two dozen services and timers costs ~1-3 ms per message on a small CPU and
-    holds the GIL against the node's worker thread meanwhile. ``single`` is the plain
-    ``SingleThreadedExecutor``, used also where the events executor does not import. ``kind``
-    defaults to the ``ADMN_ROS_EXECUTOR`` environment variable, else ``events``.
-    """
+def executor_kind(kind: Optional[str] = None) -> str:
+    """``kind``, else ``$ADMN_ROS_EXECUTOR``, else ``events``, checked; ``events`` falls back to
+    ``single`` where rclpy has no events executor (before Kilted)."""
     kind = (kind or os.environ.get(EXECUTOR_ENV) or 'events').strip().lower()
     if kind not in EXECUTORS:
         raise ValueError(f'{EXECUTOR_ENV} must be one of {EXECUTORS}, got {kind!r}')
     if kind == 'events':
         try:
-            from rclpy.experimental import EventsExecutor
+            from rclpy.experimental import EventsExecutor  # noqa: F401
         except ImportError:
-            pass
-        else:
-            return EventsExecutor(context=context)
+            return 'single'
+    return kind
+
+
+def make_executor(kind: Optional[str] = None, context=None):
+    """The executor a node process spins (:func:`executor_kind`): ``events`` or ``single``.
+
+    ``events`` is rclpy's C++ ``EventsExecutor`` (rclpy.experimental): it dispatches each ready
+    entity directly instead of rebuilding a wait set in Python for every callback, which with a
+    lifecycle node's two dozen services and timers costs ~1-3 ms per message on a small CPU and
+    holds the GIL against the node's worker thread meanwhile. ``single`` is the plain
+    ``SingleThreadedExecutor``.
+    """
+    if executor_kind(kind) == 'events':
+        from rclpy.experimental import EventsExecutor
+        return EventsExecutor(context=context)
     from rclpy.executors import SingleThreadedExecutor
     return SingleThreadedExecutor(context=context)
 

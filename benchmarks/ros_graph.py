@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from admn_ros.graph import GraphSpec, NodeSpec
-from admn_ros.node_utils import EXECUTOR_ENV, make_executor
+from admn_ros.node_utils import executor_kind, make_executor
 
 KEYS = ('rate_hz', 'received_hz', 'drops', 'overhead_ms_p50', 'overhead_ms_p95', 'model_ms_p50')
 
@@ -151,7 +151,7 @@ def run(args) -> Dict:
         'fusion_dropped': ev['fusion_dropped'], 'accuracy': rnd(ev['accuracy']),
         'mean_gflops': rnd(ev['mean_gflops']), 'seconds': float(args.seconds),
         'checkpoint': str(checkpoint), 'policy': policy, 'budget': float(args.budget),
-        'device': args.device, 'executor': os.environ.get(EXECUTOR_ENV) or 'events',
+        'device': args.device, 'executor': executor_kind(),
         'exit_codes': codes,
     }
 

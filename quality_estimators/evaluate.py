@@ -42,16 +42,21 @@ def default_checkpoint(dataset: str) -> Path:
 
 
 def corrupted_test_set(dataset: str, *, seed: int = 0, size: Optional[int] = None,
-                       data_root: Optional[str] = None) -> RawBatch:
-    """The test split with the standard corruption mix applied once, seeded, and cached on disk."""
+                       data_root: Optional[str] = None, clean: bool = False) -> RawBatch:
+    """The test split with the standard corruption mix applied once, seeded, and cached on disk.
+
+    ``clean=True`` gives the same split uncorrupted (with all-zero corruption labels).
+    """
     from datasets.corruptions import CorruptionSampler
-    key = hashlib.sha1(json.dumps([dataset, seed, size, data_root, 'standard-v1']).encode()).hexdigest()[:16]
+    mix = 'clean-v1' if clean else 'standard-v1'
+    key = hashlib.sha1(json.dumps([dataset, seed, size, data_root, mix]).encode()).hexdigest()[:16]
     path = cache_dir() / 'eval' / f'{dataset.replace("/", "_").replace(":", "_")}-{key}.npz'
     if path.exists():
         with np.load(path) as f:
             return {k: f[k] for k in f.files}
     test = load_dataset(dataset, 'test', seed=seed, size=size, data_root=data_root).arrays
-    batch = CorruptionSampler.standard()(test, np.random.default_rng(seed + 12345))
+    sampler = CorruptionSampler.standard(policy='clean') if clean else CorruptionSampler.standard()
+    batch = sampler(test, np.random.default_rng(seed + 12345))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + '.tmp.npz')
     np.savez(tmp, **batch)
@@ -85,7 +90,7 @@ def evaluate_policy(model, pre, policy, test: RawBatch, budget: Budget, cost: Co
 
 def evaluate(checkpoint, dataset: str, budgets: Sequence[float], policies: Sequence[str], *,
              unit: str = 'layers', seed: int = 0, size: Optional[int] = None, device: str = 'auto',
-             data_root: Optional[str] = None) -> Dict:
+             data_root: Optional[str] = None, clean: bool = False) -> Dict:
     from fusion.device import resolve_device
     from quality_estimators.controller import controller_cost_flops
     from quality_estimators.policies import make_policy
@@ -95,7 +100,7 @@ def evaluate(checkpoint, dataset: str, budgets: Sequence[float], policies: Seque
     from fusion.checkpoint import checkpoint_preprocessor
     pre = checkpoint_preprocessor(meta)
     cost = CostModel.from_config(model.cfg)
-    test = corrupted_test_set(dataset, seed=seed, size=size, data_root=data_root)
+    test = corrupted_test_set(dataset, seed=seed, size=size, data_root=data_root, clean=clean)
     results, allocations = [], {}
     for spec in policies:
         scorer = None
@@ -115,7 +120,7 @@ def evaluate(checkpoint, dataset: str, budgets: Sequence[float], policies: Seque
                             'gflops': round(cell['gflops'], 5),
                             'layers': {m: round(v, 3) for m, v in cell['layers'].items()}})
     return {'dataset': dataset, 'checkpoint': str(checkpoint), 'budget_unit': unit, 'metric_name': 'accuracy',
-            'test_size': int(len(test['label'])), 'results': results, '_allocations': allocations,
+            'corruption': 'clean' if clean else 'standard', 'test_size': int(len(test['label'])), 'results': results, '_allocations': allocations,
             '_test': test}
 
 
@@ -184,7 +189,7 @@ def run_eval_cli(args) -> int:
     budgets = [float(b) for b in args.budgets.split(',') if b.strip()]
     policies = [p.strip() for p in args.policies.split(',') if p.strip()]
     report = evaluate(checkpoint, args.dataset, budgets, policies, unit=args.budget_unit, seed=args.seed,
-                      size=args.size, device=args.device)
+                      size=args.size, device=args.device, clean=args.clean)
     print_table(report)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

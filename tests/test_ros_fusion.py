@@ -19,7 +19,7 @@ from std_msgs.msg import Float32  # noqa: E402
 from admn_ros import graph as G  # noqa: E402
 from admn_ros import messages as M  # noqa: E402
 from admn_ros.nodes import admn_fusion as F  # noqa: E402
-from admn_ros.node_utils import EXECUTOR_ENV, make_executor  # noqa: E402
+from admn_ros.node_utils import EXECUTOR_ENV, executor_kind, make_executor  # noqa: E402
 from admn_ros.nodes.admn_fusion import AdmnFusion  # noqa: E402
 from tests.fixtures_models import RosHarness, make_random_checkpoint, sample_frame  # noqa: E402
 
@@ -297,14 +297,14 @@ def test_node_processes_spin_the_events_executor_unless_told_otherwise(ros_conte
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.experimental import EventsExecutor
     monkeypatch.delenv(EXECUTOR_ENV, raising=False)
-    made = [make_executor(context=ros_context)]
-    assert not isinstance(made[0], SingleThreadedExecutor)
-    assert type(made[0]) is type(EventsExecutor(context=ros_context))
+    assert executor_kind() == 'events' and executor_kind('SINGLE') == 'single'
+    made = [EventsExecutor(context=ros_context), make_executor(context=ros_context)]
+    assert type(made[1]) is type(made[0])          # the factory returns a pybind11 object
     monkeypatch.setenv(EXECUTOR_ENV, 'single')
     made.append(make_executor(context=ros_context))
-    assert isinstance(made[1], SingleThreadedExecutor)
+    assert isinstance(made[2], SingleThreadedExecutor)
     made.append(make_executor('Events', context=ros_context))   # the argument wins, any case
-    assert not isinstance(made[2], SingleThreadedExecutor)
+    assert type(made[3]) is type(made[0])
     monkeypatch.setenv(EXECUTOR_ENV, 'multi')
     with pytest.raises(ValueError, match=EXECUTOR_ENV):
         make_executor(context=ros_context)
