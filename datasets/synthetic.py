@@ -59,6 +59,7 @@ CLASS_NAMES: Tuple[str, ...] = tuple(
     f'{HUES[h]}-{NEARER[n]}-{CONTOURS[c]}' for h, n, c in CLASS_FACTORS)
 
 BLOCK = 64  # samples per random stream and per ray-casting call
+_CAST_THREADS = 0
 _LABEL_STREAM, _SAMPLE_STREAM = 0, 1
 _HUE_CENTRES_DEG, _HUE_SPREAD_DEG = np.array([0.0, 120.0, 240.0]), 25.0
 # Stripe cycles across an object's bounding diameter, per texture (plain has none): a nuisance.
@@ -156,8 +157,9 @@ def generate(n: int, seed: Optional[int] = None, cfg: Optional[SyntheticConfig] 
         pixel_noise = rng.random((BLOCK, size, size, 3), dtype=np.float32)
         noise_spectrum = rng.random((BLOCK, cfg.audio_length // 2 + 1, 2), dtype=np.float32)
         k = stop - start
-        out['rgb'][start:stop], out['depth'][start:stop] = _render(_take(scenes, k), pixel_noise[:k], cfg)
-        out['audio'][start:stop] = _synthesise(_take(sounds, k), noise_spectrum[:k], cfg)
+        # Written straight into the output slices; the noise draws double as scratch buffers.
+        _render(_take(scenes, k), pixel_noise[:k], cfg, out['rgb'][start:stop], out['depth'][start:stop])
+        _synthesise(_take(sounds, k), noise_spectrum[:k], cfg, out['audio'][start:stop])
 
     workers = min(2, os.cpu_count() or 1) if workers is None else int(workers)
     if workers <= 1 or blocks <= 1:
@@ -367,9 +369,9 @@ def _build_mesh(p: Dict[str, np.ndarray]):
         rot = p['rotation'].reshape(-1, 3, 3)[flat]
         scale = p['scale'].reshape(-1, 3)[flat]
         centre = p['centre'].reshape(-1, 3)[flat] + offsets[b]
-        verts.append(np.einsum('oij,ovj->ovi', rot, tv[None] * scale[:, None, :]) + centre[:, None])
+        verts.append(_rotate(rot, tv[None] * scale[:, None, :]) + centre[:, None])
         # Normals map with the inverse transpose of rotation x scale (planes have a zero extent).
-        nn = np.einsum('oij,ovj->ovi', rot, tn[None] / np.where(scale > 0, scale, 1.0)[:, None, :])
+        nn = _rotate(rot, tn[None] / np.where(scale > 0, scale, 1.0)[:, None, :])
         normals.append((nn / np.linalg.norm(nn, axis=-1, keepdims=True)).astype(np.float32))
         tris.append(tt[None] + base + len(tv) * np.arange(flat.size)[:, None, None])
         owner.append(np.repeat(flat, len(tt)))
@@ -378,93 +380,200 @@ def _build_mesh(p: Dict[str, np.ndarray]):
             np.concatenate([m.reshape(-1, 3) for m in normals]), np.concatenate(owner))
 
 
-def _render(p: Dict[str, np.ndarray], pixel_noise: np.ndarray, cfg: SyntheticConfig):
-    """Ray-cast a block of scenes at once; returns rgb uint8 [B,S,S,3] and depth float32 [B,S,S]."""
+def _front_facing(verts: np.ndarray, tris: np.ndarray, camera: np.ndarray) -> np.ndarray:
+    """Which triangles face their scene's camera (``camera`` [3, T], one position per triangle).
+
+    The templates are closed and wound outwards and every camera is outside every object, so a
+    ray enters a solid through a front face before it can reach a back face: dropping back faces
+    leaves every first hit as it was, at half the BVH build and a little less traversal. Nearly
+    edge-on triangles are kept, so rounding can only keep a triangle, never drop a needed one.
+    """
+    xyz = verts.T.astype(np.float64)                     # [3, V]: the float32 vertices, exactly
+    a, b, c = (np.take(xyz, corner, axis=1) for corner in np.ascontiguousarray(tris.T))
+    b -= a
+    c -= a
+    normal = np.stack([b[1] * c[2] - b[2] * c[1], b[2] * c[0] - b[0] * c[2], b[0] * c[1] - b[1] * c[0]])
+    a -= camera
+    away = np.einsum('it,it->t', normal, a)
+    return away <= 1e-6 * np.sqrt(np.einsum('it,it->t', normal, normal) * np.einsum('it,it->t', a, a))
+
+
+def _rotate(rotation: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """``rotation`` [O, 3, 3] applied to ``vectors`` [O, V, 3]: einsum('oij,ovj->ovi') without its
+    per-element overhead. Terms are summed in einsum's order (x + z, then y), so the float64
+    result is bit-identical and the float32 vertices, hence the rendered pixels, do not move."""
+    out = np.empty(vectors.shape)
+    for i in range(3):
+        r = rotation[:, i, :, None]                                   # [O, 3, 1]
+        np.add(r[:, 0] * vectors[..., 0] + r[:, 2] * vectors[..., 2], r[:, 1] * vectors[..., 1], out=out[..., i])
+    return out
+
+
+def _camera_rays(rotation: np.ndarray, offsets: np.ndarray, cfg: SyntheticConfig):
+    """Pinhole rays through pixel centres, one camera per scene: float32 [B, S, S, 6] (origin,
+    direction) for Open3D, and the directions again as contiguous [3, B, S, S] for shading.
+
+    Same arithmetic, in the same order, as Open3D's ``create_rays_pinhole`` (which builds one camera
+    per call): pixel -> direction matrix R K^-1 in float64 rounded to float32, then a float32
+    mat-vec; the origin is -R t with t = -R^T offset. So the rays are bit-identical to its output.
+    Every direction has camera-frame z component 1, hence t_hit is the camera z-depth.
+    """
+    size, f, c = cfg.image_size, cfg.focal_px, cfg.image_size / 2
+    intrinsic = np.array([[f, 0, c], [0, f, c], [0, 0, 1]])
+    to_dir = (rotation @ np.linalg.inv(intrinsic)).astype(np.float32)             # [B, 3, 3]
+    translation = -np.einsum('bji,bj->bi', rotation, offsets)                      # world -> camera
+    px = np.arange(size, dtype=np.float32) + np.float32(0.5)
+    rays = np.empty((len(rotation), size, size, 6), np.float32)
+    direction = np.empty((3, len(rotation), size, size), np.float32)
+    for i in range(3):
+        origin = -((rotation[:, i, 2] * translation[:, 2] + rotation[:, i, 1] * translation[:, 1])
+                   + rotation[:, i, 0] * translation[:, 0])
+        rays[..., i] = origin.astype(np.float32)[:, None, None]
+        row_part = to_dir[:, i, 1, None, None] * px[None, :, None] + to_dir[:, i, 2, None, None]
+        np.add(row_part, to_dir[:, i, 0, None, None] * px[None, None, :], out=direction[i])
+        rays[..., 3 + i] = direction[i]
+    return rays, direction.reshape(3, -1)
+
+
+def _render(p: Dict[str, np.ndarray], pixel_noise: np.ndarray, cfg: SyntheticConfig,
+            rgb: np.ndarray, depth: np.ndarray) -> None:
+    """Ray-cast a block of scenes at once into ``rgb`` uint8 [B,S,S,3] and ``depth`` float32 [B,S,S].
+
+    Shading runs over every pixel, vectors as contiguous x / y / z rows, with no gather / scatter
+    of the hits: a miss points at an extra all-zero object and gets sky at the end.
+    ``pixel_noise`` is used as scratch.
+    """
     import open3d as o3d
     size = cfg.image_size
     n, slots = p['template'].shape
+    pixels = size * size
     verts, tris, vnormals, tri_owner = _build_mesh(p)
-    raycaster = o3d.t.geometry.RaycastingScene()
-    raycaster.add_triangles(o3d.core.Tensor(verts.astype(np.float32)), o3d.core.Tensor(tris.astype(np.uint32)))
-
-    f, c = cfg.focal_px, size / 2
-    intrinsic = o3d.core.Tensor(np.array([[f, 0, c], [0, f, c], [0, 0, 1]]))
+    verts = verts.astype(np.float32)
     offsets = _grid_offsets(n)
-    rays = np.empty((n, size, size, 6), np.float32)
-    for b in range(n):
-        extrinsic = np.eye(4)  # world -> camera; the camera sits at its scene's grid offset
-        extrinsic[:3, :3] = p['camera_rotation'][b].T
-        extrinsic[:3, 3] = -p['camera_rotation'][b].T @ offsets[b]
-        rays[b] = o3d.t.geometry.RaycastingScene.create_rays_pinhole(
-            intrinsic, o3d.core.Tensor(extrinsic), size, size).numpy()
-    hits = {k: v.numpy() for k, v in raycaster.cast_rays(o3d.core.Tensor(rays)).items()}
+    front = _front_facing(verts, tris, np.take(offsets.T, tri_owner // slots, axis=1))
+    front |= p['template'].reshape(-1)[tri_owner] >= _FLOOR                    # planes are one-sided
+    tris, tri_owner = tris[front], tri_owner[front]
+    raycaster = o3d.t.geometry.RaycastingScene()
+    raycaster.add_triangles(o3d.core.Tensor(verts), o3d.core.Tensor(tris.astype(np.uint32)))
+    rays, direction = _camera_rays(p['camera_rotation'], offsets, cfg)
+    hits = {k: v.numpy() for k, v in raycaster.cast_rays(o3d.core.Tensor(rays), nthreads=_CAST_THREADS).items()}
+    del rays
 
-    # t_hit is the camera z-depth: every ray direction has camera-frame z component 1.
     t = hits['t_hit'].reshape(-1)
-    hit = np.flatnonzero(np.isfinite(t))
-    depth = np.full(n * size * size, np.nan, np.float32)
-    depth[hit] = t[hit]
-    prim = hits['primitive_ids'].reshape(-1)[hit].astype(np.int64)
-    obj = tri_owner[prim]                                    # flat object index b * slots + j
-    if not np.array_equal(obj // slots, hit // (size * size)):
+    missed = np.isinf(t)
+    np.copyto(depth, t.reshape(depth.shape))
+    np.putmask(depth, missed.reshape(depth.shape), np.nan)
+    t[missed] = 0.0                                          # keeps the miss rows finite below
+    # Misses carry INVALID_ID (2^32 - 1): clamp them to the extra "no object" row.
+    prim = np.minimum(hits['primitive_ids'].reshape(-1), len(tris)).astype(np.intp)
+    obj = np.append(tri_owner, n * slots).astype(np.intp)[prim]      # flat object b * slots + j
+    obj_scene = np.append(np.arange(n * slots, dtype=np.int16) // slots, -1)[obj]
+    wrong = obj_scene != np.repeat(np.arange(n, dtype=np.int16), pixels)
+    if (wrong & ~missed).any():
         raise RuntimeError('a camera ray hit a neighbouring scene: the block grid is too tight')
 
     # The camera is at its scene's origin, so t * direction is the hit point in scene coordinates.
-    direction = rays.reshape(-1, 6)[hit, 3:]
-    point = t[hit, None] * direction
-    normal = hits['primitive_normals'].reshape(-1, 3)[hit]
-    normal *= -np.sign(np.einsum('ni,ni->n', normal, direction) + 1e-12)[:, None]   # face the camera
-    curved = np.flatnonzero(p['template'].reshape(-1)[obj] < _FLOOR)                # planes stay flat
-    normal[curved] = _smooth_normals(normal[curved], hits['primitive_uvs'].reshape(-1, 2)[hit[curved]],
-                                     vnormals[tris[prim[curved]]])
-    table = _object_table(p)[obj]
-    g, h, colour, tint, tile = table[:, 0:3], table[:, 3], table[:, 4:7], table[:, 7:10], table[:, 10]
-    light, ambient, diffuse = table[:, 11:14], table[:, 14:15], table[:, 15:16]
-    weight = 0.5 + 0.5 * np.sin(np.einsum('ni,ni->n', point, g) + h)
-    floor = np.flatnonzero(tile > 0)   # checkerboard in metres over the floor's x/z
-    weight[floor] = np.floor(point[floor][:, [0, 2]] / tile[floor, None]).sum(1) % 2
-    lambert = np.maximum(np.einsum('ni,ni->n', normal, light), 0)[:, None]
-    shaded = (colour + weight[:, None] * tint) * (ambient + diffuse * lambert)
+    point = direction * t
+    normal = np.ascontiguousarray(hits['primitive_normals'].reshape(-1, 3).T)       # [3, pixels]
+    facing = _dot(normal, direction)
+    facing += 1e-12
+    normal *= -np.sign(facing)                                                       # face the camera
+    curved = np.flatnonzero(np.append(p['template'].reshape(-1) < _FLOOR, False)[obj])  # planes stay flat
+    corner_table = vnormals[tris].reshape(-1, 9).T                                   # [9, triangles]
+    corners = np.take(corner_table, prim[curved], axis=1).reshape(3, 3, -1)          # [corner, xyz, k]
+    uv = hits['primitive_uvs'].reshape(-1, 2)[curved].T
+    normal[:, curved] = _smooth_normals(normal[:, curved], uv, corners)
 
-    rows = np.linspace(0, 1, size, dtype=np.float32)[None, :, None, None]
-    top = p['sky_top'][:, None, None, :].astype(np.float32)
-    bottom = p['sky_bottom'][:, None, None, :].astype(np.float32)
-    image = np.empty((n, size, size, 3), np.float32)
-    image[...] = top + rows * (bottom - top)
-    image.reshape(-1, 3)[hit] = shaded
+    table = _object_table(p)                                 # [constants, B * J + 1]
+
+    def column(k):                                           # one per-object constant, per pixel
+        return np.take(table[k], obj)
+
+    phase = point[0] * column(0)
+    phase += point[1] * column(1)
+    phase += point[2] * column(2)
+    phase += column(3)
+    weight = np.sin(phase, out=phase)
+    weight *= 0.5
+    weight += 0.5
+    tile = column(10)
+    floor = np.flatnonzero(tile > 0)   # checkerboard in metres over the floor's x/z
+    tile = tile[floor]
+    weight[floor] = (np.floor(point[0, floor] / tile) + np.floor(point[2, floor] / tile)) % 2
+
+    # Per-scene light: broadcast over each scene's pixels instead of gathered per pixel.
+    light = p['light_dir'].astype(np.float32).T[:, :, None]                          # [3, B, 1]
+    normal = normal.reshape(3, n, pixels)
+    lambert = normal[0] * light[0]
+    lambert += normal[1] * light[1]
+    lambert += normal[2] * light[2]
+    np.maximum(lambert, 0, out=lambert)
+    lambert *= p['diffuse'].astype(np.float32)[:, None]
+    lambert += p['ambient'].astype(np.float32)[:, None]
+
+    # Sky: a vertical gradient, one value per scene and image row, copied in where rays miss.
+    top, bottom = p['sky_top'].astype(np.float32), p['sky_bottom'].astype(np.float32)
+    rows = np.linspace(0, 1, size, dtype=np.float32)[None, :, None]
+    sky = (top[:, None, :] + rows * (bottom - top)[:, None, :])[:, :, None, :]       # [B, S, 1, 3]
+    missed = missed.reshape(n, size, size)
     # Exposure / white balance, then uniform sensor noise scaled to the drawn standard deviation.
-    image *= p['gain'][:, None, None, :].astype(np.float32)
-    image += (pixel_noise - 0.5) * (np.sqrt(12) * p['noise_sigma'][:, None, None, None]).astype(np.float32)
-    rgb = np.clip(np.rint(image * 255), 0, 255).astype(np.uint8)
-    return rgb, depth.reshape(n, size, size)
+    gain = p['gain'].astype(np.float32)
+    pixel_noise -= 0.5
+    pixel_noise *= (np.sqrt(12) * p['noise_sigma'][:, None, None, None]).astype(np.float32)
+    pixel_noise = pixel_noise.reshape(n, pixels, 3)
+    for ch in range(3):
+        shade = column(7 + ch)
+        shade *= weight
+        shade += column(4 + ch)
+        shade = shade.reshape(n, pixels)
+        shade *= lambert
+        np.copyto(shade.reshape(n, size, size), sky[..., ch], where=missed)
+        shade *= gain[:, ch, None]
+        shade += pixel_noise[..., ch]
+        shade *= 255
+        np.rint(shade, out=shade)
+        np.clip(shade, 0, 255, out=shade)
+        np.copyto(rgb[..., ch], shade.reshape(rgb.shape[:-1]), casting='unsafe')
 
 
 def _smooth_normals(flat, uv, corner_normals) -> np.ndarray:
     """Vertex-interpolated normals (hemisphere of the camera-facing ``flat`` ones), except across
-    creases: box edges and cylinder rims average normals of faces at right angles, keep those flat."""
-    weights = np.concatenate([1 - uv.sum(1, keepdims=True), uv], 1)
-    smooth = np.einsum('nk,nkj->nj', weights, corner_normals)
-    smooth /= np.sqrt(np.einsum('ni,ni->n', smooth, smooth))[:, None] + 1e-12
-    cos = np.einsum('ni,ni->n', smooth, flat)
-    return np.where((np.abs(cos) > 0.8)[:, None], smooth * np.sign(cos)[:, None], flat)
+    creases: box edges and cylinder rims average normals of faces at right angles, keep those flat.
+
+    Vectors are [3, N] rows; ``uv`` is [2, N] barycentrics, ``corner_normals`` [3 corners, 3, N].
+    """
+    u, v = uv
+    smooth = (1 - (u + v)) * corner_normals[0]
+    smooth += u * corner_normals[1]
+    smooth += v * corner_normals[2]
+    smooth /= np.sqrt(_dot(smooth, smooth)) + 1e-12
+    cos = _dot(smooth, flat)
+    smooth *= np.sign(cos)
+    return np.where(np.abs(cos) > 0.8, smooth, flat)
+
+
+def _dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Dot products of [3, N] rows of vectors, summed x, y, z in that order (as einsum does)."""
+    return a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
 
 
 def _object_table(p: Dict[str, np.ndarray]) -> np.ndarray:
-    """Per-object shading constants, float32 [B * J, 16], gathered once per hit.
+    """Per-object shading constants, float32 [11, B * J + 1], one row per constant so each is one
+    contiguous gather; the last column is all zero, for rays that hit nothing.
 
-    Columns: stripe vector g (3) and offset h (1) such that the stripe phase at scene point x is
-    x . g + h; albedo (3); stripe minus albedo (3); checker tile (1); light direction (3); ambient;
-    diffuse. Stripes are planes normal to ``axis`` through the object, ``cycles`` of them across
-    its bounding diameter, so their count on the silhouette does not depend on size or distance.
+    Rows: stripe vector g (3) and offset h (1) such that the stripe phase at scene point x is
+    x . g + h; albedo (3); stripe minus albedo (3); checker tile (1). Stripes are planes normal to
+    ``axis`` through the object, ``cycles`` of them across its bounding diameter, so their count on
+    the silhouette does not depend on size or distance.
     """
-    n, slots = p['template'].shape
     radius = p['scale'].reshape(-1, 3).max(1)
     g = (np.pi * p['cycles'].reshape(-1) / np.where(radius > 0, radius, 1.0))[:, None] * p['axis'].reshape(-1, 3)
     h = p['phase'].reshape(-1) - np.einsum('oi,oi->o', g, p['centre'].reshape(-1, 3))
-    per_scene = np.concatenate([p['light_dir'], p['ambient'][:, None], p['diffuse'][:, None]], 1)
-    return np.concatenate([
+    table = np.zeros((11, g.shape[0] + 1), np.float32)
+    table[:, :-1] = np.concatenate([
         g, h[:, None], p['colour_a'].reshape(-1, 3), (p['colour_b'] - p['colour_a']).reshape(-1, 3),
-        p['checker_tile'].reshape(-1, 1), np.repeat(per_scene, slots, axis=0)], 1).astype(np.float32)
+        p['checker_tile'].reshape(-1, 1)], 1).T
+    return table
 
 
 # ---------------------------------------------------------------------------------------- sound
@@ -519,8 +628,9 @@ def _sample_sounds(rng, contour: np.ndarray, cfg: SyntheticConfig) -> Dict[str, 
     }
 
 
-def _synthesise(s: Dict[str, np.ndarray], noise_spectrum: np.ndarray, cfg: SyntheticConfig) -> np.ndarray:
-    """Vectorised wavetable synthesis of a block of sounds -> float32 [B, T] in [-1, 1].
+def _synthesise(s: Dict[str, np.ndarray], noise_spectrum: np.ndarray, cfg: SyntheticConfig,
+                out: np.ndarray) -> None:
+    """Vectorised wavetable synthesis of a block of sounds into ``out`` float32 [B, T], in [-1, 1].
 
     Pitch and envelope are smooth, so they are computed at a 1 kHz control rate and interpolated;
     only the wavetable lookup and the mix run at the audio rate.
@@ -549,37 +659,58 @@ def _synthesise(s: Dict[str, np.ndarray], noise_spectrum: np.ndarray, cfg: Synth
 
     # Audio rate: phase grows linearly within each control step (constant frequency), envelope is
     # interpolated linearly; cycles are reduced mod 1 at control rate to keep float32 exact.
+    # The [B, steps, ratio] arrays are built in place: at this size fresh temporaries cost more in
+    # page faults than in arithmetic.
     increment = freq[:, :-1] * (ratio / SAMPLE_RATE)                    # cycles per control step
     start = np.concatenate([np.zeros((n, 1)), np.cumsum(increment, axis=1)[:, :-1]], 1) % 1.0
     frac = (np.arange(ratio) / ratio).astype(np.float32)[None, None, :]
-    phase = (start.astype(np.float32)[..., None] + frac * increment.astype(np.float32)[..., None])
-    phase = phase.reshape(n, -1)[:, :length]
-    env_step = (envelope[:, 1:] - envelope[:, :-1]).astype(np.float32)[..., None]
-    env = (envelope[:, :-1].astype(np.float32)[..., None] + frac * env_step).reshape(n, -1)[:, :length]
+    phase = frac * increment.astype(np.float32)[..., None]
+    phase += start.astype(np.float32)[..., None]
+    env = frac * (envelope[:, 1:] - envelope[:, :-1]).astype(np.float32)[..., None]
+    env += envelope[:, :-1].astype(np.float32)[..., None]
 
-    # One-period wavetable per sound: its harmonic series, by inverse FFT.
+    # One-period wavetable per sound: its harmonic series, by inverse FFT; all tables end to end,
+    # so one flat gather serves the block (row b's table starts at b * _TABLE_SIZE).
     partials = np.zeros((n, _TABLE_SIZE // 2 + 1), complex)
     partials[:, 1:_HARMONICS + 1] = s['harmonics'] * np.exp(1j * s['harmonic_phases'])
     tables = np.fft.irfft(partials, n=_TABLE_SIZE, axis=1)
     tables /= np.abs(tables).max(axis=1, keepdims=True) + 1e-12
-    row = np.arange(n, dtype=np.float32)[:, None]
-    index = ((phase - np.floor(phase) + row) * _TABLE_SIZE).astype(np.int64)
-    tone = np.take(tables.astype(np.float32).ravel(), np.minimum(index, n * _TABLE_SIZE - 1)) * env
-    tone_rms = np.sqrt(np.mean(np.square(tone, dtype=np.float64), axis=1)) + 1e-9
+    whole = np.floor(phase)
+    phase -= whole
+    phase += np.arange(n, dtype=np.float32)[:, None, None]
+    phase *= _TABLE_SIZE
+    index = np.empty(phase.shape, np.intp)
+    np.copyto(index, phase, casting='unsafe')                          # truncation, as astype
+    # mode='clip' both bounds the last row's index (as np.minimum did) and avoids take's
+    # defensive copy of ``out``.
+    tone = np.take(tables.astype(np.float32).ravel(), index.reshape(n, -1)[:, :length], mode='clip')
+    tone *= env.reshape(n, -1)[:, :length]
+    tone_rms = np.sqrt(np.einsum('ij,ij->i', tone, tone, dtype=np.float64) / length) + 1e-9
 
     # Band noise and hum built in the frequency domain and added with one inverse FFT. Levels come
     # from Parseval: a one-sided spectrum X has time-domain mean square 2 sum|X|^2 / T^2.
+    # ``noise_spectrum`` [B, F, 2] is (real, imaginary) pairs, i.e. complex64 memory: it is
+    # shaped in place and viewed as the spectrum.
     bins = np.fft.rfftfreq(length, 1 / SAMPLE_RATE).astype(np.float32)
-    octaves_off = np.log2(np.maximum(bins[None, :], 1.0) / s['noise_centre'][:, None].astype(np.float32))
-    band = np.exp(-0.5 * np.square(octaves_off / (s['noise_octaves'][:, None].astype(np.float32) / 2)))
-    spectrum = (noise_spectrum[..., 0] - 0.5 + 1j * (noise_spectrum[..., 1] - 0.5)).astype(np.complex64) * band
-    spectrum[:, 0] = 0.0
-    noise_rms = np.sqrt(2 * np.sum(np.abs(spectrum) ** 2, axis=1)) / length
-    spectrum *= (tone_rms * 10 ** (-s['noise_snr_db'] / 20) / (noise_rms + 1e-12))[:, None]
+    # Octaves off the centre, as a difference of logs: one log per bin and per sound, not per pair.
+    band = np.log2(np.maximum(bins, 1.0))[None, :] - np.log2(s['noise_centre'].astype(np.float32))[:, None]
+    band /= s['noise_octaves'][:, None].astype(np.float32) / 2
+    np.square(band, out=band)
+    band *= -0.5
+    np.exp(band, out=band)
+    noise = noise_spectrum
+    noise -= 0.5
+    spectrum = noise.view(np.complex64)[..., 0]
+    spectrum *= band                                     # a real factor: exactly scales both parts
+    noise[:, 0] = 0.0
+    noise_rms = np.sqrt(2 * np.einsum('ij,ij->i', noise.reshape(n, -1), noise.reshape(n, -1),
+                                      dtype=np.float64)) / length
+    noise *= (tone_rms * 10 ** (-s['noise_snr_db'] / 20) / (noise_rms + 1e-12))[:, None, None]
     hum_bin = np.clip(np.round(s['hum_freq'] * length / SAMPLE_RATE).astype(np.int64), 1, len(bins) - 2)
     # A bin of value A gives a cosine of amplitude 2A/T, i.e. RMS sqrt(2)A/T.
     hum_level = tone_rms * 10 ** (-s['hum_snr_db'] / 20) * (s['hum_freq'] > 0) * length / np.sqrt(2)
-    spectrum[np.arange(n), hum_bin] += hum_level
-    mix = tone + scipy.fft.irfft(spectrum, n=length, axis=1)
-    mix *= (s['gain'] / (np.abs(mix).max(axis=1) + 1e-12)).astype(np.float32)[:, None]
-    return mix.astype(np.float32, copy=False)
+    noise[np.arange(n), hum_bin, 0] += hum_level
+    mix = tone
+    mix += scipy.fft.irfft(spectrum, n=length, axis=1)
+    peak = np.maximum(mix.max(axis=1), -mix.min(axis=1))
+    np.multiply(mix, (s['gain'] / (peak + 1e-12)).astype(np.float32)[:, None], out=out)

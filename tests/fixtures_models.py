@@ -7,8 +7,8 @@
   :func:`fusion.stage1.train_stage1` (~25 s on 2 shared cores), for the tests that need
   predictions above chance. It trains on AV-digits (real MNIST digits + spoken digits, rgb and
   audio, 10 classes), which such a small model learns in a few epochs (test accuracy ~0.4 against
-  chance 0.1); the synthetic world needs all three modalities by design and stayed at chance
-  (1/12) with this budget. It is cached
+  chance 0.1); the synthetic world needs all three modalities by design and a few thousand
+  samples to learn, too many for a test. It is cached
   under pytest's base temporary directory and in this module, so every test file importing the
   fixture shares one training run per process (each xdist worker trains its own). Tests using it
   are skipped when the AV-digits data (``../shared/data``) is not there.
