@@ -56,6 +56,12 @@ def _bench_ros(args) -> int:
     return bench(['--rate', str(args.rate), '--seconds', str(args.seconds), '--json', args.json] + args.extra)
 
 
+def _bench_generation(args) -> int:
+    from benchmarks.generation import main as bench
+    return bench(['--samples', str(args.samples), '--repeats', str(args.repeats), '--workers']
+                 + [str(w) for w in args.workers] + (['--json', args.json] if args.json else []))
+
+
 def _data_preview(args) -> int:
     from datasets.preview import write_preview
     for path in write_preview(args.dataset, args.out, n=args.n, seed=args.seed):
@@ -133,6 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
     ros.add_argument('--seconds', type=float, default=10.0)
     ros.add_argument('--json', required=True)
     ros.set_defaults(func=_bench_ros, extra=[])  # more options of benchmarks/ros_graph.py pass through
+    gen = bsub.add_parser('generation', help='synthetic-world generation speed: samples/s and per-stage ms')
+    gen.add_argument('--samples', type=int, default=512)
+    gen.add_argument('--workers', type=int, nargs='+', default=[1, 2])
+    gen.add_argument('--repeats', type=int, default=3)
+    gen.add_argument('--json')
+    gen.set_defaults(func=_bench_generation)
 
     up = sub.add_parser('bringup', help='start a node graph as processes (no ros2 launch needed)')
     up.add_argument('graph', help='admn, replay_eval or noise_experiment')

@@ -59,7 +59,6 @@ CLASS_NAMES: Tuple[str, ...] = tuple(
     f'{HUES[h]}-{NEARER[n]}-{CONTOURS[c]}' for h, n, c in CLASS_FACTORS)
 
 BLOCK = 64  # samples per random stream and per ray-casting call
-_CAST_THREADS = 0
 _LABEL_STREAM, _SAMPLE_STREAM = 0, 1
 _HUE_CENTRES_DEG, _HUE_SPREAD_DEG = np.array([0.0, 120.0, 240.0]), 25.0
 # Stripe cycles across an object's bounding diameter, per texture (plain has none): a nuisance.
@@ -456,7 +455,7 @@ def _render(p: Dict[str, np.ndarray], pixel_noise: np.ndarray, cfg: SyntheticCon
     raycaster = o3d.t.geometry.RaycastingScene()
     raycaster.add_triangles(o3d.core.Tensor(verts), o3d.core.Tensor(tris.astype(np.uint32)))
     rays, direction = _camera_rays(p['camera_rotation'], offsets, cfg)
-    hits = {k: v.numpy() for k, v in raycaster.cast_rays(o3d.core.Tensor(rays), nthreads=_CAST_THREADS).items()}
+    hits = {k: v.numpy() for k, v in raycaster.cast_rays(o3d.core.Tensor(rays)).items()}
     del rays
 
     t = hits['t_hit'].reshape(-1)
@@ -659,8 +658,7 @@ def _synthesise(s: Dict[str, np.ndarray], noise_spectrum: np.ndarray, cfg: Synth
 
     # Audio rate: phase grows linearly within each control step (constant frequency), envelope is
     # interpolated linearly; cycles are reduced mod 1 at control rate to keep float32 exact.
-    # The [B, steps, ratio] arrays are built in place: at this size fresh temporaries cost more in
-    # page faults than in arithmetic.
+    # The [B, steps, ratio] arrays are built in place (each full-size temporary is a memory pass).
     increment = freq[:, :-1] * (ratio / SAMPLE_RATE)                    # cycles per control step
     start = np.concatenate([np.zeros((n, 1)), np.cumsum(increment, axis=1)[:, :-1]], 1) % 1.0
     frac = (np.arange(ratio) / ratio).astype(np.float32)[None, None, :]
@@ -681,8 +679,7 @@ def _synthesise(s: Dict[str, np.ndarray], noise_spectrum: np.ndarray, cfg: Synth
     phase *= _TABLE_SIZE
     index = np.empty(phase.shape, np.intp)
     np.copyto(index, phase, casting='unsafe')                          # truncation, as astype
-    # mode='clip' both bounds the last row's index (as np.minimum did) and avoids take's
-    # defensive copy of ``out``.
+    # (x + row) can round up to row + 1: mode='clip' keeps the last row's index in its table.
     tone = np.take(tables.astype(np.float32).ravel(), index.reshape(n, -1)[:, :length], mode='clip')
     tone *= env.reshape(n, -1)[:, :length]
     tone_rms = np.sqrt(np.einsum('ij,ij->i', tone, tone, dtype=np.float64) / length) + 1e-9
