@@ -228,10 +228,19 @@ def test_launch_description_without_launch_says_what_to_do(monkeypatch):
 
 
 def _fake_python(tmp_path, traps):
-    """A stand-in interpreter: a shell that ignores the given signals, so stop() must escalate."""
+    """A stand-in interpreter that ignores the given signals (and dies of any other), so stop() must
+    escalate. A Python script rather than sh: a shell defers signals until its foreground child
+    returns, which under load outlasted the short timeouts."""
     script = tmp_path / f'python_{"_".join(traps) or "plain"}'
-    trap = f"trap '' {' '.join(traps)}\n" if traps else ''
-    script.write_text(f'#!/bin/sh\n{trap}echo ready\nwhile true; do sleep 0.05; done\n')
+    ignored = ', '.join(f'signal.SIG{name}' for name in traps)
+    script.write_text(f'#!{sys.executable} -S\n'
+                      'import signal, time\n'
+                      'signal.signal(signal.SIGINT, signal.SIG_DFL)\n'
+                      f'for sig in ({ignored}{"," if traps else ""}):\n'
+                      '    signal.signal(sig, signal.SIG_IGN)\n'
+                      "print('ready', flush=True)\n"
+                      'while True:\n'
+                      '    time.sleep(0.05)\n')
     script.chmod(0o755)
     return str(script)
 
@@ -242,7 +251,7 @@ def test_stop_escalates_sigint_sigterm_sigkill(tmp_path, traps, expected):
     lines = []
     bringup = Bringup('replay_eval', {'bag': '/nonexistent'}, only=['bag_player'],
                       sink=lines.append, python=_fake_python(tmp_path, traps),
-                      sigint_timeout=0.3, sigterm_timeout=0.3)
+                      sigint_timeout=1.0, sigterm_timeout=1.0)
     bringup.start()
     deadline = time.monotonic() + 5
     while not any('[bag_player] ready' in line for line in lines) and time.monotonic() < deadline:
