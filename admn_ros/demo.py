@@ -23,7 +23,7 @@ def _ensure_default(out: Path, quick: bool) -> Path:
         pass
     if not quick:
         # The first run makes the real default (the model behind the README's tables), once.
-        print('No trained default found: training it now, once (about 12 minutes on 2 cores;\n'
+        print('No trained default found: training it now, once (about 11 minutes on 2 cores;\n'
               'the same as `admn train defaults --dataset synthetic`).', flush=True)
         from quality_estimators.defaults import train_defaults
         return train_defaults('synthetic')
