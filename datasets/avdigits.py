@@ -38,6 +38,7 @@ from typing import List, Sequence, Tuple
 
 import numpy as np
 
+from datasets.cache import default_cache_root
 from datasets.sample import SAMPLE_RATE, RawBatch
 
 SPLITS = ('train', 'val', 'test')
@@ -225,12 +226,6 @@ def decode_clip(path: Path, length: int = int(CLIP_SECONDS * SAMPLE_RATE)) -> np
     return fit_clip(np.asarray(mono, dtype=np.float32), length)
 
 
-def cache_dir() -> Path:
-    """The project's one cache root (:func:`datasets.cache.default_cache_root`)."""
-    from datasets.cache import default_cache_root
-    return default_cache_root()
-
-
 def _cache_key(recordings: Sequence[Recording], length: int) -> str:
     h = hashlib.sha1(f'v{_CACHE_VERSION} {SAMPLE_RATE} {length}'.encode())
     for r in recordings:
@@ -244,7 +239,7 @@ def load_clips(recordings: Sequence[Recording], *, use_cache: bool = True) -> np
     length = int(CLIP_SECONDS * SAMPLE_RATE)
     ordered = sorted(range(len(recordings)), key=lambda i: recordings[i].path.name)
     canonical = [recordings[i] for i in ordered]   # the cache ignores sample order
-    path = cache_dir() / f'avdigits_audio_{_cache_key(canonical, length)}.npy'
+    path = default_cache_root() / f'avdigits_audio_{_cache_key(canonical, length)}.npy'
     clips = None
     if use_cache and path.is_file():
         try:

@@ -80,6 +80,9 @@ class ArrayCache:
 
     root: Path = field(default_factory=default_cache_root)
     shard_size: int = 2000
+    # Store audio as 16-bit PCM (half the disk; what sensors deliver). False keeps float32 exactly,
+    # for arrays that must come back bit-equal (e.g. corrupted test sets).
+    pcm_audio: bool = True
 
     def __post_init__(self):
         self.root = Path(self.root).expanduser()
@@ -109,7 +112,7 @@ class ArrayCache:
             _warn(f'ignoring unreadable cache entry {entry}: {exc}')
             return None
         stored = {k: np.concatenate([s[k] for s in shards]) for k in manifest['keys']}
-        if 'audio' in stored:
+        if 'audio' in stored and stored['audio'].dtype == np.int16:
             stored['audio'] = dequantise_audio(stored['audio'])
         if batch_size(stored) != manifest['n']:
             _warn(f'ignoring cache entry {entry}: holds {batch_size(stored)} samples, manifest says {manifest["n"]}')
@@ -122,7 +125,7 @@ class ArrayCache:
         self.root.mkdir(parents=True, exist_ok=True)
         n = batch_size(batch)
         stored = dict(batch)
-        if 'audio' in stored:
+        if 'audio' in stored and self.pcm_audio:
             stored['audio'] = quantise_audio(stored['audio'])
         tmp = Path(tempfile.mkdtemp(prefix=f'.{entry.name}.', dir=self.root))
         try:
@@ -156,7 +159,7 @@ class ArrayCache:
         cached = self.load(parts)
         if cached is not None:
             return cached
-        batch = quantise_audio_roundtrip(build())
+        batch = quantise_audio_roundtrip(build()) if self.pcm_audio else build()
         self.save(parts, batch)
         return batch
 

@@ -321,6 +321,7 @@ def write_folder(path, split: str, batch, class_names: Sequence[str] = (), *,
     import soundfile as sf
     import yaml
 
+    from datasets.corruptions import corruption_labels
     from datasets.rosmsg_codec import depth_to_mm
 
     if hasattr(batch, 'arrays'):   # a LoadedDataset
@@ -351,7 +352,7 @@ def write_folder(path, split: str, batch, class_names: Sequence[str] = (), *,
         audio = np.asarray(batch['audio'])
         if audio.size and (not np.all(np.isfinite(audio)) or np.max(np.abs(audio)) > 1.0):
             raise ValueError('audio must be finite and within [-1, 1] to store as 16-bit PCM')
-    conditions = _batch_conditions(batch)
+    conditions = corruption_labels(batch)
     depth_mm = depth_to_mm(batch['depth']) if 'depth' in batch and depth_format == 'png' else None
 
     root.mkdir(parents=True, exist_ok=True)
@@ -385,9 +386,3 @@ def write_folder(path, split: str, batch, class_names: Sequence[str] = (), *,
             (record / 'meta.yaml').write_text(yaml.safe_dump(meta, sort_keys=False),
                                               encoding='utf8')
     return split_dir
-
-
-def _batch_conditions(batch: RawBatch) -> Dict[str, Tuple[List[str], np.ndarray]]:
-    """``{modality: (type names, severities)}`` from the batch's corruption labels."""
-    from datasets.corruptions import corruption_labels
-    return corruption_labels(batch)

@@ -26,6 +26,7 @@ from datasets.sample import MODALITIES, RawBatch, batch_size, present_modalities
 SPLITS = ('train', 'val', 'test')
 DATASET_NAMES = ('synthetic', 'tensors', 'avdigits', 'folder:PATH')
 SYNTHETIC_SIZES = {'train': 6000, 'val': 1000, 'test': 1000}
+TENSORS_VERSION = 2   # bump when _random_tensors changes what it makes
 TENSOR_SIZES = {'train': 64, 'val': 32, 'test': 32}
 TENSOR_CLASSES = 4
 
@@ -93,13 +94,22 @@ def load_dataset(name: str, split: str, *, seed: int = 0, size: Optional[int] = 
                          modalities=present_modalities(arrays))
 
 
+def content_version(name: str) -> int:
+    """Version of the content a built-in generator makes for ``name`` (0 for data read from files);
+    caches of derived arrays key on it so they are rebuilt when the generator changes."""
+    if name == 'synthetic':
+        from datasets.synthetic import GENERATOR_VERSION
+        return GENERATOR_VERSION
+    return TENSORS_VERSION if name == 'tensors' else 0
+
+
 def _load_synthetic(split, seed, size, cache, config):
     from datasets import synthetic
     from datasets.cache import ArrayCache, quantise_audio_roundtrip
     cfg = config or synthetic.SyntheticConfig()
     cfg = dataclasses.replace(cfg, seed=split_seed(seed, split))
     n = size or SYNTHETIC_SIZES[split]
-    parts = {'dataset': 'synthetic', 'generator_version': synthetic.GENERATOR_VERSION,
+    parts = {'dataset': 'synthetic', 'generator_version': content_version('synthetic'),
              'config': dataclasses.asdict(cfg), 'split': split, 'seed': seed, 'size': n}
 
     def build():

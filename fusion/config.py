@@ -21,6 +21,11 @@ class EncoderConfig:
     stem: str = 'patch'
 
     @property
+    def stem_widths(self) -> Tuple[int, int]:
+        """Channels of the conv stem's two stride-2 convs (``stem='conv'``)."""
+        return (self.dim // 4, self.dim // 2)
+
+    @property
     def num_patches(self) -> int:
         h, w = self.input_size
         if h % self.patch_size or w % self.patch_size:

@@ -32,7 +32,7 @@ class PatchEmbed(nn.Module):
         if cfg.stem == 'conv':
             if patch % 4:
                 raise ValueError(f'the conv stem needs patch_size divisible by 4, got {patch}')
-            for width in stem_widths(cfg):
+            for width in cfg.stem_widths:
                 layers += [nn.Conv2d(chans, width, 3, stride=2, padding=1), nn.GELU()]
                 chans = width
             patch //= 4
@@ -41,10 +41,6 @@ class PatchEmbed(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(self.stem(x)).flatten(2).transpose(1, 2)  # [B, N, D]
-
-
-def stem_widths(cfg: EncoderConfig):
-    return (cfg.dim // 4, cfg.dim // 2)
 
 
 class AdaptiveDepthEncoder(nn.Module):
@@ -93,9 +89,8 @@ class AdaptiveDepthEncoder(nn.Module):
             return self._run(tokens, keep[0].nonzero().flatten().tolist())
         # Mixed masks: each block runs once, on just the rows that keep it. Every sample still sees its
         # kept blocks in order, and the batch stays batched however many distinct masks it holds.
-        in_place = not torch.is_grad_enabled()  # inference: write rows back without a full copy
-        if in_place:
-            tokens = tokens.clone()
+        # Inference writes rows back in place (``tokens`` is forward's own fresh tensor).
+        in_place = not torch.is_grad_enabled()
         for i, block in enumerate(self.blocks):
             rows = keep[:, i].nonzero().flatten()
             if len(rows) == len(tokens):

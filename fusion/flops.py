@@ -24,9 +24,8 @@ def block_flops(tokens: int, dim: int, mlp_ratio: float = 4.0) -> float:
 def patch_embed_flops(cfg: EncoderConfig) -> float:
     if cfg.stem == 'patch':
         return 2.0 * cfg.num_patches * cfg.in_chans * cfg.patch_size ** 2 * cfg.dim
-    from fusion.encoder import stem_widths
     (h, w), chans, total = cfg.input_size, cfg.in_chans, 0.0
-    for width in stem_widths(cfg):  # 3x3 stride-2 convs, padding 1
+    for width in cfg.stem_widths:  # 3x3 stride-2 convs, padding 1
         h, w = (h + 1) // 2, (w + 1) // 2
         total += 2.0 * h * w * width * chans * 9
         chans = width

@@ -26,8 +26,9 @@ Keep = Mapping[str, torch.Tensor]
 class Adapter(nn.Module):
     """A modality's CLS feature -> fusion width: a unit-gain linear map plus a residual MLP.
 
-    The residual keeps the encoder's signal (and its gradient) at full strength from the first step;
-    a plain two-layer MLP with small weights attenuated both about 20x and stalled training.
+    The residual keeps the encoder's signal (and its gradient) at full strength from the first step
+    (gain 0.98 at init); the former plain two-layer MLP passed about a fifth of both (gain 0.18-0.20),
+    and the model behind it stayed at chance for 4 epochs where the encoder with a linear head learned.
     """
 
     def __init__(self, dim: int, hidden: int, out: int):
@@ -92,8 +93,8 @@ class ADMNModel(nn.Module):
         for block in self.fusion:
             x = block(x, key_mask=valid)
         x = self.fusion_norm(x)
-        # Pool the modality tokens only; the null token stands in just when no modality ran (pooling
-        # it always dilutes the features with a constant, which stalled from-scratch training).
+        # Pool the modality tokens only: the null token is a placeholder for "no modality ran" and
+        # stands in just then, instead of mixing a constant into every sample's feature.
         pool = valid.clone()
         pool[:, 0] = ~valid[:, 1:].any(1)
         w = pool.to(x.dtype)[..., None]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from quality_estimators.evaluate import cache_dir
+from datasets.cache import default_cache_root
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / 'config'
 
@@ -16,7 +16,7 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / 'config'
 def train_defaults(dataset: str, *, device: str = 'auto', progress: bool = True) -> Path:
     from fusion.stage1 import Stage1Config, train_stage1
     from quality_estimators.train_controller import ControllerTrainConfig, train_controller
-    out = cache_dir() / 'models' / dataset
+    out = default_cache_root() / 'models' / dataset
     s1 = Stage1Config.from_yaml(str(CONFIG_DIR / f'stage1_{dataset}.yaml'))
     s1.device = device
     stage1 = train_stage1(s1, out / 'stage1', resume=True, progress=progress)

@@ -9,31 +9,25 @@ controller's own cost for ``admn``). ``budget`` is a fraction of the full model'
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
 
-from datasets.registry import load_dataset
+from datasets.cache import ArrayCache, default_cache_root
+from datasets.registry import content_version, load_dataset
 from datasets.sample import RawBatch, take
 from fusion.flops import CostModel
 from quality_estimators.budget import Budget
-
-def cache_dir() -> Path:
-    from datasets.cache import default_cache_root
-    return default_cache_root()
-
 
 def default_checkpoint(dataset: str) -> Path:
     """Where ``admn train defaults --dataset NAME`` puts the trained default for a built-in dataset."""
     packaged = Path(__file__).resolve().parent.parent / 'admn_ros' / 'models' / f'{dataset}.pt'
     if packaged.exists():
         return packaged
-    local = cache_dir() / 'models' / dataset / 'controller.pt'
+    local = default_cache_root() / 'models' / dataset / 'controller.pt'
     if local.exists():
         return local
     raise FileNotFoundError(
@@ -49,19 +43,15 @@ def corrupted_test_set(dataset: str, *, seed: int = 0, size: Optional[int] = Non
     """
     from datasets.corruptions import CorruptionSampler
     mix = 'clean-v1' if clean else 'standard-v1'
-    key = hashlib.sha1(json.dumps([dataset, seed, size, data_root, mix]).encode()).hexdigest()[:16]
-    path = cache_dir() / 'eval' / f'{dataset.replace("/", "_").replace(":", "_")}-{key}.npz'
-    if path.exists():
-        with np.load(path) as f:
-            return {k: f[k] for k in f.files}
-    test = load_dataset(dataset, 'test', seed=seed, size=size, data_root=data_root).arrays
-    sampler = CorruptionSampler.standard(policy='clean') if clean else CorruptionSampler.standard()
-    batch = sampler(test, np.random.default_rng(seed + 12345))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + '.tmp.npz')
-    np.savez(tmp, **batch)
-    os.replace(tmp, path)
-    return batch
+    parts = {'dataset': dataset, 'content_version': content_version(dataset), 'split': 'test',
+             'seed': seed, 'size': size, 'data_root': data_root, 'mix': mix}
+
+    def build():
+        test = load_dataset(dataset, 'test', seed=seed, size=size, data_root=data_root).arrays
+        sampler = CorruptionSampler.standard(policy='clean') if clean else CorruptionSampler.standard()
+        return sampler(test, np.random.default_rng(seed + 12345))
+
+    return ArrayCache(default_cache_root() / 'eval', pcm_audio=False).get_or_create(parts, build)
 
 
 @torch.inference_mode()
