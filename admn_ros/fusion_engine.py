@@ -34,7 +34,7 @@ from __future__ import annotations
 import collections
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -103,21 +103,14 @@ def decode_depth(msg: Any, limits: InputLimits = InputLimits()) -> np.ndarray:
 def decode_audio(msg: Any, limits: InputLimits = InputLimits()) -> np.ndarray:
     """Audio as an Image (16SC1/32FC1, one row per channel) or ``AudioDataStamped`` (S16LE mono)
     -> float32 mono [T] in [-1, 1] at 16 kHz; channels are averaged."""
-    from datasets.rosmsg_codec import audio_common_to_array, audio_from_image
+    from admn_ros.messages import read_audio
+    stamped = hasattr(msg, 'audio')   # AudioDataStamped: S16LE by ros-drivers' default
+    encoding = '' if stamped else str(getattr(msg, 'encoding', ''))
+    if not stamped and encoding not in AUDIO_ENCODINGS:
+        raise RejectedInput(f'audio encoding {encoding!r} not accepted; use one of '
+                            f'{", ".join(AUDIO_ENCODINGS)}')
     try:
-        if hasattr(msg, 'audio'):  # AudioDataStamped carries no format: ros-drivers' default
-            from types import SimpleNamespace
-            info = SimpleNamespace(channels=1, sample_rate=SAMPLE_RATE, sample_format='S16LE',
-                                   coding_format='wave')
-            rows = audio_common_to_array(msg, info)
-        else:
-            encoding = str(getattr(msg, 'encoding', ''))
-            if encoding not in AUDIO_ENCODINGS:
-                raise RejectedInput(f'audio encoding {encoding!r} not accepted; use one of '
-                                    f'{", ".join(AUDIO_ENCODINGS)}')
-            rows = audio_from_image(msg)
-    except RejectedInput:
-        raise
+        rows = read_audio(msg)
     except ValueError as exc:
         raise RejectedInput(str(exc)) from None
     if rows.size == 0:
@@ -125,7 +118,7 @@ def decode_audio(msg: Any, limits: InputLimits = InputLimits()) -> np.ndarray:
     if rows.shape[1] > limits.max_audio_s * SAMPLE_RATE:
         raise RejectedInput(f'audio chunk of {rows.shape[1] / SAMPLE_RATE:.1f} s exceeds '
                             f'{limits.max_audio_s} s')
-    if str(getattr(msg, 'encoding', '')) != '16SC1':  # integer PCM is finite and in range
+    if not (stamped or encoding == '16SC1'):  # integer PCM is finite and in range
         if not np.all(np.isfinite(rows)):
             raise RejectedInput('audio holds NaN or infinite samples')
         if float(np.max(np.abs(rows))) > 1.0 + 1e-6:
@@ -154,7 +147,6 @@ class RollingAudio:
         self.sample_rate = int(sample_rate)
         self._buffer = np.zeros(0, np.float32)
         self._end_ns: Optional[int] = None   # stamp just after the last buffered sample
-        self.restarts = 0
 
     def push(self, stamp_ns: int, wave: np.ndarray) -> np.ndarray:
         """Add one chunk (stamped at its first sample); returns the window ending with it."""
@@ -165,9 +157,8 @@ class RollingAudio:
             self._buffer = np.concatenate([self._buffer, wave])[-self.clip_samples:]
         else:
             self._buffer = wave[-self.clip_samples:].copy()
-            self.restarts += 1
         self._end_ns = int(stamp_ns) + int(round(len(wave) * 1e9 / self.sample_rate))
-        return self._buffer.copy()
+        return self._buffer   # never modified in place (each push makes a new array): no copy
 
     def clear(self) -> None:
         self._buffer = np.zeros(0, np.float32)
@@ -182,7 +173,6 @@ class Frame:
     stamp_ns: int                          # the set's stamp (first live modality in order)
     frame_id: str
     data: Dict[str, np.ndarray]            # rgb [H,W,3] uint8, depth [H,W] f32, audio [T] f32
-    stamps: Dict[str, int] = field(default_factory=dict)   # each input's own stamp
     ready_mono: float = 0.0                # steady clock when the set was complete
 
 
@@ -206,7 +196,6 @@ class FrameQueue:
         self._cond = threading.Condition()
         self._closed = False
         self.dropped = 0
-        self.put_count = 0
 
     def put(self, frame: Frame) -> bool:
         """Queue ``frame``; when full the oldest waiting frame is dropped. False once closed."""
@@ -217,7 +206,6 @@ class FrameQueue:
                 self._items.popleft()
                 self.dropped += 1
             self._items.append(frame)
-            self.put_count += 1
             self._cond.notify()
             return True
 
@@ -280,8 +268,6 @@ class ModalitySync:
         self.live: Tuple[str, ...] = self.modalities
         self._sync = self._new_sync(self.live)
         self.frames = 0
-        # (time, live set) at each change, for diagnostics and tests; bounded
-        self.changes: collections.deque = collections.deque(maxlen=64)
 
     # ------------------------------------------------------------------ internals
     def _new_sync(self, live: Tuple[str, ...]) -> ApproxSync:
@@ -292,7 +278,6 @@ class ModalitySync:
             anchor = inputs[0]
             frame = Frame(stamp_ns=anchor.stamp_ns, frame_id=anchor.frame_id,
                           data={m: x.array for m, x in zip(live, inputs)},
-                          stamps={m: x.stamp_ns for m, x in zip(live, inputs)},
                           ready_mono=self._clock())
             self.frames += 1
             self.on_frame(frame)
@@ -303,7 +288,7 @@ class ModalitySync:
         since = self._expect_since if seen is None else max(seen, self._expect_since)
         return now - since <= self.timeout_s
 
-    def _rebuild(self, live: Tuple[str, ...], now: float) -> None:
+    def _rebuild(self, live: Tuple[str, ...]) -> None:
         """Switch to a new live set, re-matching what the kept inputs still have queued."""
         old_live, old = self.live, self._sync
         kept = []
@@ -312,8 +297,6 @@ class ModalitySync:
                 kept.extend((stamp, m, item) for stamp, item in old.queues[i].items())
         self.live = live
         self._sync = self._new_sync(live) if live else None
-        if live != old_live:
-            self.changes.append((now, live))
         if self._sync is not None:
             for stamp, m, item in sorted(kept, key=lambda k: (k[0], MODALITIES.index(k[1]))):
                 self._sync.add(live.index(m), stamp, item)
@@ -321,7 +304,7 @@ class ModalitySync:
     def _update_live(self, now: float) -> None:
         live = tuple(m for m in self.modalities if self._is_live(m, now))
         if live != self.live:
-            self._rebuild(live, now)
+            self._rebuild(live)
 
     # ------------------------------------------------------------------ API
     def add(self, modality: str, stamp_ns: int, frame_id: str, array: np.ndarray) -> None:
@@ -375,7 +358,7 @@ class ModalitySync:
                 self.slop_ns = int(slop_ns)
             if timeout_s is not None:
                 self.timeout_s = float(timeout_s)
-            self._rebuild(self.live, self._clock())
+            self._rebuild(self.live)
 
     def reset(self) -> None:
         """Forget queued inputs and liveness (on activation)."""
@@ -604,7 +587,6 @@ class Worker:
         self.queue, self.process, self.on_error = queue, process, on_error
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self.busy = False
 
     def start(self) -> 'Worker':
         self._thread.start()
@@ -615,13 +597,10 @@ class Worker:
             frame = self.queue.get(timeout=0.1)
             if frame is None or self._stop.is_set():
                 continue
-            self.busy = True
             try:
                 self.process(frame)
             except Exception as exc:  # never let one bad frame end processing
                 self.on_error(frame, exc)
-            finally:
-                self.busy = False
 
     def stop(self, timeout: float = 5.0) -> bool:
         """Stop after the current frame; True when the thread has ended."""

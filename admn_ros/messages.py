@@ -16,7 +16,7 @@ as one status per modality (name = modality) with values ``type``/``severity``.
 from __future__ import annotations
 
 from types import SimpleNamespace
-from typing import Dict, Tuple
+from typing import Any, Dict, Tuple
 
 import numpy as np
 
@@ -151,14 +151,23 @@ def audio_stamped_msg(audio: np.ndarray, stamp_ns: int, frame_id: str = T.FRAME_
 
 
 # --------------------------------------------------------------------------- ground truth
-def _status(name: str, message: str, values: Dict[str, str], level: int = 0):
+def diag_status(name: str, message: str, values: Dict[str, Any], level: int = 0):
+    """A ``DiagnosticStatus`` carrying ``values`` as key/value strings."""
     from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
     return DiagnosticStatus(level=bytes([level]), name=name, message=message,
                             values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
 
 
-def _values(status) -> Dict[str, str]:
+def status_values(status) -> Dict[str, str]:
     return {kv.key: kv.value for kv in status.values}
+
+
+def find_status(msg, name: str):
+    """The status called ``name`` in a DiagnosticArray; ValueError when there is none."""
+    for status in msg.status:
+        if status.name == name:
+            return status
+    raise ValueError(f'DiagnosticArray has no {name!r} status')
 
 
 def label_msg(stamp_ns: int, class_id: int, class_name: str = ''):
@@ -166,18 +175,15 @@ def label_msg(stamp_ns: int, class_id: int, class_name: str = ''):
     from diagnostic_msgs.msg import DiagnosticArray
     values = {T.LABEL_KEY_ID: int(class_id), T.LABEL_KEY_NAME: class_name}
     return DiagnosticArray(header=header(stamp_ns),
-                           status=[_status(LABEL_STATUS, class_name, values)])
+                           status=[diag_status(LABEL_STATUS, class_name, values)])
 
 
 def read_label(msg) -> Tuple[int, str]:
     """DiagnosticArray -> (class_id, class_name); ValueError when it carries no label status."""
-    for status in msg.status:
-        if status.name == LABEL_STATUS:
-            values = _values(status)
-            if T.LABEL_KEY_ID not in values:
-                raise ValueError(f'label status has no {T.LABEL_KEY_ID} value')
-            return int(values[T.LABEL_KEY_ID]), values.get(T.LABEL_KEY_NAME, '')
-    raise ValueError(f'DiagnosticArray has no {LABEL_STATUS!r} status')
+    values = status_values(find_status(msg, LABEL_STATUS))
+    if T.LABEL_KEY_ID not in values:
+        raise ValueError(f'label status has no {T.LABEL_KEY_ID} value')
+    return int(values[T.LABEL_KEY_ID]), values.get(T.LABEL_KEY_NAME, '')
 
 
 def corruption_msg(stamp_ns: int, levels: Dict[str, Tuple[str, float]]):
@@ -188,7 +194,7 @@ def corruption_msg(stamp_ns: int, levels: Dict[str, Tuple[str, float]]):
         severity = float(severity)
         clean = ctype == 'clean' or severity == 0.0
         values = {T.CORRUPTION_KEY_TYPE: ctype, T.CORRUPTION_KEY_SEVERITY: repr(severity)}
-        status.append(_status(modality, 'clean' if clean else f'{ctype} {severity:.3f}', values,
+        status.append(diag_status(modality, 'clean' if clean else f'{ctype} {severity:.3f}', values,
                               level=0 if clean else 1))
     return DiagnosticArray(header=header(stamp_ns), status=status)
 
@@ -197,7 +203,7 @@ def read_corruption(msg) -> Dict[str, Tuple[str, float]]:
     """DiagnosticArray -> ``{modality: (type, severity)}`` for the statuses it carries."""
     out = {}
     for status in msg.status:
-        values = _values(status)
+        values = status_values(status)
         if T.CORRUPTION_KEY_TYPE in values and T.CORRUPTION_KEY_SEVERITY in values:
             out[status.name] = (values[T.CORRUPTION_KEY_TYPE],
                                 float(values[T.CORRUPTION_KEY_SEVERITY]))

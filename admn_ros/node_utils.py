@@ -115,6 +115,15 @@ def make_executor(kind: Optional[str] = None, context=None):
     return SingleThreadedExecutor(context=context)
 
 
+def exit_without_teardown(code: int) -> None:
+    """Leave without the interpreter's teardown: the node has released everything already, and
+    unloading torch and the DDS libraries takes seconds on a busy machine - longer than the
+    SIGINT grace period of bringup (and launch), which would then SIGTERM a clean shutdown."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def run_node(factory: Callable[[], Any], args: Optional[Sequence[str]] = None) -> int:
     """The standard ``main()``: init, build the node, spin, and always clean up.
 

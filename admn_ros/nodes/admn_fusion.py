@@ -48,8 +48,6 @@ counted per modality and dropped; it never stops the node.
 from __future__ import annotations
 
 import functools
-import os
-import sys
 import threading
 import time
 from typing import Any, Dict, List, Optional, Tuple
@@ -60,10 +58,12 @@ from rclpy.parameter import Parameter
 from admn_ros import messages as M
 from admn_ros.fusion_engine import (DECODERS, EngineConfig, FrameQueue, FusionEngine, InputLimits,
                                     ModalitySync, Percentiles, RejectedInput, RollingAudio, Worker)
-from admn_ros.node_utils import (ERROR, OK, STALE, WARN, Diagnostics, RateMonitor, declare, param,
-                                 run_node, set_result)
+from admn_ros.node_utils import (ERROR, OK, STALE, WARN, Diagnostics, RateMonitor, declare,
+                                 exit_without_teardown, param, run_node, set_result)
 from datasets.rosmsg_codec import header_stamp_ns
 from datasets.sample import MODALITIES
+from quality_estimators.budget import UNITS
+from quality_estimators.policies import POLICY_NAMES
 
 NODE_NAME = 'admn_fusion'
 PREDICTION = 'admn/prediction'
@@ -75,8 +75,7 @@ BUDGET = 'budget'
 PREDICTION_STATUS = 'prediction'
 INFERENCE_STATUS = 'inference'
 BUDGET_STATUS = 'budget'
-POLICIES = ('admn', 'full', 'naive', 'every_other', 'random', 'heuristic', 'unimodal:<modality>')
-UNITS = ('layers', 'flops')
+POLICIES = tuple('unimodal:<modality>' if p == 'unimodal' else p for p in POLICY_NAMES)
 AUDIO_INPUTS = ('image', 'audio_common')
 TOP_K = 5
 # Parameters read only when (re)configuring or activating.
@@ -85,23 +84,6 @@ RELOAD_PARAMETERS = ('model_path', 'dataset', 'device', 'policy', 'modalities', 
 
 
 # --------------------------------------------------------------------------- messages
-def _status(name: str, message: str, values: Dict[str, Any], level: int = OK):
-    from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
-    return DiagnosticStatus(level=bytes([level]), name=name, message=message,
-                            values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
-
-
-def _values(status) -> Dict[str, str]:
-    return {kv.key: kv.value for kv in status.values}
-
-
-def _find(msg, name: str):
-    for status in msg.status:
-        if status.name == name:
-            return status
-    raise ValueError(f'DiagnosticArray has no {name!r} status')
-
-
 @functools.lru_cache(maxsize=None)
 def classification_type():
     """``vision_msgs.msg.Classification`` when it imports, else None (the fallback is used).
@@ -138,7 +120,7 @@ def prediction_msg(inf, header):
     values = {'class_id': inf.class_id, 'class_name': inf.class_name,
               'score': f'{inf.score:.6f}', 'top': top}
     return DiagnosticArray(header=header,
-                           status=[_status(PREDICTION_STATUS, inf.class_name, values)])
+                           status=[M.diag_status(PREDICTION_STATUS, inf.class_name, values)])
 
 
 def read_prediction(msg) -> Tuple[int, int, float]:
@@ -149,7 +131,7 @@ def read_prediction(msg) -> Tuple[int, int, float]:
             raise ValueError('Classification has no results')
         best = max(msg.results, key=lambda r: r.score)
         return stamp, int(best.class_id), float(best.score)
-    values = _values(_find(msg, PREDICTION_STATUS))
+    values = M.status_values(M.find_status(msg, PREDICTION_STATUS))
     return stamp, int(values['class_id']), float(values['score'])
 
 
@@ -159,10 +141,10 @@ def allocation_msg(inf, modalities, header):
     status = []
     for m in modalities:
         kept = [int(i) for i in inf.keep[m].nonzero()[0]]
-        status.append(_status(m, f'{len(kept)}/{len(inf.keep[m])} layers',
+        status.append(M.diag_status(m, f'{len(kept)}/{len(inf.keep[m])} layers',
                               {'layers': len(kept), 'kept': ','.join(map(str, kept)),
                                'present': str(m in inf.present).lower()}))
-    status.append(_status(BUDGET_STATUS, f'{inf.budget_fraction:g} of the {inf.budget_unit}',
+    status.append(M.diag_status(BUDGET_STATUS, f'{inf.budget_fraction:g} of the {inf.budget_unit}',
                           {'fraction': f'{inf.budget_fraction:g}', 'unit': inf.budget_unit,
                            'spent': f'{inf.budget_spent:.6f}'}))
     return DiagnosticArray(header=header, status=status)
@@ -174,7 +156,7 @@ def read_allocation(msg) -> Dict[str, Any]:
     out: Dict[str, Any] = {'stamp_ns': M.stamp_to_ns(msg.header.stamp), 'layers': {}, 'kept': {},
                            'present': {}}
     for status in msg.status:
-        values = _values(status)
+        values = M.status_values(status)
         if status.name == BUDGET_STATUS:
             out.update(fraction=float(values['fraction']), unit=values['unit'],
                        spent=float(values['spent']))
@@ -188,11 +170,11 @@ def read_allocation(msg) -> Dict[str, Any]:
 def quality_msg(inf, header):
     from diagnostic_msgs.msg import DiagnosticArray
     return DiagnosticArray(header=header, status=[
-        _status(m, f'{q:.3f}', {'quality': f'{q:.6f}'}) for m, q in inf.quality.items()])
+        M.diag_status(m, f'{q:.3f}', {'quality': f'{q:.6f}'}) for m, q in inf.quality.items()])
 
 
 def read_quality(msg) -> Dict[str, float]:
-    return {s.name: float(_values(s)['quality']) for s in msg.status}
+    return {s.name: float(M.status_values(s)['quality']) for s in msg.status}
 
 
 def inference_msg(inf, header, *, latency_ms: float, processing_ms: float, dropped: int):
@@ -202,12 +184,12 @@ def inference_msg(inf, header, *, latency_ms: float, processing_ms: float, dropp
               'policy_ms': f'{inf.policy_ms:.3f}', 'preprocess_ms': f'{inf.preprocess_ms:.3f}',
               'dropped': dropped, 'present': ','.join(inf.present)}
     return DiagnosticArray(header=header, status=[
-        _status(INFERENCE_STATUS, f'{inf.gflops:.4f} GFLOPs in {processing_ms:.1f} ms', values)])
+        M.diag_status(INFERENCE_STATUS, f'{inf.gflops:.4f} GFLOPs in {processing_ms:.1f} ms', values)])
 
 
 def read_inference(msg) -> Dict[str, Any]:
     """Inference message -> ``{'stamp_ns', 'gflops', 'latency_ms', ..., 'dropped', 'present'}``."""
-    values = _values(_find(msg, INFERENCE_STATUS))
+    values = M.status_values(M.find_status(msg, INFERENCE_STATUS))
     out: Dict[str, Any] = {'stamp_ns': M.stamp_to_ns(msg.header.stamp)}
     for key in ('gflops', 'latency_ms', 'processing_ms', 'model_ms', 'policy_ms', 'preprocess_ms'):
         out[key] = float(values[key])
@@ -293,7 +275,6 @@ class AdmnFusion(LifecycleNode):
         self.enabled = True
         self.last_error = ''
         self._lock = threading.Lock()          # counters shared by intake and the worker
-        self.received = {m: 0 for m in MODALITIES}
         self.rejected = {m: 0 for m in MODALITIES}
         self.rates = {m: RateMonitor(stale_after_s=5.0) for m in MODALITIES}
         self.last_reject = ''
@@ -534,9 +515,7 @@ class AdmnFusion(LifecycleNode):
     def _on_input(self, modality: str, msg) -> None:
         if not self.active or not self.enabled:
             return
-        with self._lock:
-            self.received[modality] += 1
-        self.rates[modality].tick()
+        self.rates[modality].tick()   # also counts what was received
         try:
             stamp = header_stamp_ns(msg)
             array = DECODERS[modality](msg, self.limits)
@@ -616,7 +595,7 @@ class AdmnFusion(LifecycleNode):
         with self._lock:
             for m in modalities:
                 age = ages.get(m)
-                values[f'{m} received'] = self.received[m]
+                values[f'{m} received'] = self.rates[m].count
                 values[f'{m} rejected'] = self.rejected[m]
                 values[f'{m} rate_hz'] = f'{self.rates[m].rate_hz():.2f}'
                 values[f'{m} age_s'] = 'never' if age is None else f'{age:.2f}'
@@ -640,7 +619,7 @@ class AdmnFusion(LifecycleNode):
         values = {'sets': self.sync.frames, 'live': ','.join(self.sync.live),
                   'pending': self.sync.pending(), 'seconds_since_last_set': f'{idle:.1f}',
                   'slop_s': param(self, 'sync_slop_s')}
-        if self.active and idle > 5.0 and any(self.received.values()):
+        if self.active and idle > 5.0 and any(r.count for r in self.rates.values()):
             return WARN, f'nothing synchronised for {idle:.0f} s (clocks or slop?)', values
         return OK, 'sync ok', values
 
@@ -672,15 +651,6 @@ class AdmnFusion(LifecycleNode):
 
 def main(args=None) -> int:
     return run_node(AdmnFusion, args)
-
-
-def exit_without_teardown(code: int) -> None:
-    """Leave without the interpreter's teardown: the node has released everything already, and
-    unloading torch and the DDS libraries takes seconds on a busy machine - longer than the
-    SIGINT grace period of bringup (and launch), which would then SIGTERM a clean shutdown."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
 
 
 if __name__ == '__main__':   # how bringup starts nodes (python -m); console scripts use main()
