@@ -149,15 +149,9 @@ NOTES: Dict[Tuple[str, str], str] = {
 def _tiny_checkpoint(path: Path) -> Path:
     """An untrained tiny stage-1 checkpoint (rgb, depth, audio): the fusion node only has to
     configure and activate, not to be right."""
-    from dataclasses import asdict
-
-    import torch
-
-    from datasets.preprocess import PreprocessConfig
     from datasets.sample import MODALITIES
-    from fusion.checkpoint import save_checkpoint
+    from fusion.checkpoint import save_untrained
     from fusion.config import ModelConfig
-    from fusion.model import ADMNModel
 
     chans = {'rgb': 3, 'depth': 1, 'audio': 1}
     encoder = {'input_size': [64, 64], 'patch_size': 16, 'dim': 16, 'depth': 2, 'heads': 2,
@@ -165,11 +159,7 @@ def _tiny_checkpoint(path: Path) -> Path:
     cfg = {'encoders': {m: dict(encoder, in_chans=chans[m]) for m in MODALITIES},
            'adapter_hidden': 16, 'fusion_dim': 16, 'fusion_depth': 1, 'fusion_heads': 2,
            'num_classes': 2}
-    torch.manual_seed(0)
-    model = ADMNModel(ModelConfig.from_dict(cfg))
-    return save_checkpoint(path, model, stage='stage1', dataset='tensors',
-                           class_names=['a', 'b'], modalities=list(MODALITIES),
-                           preprocess=asdict(PreprocessConfig()))
+    return save_untrained(path, ModelConfig.from_dict(cfg), dataset='tensors', class_names=['a', 'b'])
 
 
 def _tiny_bag(path: Path) -> Path:

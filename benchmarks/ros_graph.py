@@ -50,27 +50,17 @@ def bench_graph() -> GraphSpec:
 
 def default_checkpoint(out_dir: Path) -> Path:
     """The trained synthetic default, else an untrained default-architecture model in out_dir."""
-    from admn_ros.fusion_engine import resolve_model_path
+    from quality_estimators.evaluate import default_checkpoint as trained_default
     try:
-        return Path(resolve_model_path('', 'synthetic'))
+        return trained_default('synthetic')
     except FileNotFoundError:
-        from dataclasses import asdict
-
-        import torch
-
-        from datasets.preprocess import PreprocessConfig
         from datasets.synthetic import CLASS_NAMES
-        from fusion.checkpoint import save_checkpoint
+        from fusion.checkpoint import save_untrained
         from fusion.config import ModelConfig
-        from fusion.model import ADMNModel
         print('no trained default (admn train defaults): timing an untrained model of the '
               'default architecture', file=sys.stderr)
-        torch.manual_seed(0)
-        model = ADMNModel(ModelConfig(num_classes=len(CLASS_NAMES)))
-        return save_checkpoint(out_dir / 'untrained.pt', model, stage='stage1',
-                               dataset='synthetic', class_names=list(CLASS_NAMES),
-                               modalities=list(model.modalities),
-                               preprocess=asdict(PreprocessConfig()))
+        return save_untrained(out_dir / 'untrained.pt', ModelConfig(num_classes=len(CLASS_NAMES)),
+                              dataset='synthetic', class_names=CLASS_NAMES)
 
 
 def has_controller(path: Path) -> bool:

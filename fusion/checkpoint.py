@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import pickle
 import zipfile
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Dict, Tuple
 
@@ -35,6 +36,18 @@ def save_checkpoint(path, model: ADMNModel, **extra: Any) -> Path:
     torch.save(payload, tmp)
     os.replace(tmp, path)
     return path
+
+
+def save_untrained(path, cfg: ModelConfig, *, dataset: str, class_names, seed: int = 0,
+                   **extra: Any) -> Path:
+    """A stage-1 checkpoint of an untrained model (seeded) with the default preprocessing: for
+    timing, wiring and tests, where the nodes only have to load a model, not to be right."""
+    from datasets.preprocess import PreprocessConfig
+    torch.manual_seed(seed)
+    model = ADMNModel(cfg)
+    meta = {'stage': 'stage1', 'dataset': dataset, 'class_names': list(class_names),
+            'modalities': list(model.modalities), 'preprocess': asdict(PreprocessConfig())}
+    return save_checkpoint(path, model, **{**meta, **extra})
 
 
 def read_checkpoint(path, map_location='cpu') -> Dict[str, Any]:

@@ -8,17 +8,15 @@
   predictions above chance. It trains on AV-digits (real MNIST digits + spoken digits, rgb and
   audio, 10 classes), which such a small model learns in a few epochs (test accuracy ~0.4 against
   chance 0.1); the synthetic world needs all three modalities by design and a few thousand
-  samples to learn, too many for a test. It is cached
-  under pytest's base temporary directory and in this module, so every test file importing the
-  fixture shares one training run per process (each xdist worker trains its own). Tests using it
+  samples to learn, too many for a test. The checkpoint is kept under pytest's base temporary
+  directory, so every test file importing the fixture shares one training run per process (each
+  xdist worker trains its own). Tests using it
   are skipped when the AV-digits data (``../shared/data``) is not there.
 
 Import into a test module with ``from tests.fixtures_models import tiny_stage1  # noqa: F401``.
 """
 from __future__ import annotations
 
-import threading
-from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
 
@@ -28,8 +26,6 @@ TRAIN_SIZE = 512
 VAL_SIZE = 48
 EPOCHS = 8
 
-_LOCK = threading.Lock()
-_BUILT: dict = {}
 
 
 def tiny_model_config(modalities: Sequence[str] = ('rgb', 'depth', 'audio'),
@@ -46,28 +42,25 @@ def make_random_checkpoint(path, *, modalities: Sequence[str] = ('rgb', 'depth',
                            class_names: Sequence[str] = (), controller: bool = False,
                            seed: int = 0) -> Path:
     """An untrained tiny checkpoint as stage 1 writes it (plus a controller when asked)."""
-    import torch
-
-    from datasets.preprocess import PreprocessConfig
     from datasets.synthetic import CLASS_NAMES
-    from fusion.checkpoint import save_checkpoint
+    from fusion.checkpoint import save_untrained
     from fusion.config import ModelConfig
-    from fusion.model import ADMNModel
 
     names = list(class_names or CLASS_NAMES)
-    torch.manual_seed(seed)
-    model = ADMNModel(ModelConfig.from_dict(tiny_model_config(modalities, len(names))))
-    meta = {'stage': 'stage1', 'dataset': 'synthetic', 'class_names': names,
-            'modalities': list(modalities), 'preprocess': asdict(PreprocessConfig())}
+    extra = {}
     if controller:
+        import torch
+
         from quality_estimators.controller import AllocationController, ControllerConfig
+        torch.manual_seed(seed + 1)
         ctrl = AllocationController(ControllerConfig(
             modalities=tuple(modalities), in_chans={m: 3 if m == 'rgb' else 1 for m in modalities},
             depth=4, embed_dim=16, transformer_depth=1, heads=2,
             num_types={m: {'rgb': 7, 'depth': 5, 'audio': 7}[m] for m in modalities}))
-        meta.update(stage='controller', controller_config=ctrl.cfg.to_dict(),
-                    controller_state=ctrl.state_dict())
-    return save_checkpoint(path, model, **meta)
+        extra = {'stage': 'controller', 'controller_config': ctrl.cfg.to_dict(),
+                 'controller_state': ctrl.state_dict()}
+    return save_untrained(path, ModelConfig.from_dict(tiny_model_config(modalities, len(names))),
+                          dataset='synthetic', class_names=names, seed=seed, **extra)
 
 
 def avdigits_available() -> bool:
@@ -103,21 +96,19 @@ def build_tiny_stage1(out_dir: Path) -> Path:
 @pytest.fixture(scope='session')
 def tiny_stage1(tmp_path_factory) -> Path:
     """Path of a tiny trained AV-digits stage-1 checkpoint (rgb + audio, 10 classes)."""
-    with _LOCK:  # one training run even if two threads ask at once
-        if 'stage1' not in _BUILT or not Path(_BUILT['stage1']).is_file():
-            if not avdigits_available():
-                pytest.skip('AV-digits data (../shared/data) not available')
-            base = tmp_path_factory.getbasetemp() / 'tiny_models' / 'stage1'
-            _BUILT['stage1'] = build_tiny_stage1(base)
-        return _BUILT['stage1']
+    if not avdigits_available():
+        pytest.skip('AV-digits data (../shared/data) not available')
+    # Every module importing the fixture shares the run: a finished checkpoint is reused from disk.
+    return build_tiny_stage1(tmp_path_factory.getbasetemp() / 'tiny_models' / 'stage1')
 
 
 # --------------------------------------------------------------------------- ROS helpers
 class RosHarness:
     """Nodes under test plus a probe node in one private context and one executor, all in one
-    namespace, spun in bounded loops (ros.md §11)."""
+    namespace, spun in bounded loops (ros.md §11). Probe subscriptions are deep (500), so
+    count-sensitive tests never lose messages to the queue (platform.md pitfall 6)."""
 
-    def __init__(self, ctx, namespace: str):
+    def __init__(self, ctx, namespace: str = ''):
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
         self.ctx, self.namespace = ctx, namespace

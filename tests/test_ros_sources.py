@@ -7,50 +7,13 @@ import pytest
 rclpy = pytest.importorskip('rclpy')
 
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
-from rclpy.qos import QoSProfile  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
 from admn_ros import messages as M  # noqa: E402
+from tests.fixtures_models import RosHarness  # noqa: E402
 
 pytestmark = pytest.mark.ros
-DEEP = QoSProfile(depth=200)  # count-sensitive subscribers must not drop (platform.md pitfall 6)
-
-
-class Harness:
-    """Nodes under test plus a probe node in one context and one executor, spun in bounded loops."""
-
-    def __init__(self, ctx, *nodes):
-        self.ctx = ctx
-        self.probe = rclpy.create_node('probe', context=ctx)
-        self.nodes = list(nodes)
-        self.executor = SingleThreadedExecutor(context=ctx)
-        for node in self.nodes + [self.probe]:
-            self.executor.add_node(node)
-        self.got = {}
-
-    def listen(self, msg_type, topic, key=None, qos=DEEP):
-        key = key or topic
-        self.got[key] = []
-        self.probe.create_subscription(msg_type, topic, self.got[key].append, qos)
-        return self.got[key]
-
-    def spin_until(self, done, timeout=10.0):
-        deadline = time.monotonic() + timeout
-        while not done() and time.monotonic() < deadline:
-            self.executor.spin_once(timeout_sec=0.02)
-        return done()
-
-    def spin_for(self, seconds):
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            self.executor.spin_once(timeout_sec=0.01)
-
-    def close(self):
-        self.executor.shutdown()
-        for node in self.nodes + [self.probe]:
-            node.destroy_node()
 
 
 @pytest.fixture
@@ -58,7 +21,9 @@ def harness(ros_context):
     made = []
 
     def make(*nodes):
-        made.append(Harness(ros_context, *nodes))
+        made.append(RosHarness(ros_context))
+        for node in nodes:
+            made[-1].add(node)
         return made[-1]
     yield make
     for h in made:
