@@ -45,7 +45,6 @@ setup(
     entry_points={
         'console_scripts': [
             'admn = admn_ros.cli:main',
-        ] + [f'{n} = admn_ros.nodes.{n}:main' for n in NODES
-             if os.path.exists(os.path.join(HERE, 'admn_ros', 'nodes', f'{n}.py'))],
+        ] + [f'{n} = admn_ros.nodes.{n}:main' for n in NODES],
     },
 )

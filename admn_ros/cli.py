@@ -53,13 +53,12 @@ def _bench_latency(args) -> int:
 
 def _bench_ros(args) -> int:
     from benchmarks.ros_graph import main as bench
-    return bench(['--rate', str(args.rate), '--seconds', str(args.seconds), '--json', args.json] + args.extra)
+    return bench(args.extra)
 
 
 def _bench_generation(args) -> int:
     from benchmarks.generation import main as bench
-    return bench(['--samples', str(args.samples), '--repeats', str(args.repeats), '--workers']
-                 + [str(w) for w in args.workers] + (['--json', args.json] if args.json else []))
+    return bench(args.extra)
 
 
 def _data_preview(args) -> int:
@@ -134,17 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
     lat.add_argument('--json', required=True)
     lat.add_argument('--runs', type=int, default=50)
     lat.set_defaults(func=_bench_latency)
-    ros = bsub.add_parser('ros', help='the node graph across processes at a given input rate')
-    ros.add_argument('--rate', type=float, default=10.0)
-    ros.add_argument('--seconds', type=float, default=10.0)
-    ros.add_argument('--json', required=True)
-    ros.set_defaults(func=_bench_ros, extra=[])  # more options of benchmarks/ros_graph.py pass through
-    gen = bsub.add_parser('generation', help='synthetic-world generation speed: samples/s and per-stage ms')
-    gen.add_argument('--samples', type=int, default=512)
-    gen.add_argument('--workers', type=int, nargs='+', default=[1, 2])
-    gen.add_argument('--repeats', type=int, default=3)
-    gen.add_argument('--json')
-    gen.set_defaults(func=_bench_generation)
+    # These two hand every option (and --help) to the benchmark's own parser: one definition each.
+    for name, help_text, func in (
+            ('ros', 'the node graph across processes at a given input rate', _bench_ros),
+            ('generation', 'synthetic-world generation speed: samples/s and per-stage ms',
+             _bench_generation)):
+        bsub.add_parser(name, help=help_text, add_help=False).set_defaults(
+            func=func, passthrough=True, extra=[])
 
     up = sub.add_parser('bringup', help='start a node graph as processes (no ros2 launch needed)')
     up.add_argument('graph', help='admn, replay_eval or noise_experiment')
@@ -162,9 +157,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown:
-        if getattr(args, 'bench', None) != 'ros':
+        if not getattr(args, 'passthrough', False):
             parser.error(f'unrecognized arguments: {" ".join(unknown)}')
-        args.extra = unknown  # --checkpoint, --policy, --source, ... of benchmarks/ros_graph.py
+        args.extra = unknown
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -240,8 +240,6 @@ def _is_own_parameter(name: str) -> bool:
 
 def _parameter_docs(node) -> List[ParameterDoc]:
     from rclpy.parameter import Parameter
-
-    from admn_ros.node_utils import param
     defaults = node.declared_defaults
     names = [n for n in node._parameters if _is_own_parameter(n)]
     out = []
@@ -260,16 +258,18 @@ def _parameter_docs(node) -> List[ParameterDoc]:
                 span += f', step {format_value(r.step)}'
         out.append(ParameterDoc(
             name=name, type=_PARAMETER_TYPES.get(descriptor.type, str(descriptor.type)),
-            default=default, value=_live_value(node, name, param),
+            default=default, value=_live_value(node, name),
             read_only=bool(descriptor.read_only), range=span,
             choices=descriptor.additional_constraints, description=descriptor.description))
     return out
 
 
-def _live_value(node, name: str, read: Callable) -> Any:
+def _live_value(node, name: str) -> Any:
     from rclpy.exceptions import ParameterUninitializedException
+
+    from admn_ros.node_utils import param
     try:
-        return read(node, name)
+        return param(node, name)
     except ParameterUninitializedException:  # a typed empty array never set
         return []
 
@@ -326,23 +326,20 @@ def document_node(module: str, context, workdir: Path) -> NodeDoc:
         node.destroy_node()
 
 
-def collect(modules: Sequence[str] = NODE_MODULES,
-            domain_id: Optional[int] = None) -> List[NodeDoc]:
+def collect(modules: Sequence[str] = NODE_MODULES) -> List[NodeDoc]:
     """The interface of each node in ``modules``, read from live nodes on a private context
-    (``domain_id`` defaults to ``ROS_DOMAIN_ID``)."""
+    (in the ``ROS_DOMAIN_ID`` domain, which rcl reads itself)."""
     import rclpy
     unknown = set(modules) - set(NODE_MODULES)
     if unknown:
         raise ValueError(f'unknown nodes {sorted(unknown)}; known: {NODE_MODULES}')
-    if domain_id is None and os.environ.get('ROS_DOMAIN_ID', '').strip():
-        domain_id = int(os.environ['ROS_DOMAIN_ID'])
     context = rclpy.Context()
     # Nodes built for documentation must never be seen by another host. rcl reads the variable
     # when a context starts, so it is set for this context only and then put back.
     previous = os.environ.get('ROS_AUTOMATIC_DISCOVERY_RANGE')
     os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
     try:
-        rclpy.init(context=context, **({} if domain_id is None else {'domain_id': domain_id}))
+        rclpy.init(context=context)
     finally:
         if previous is None:
             del os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE']

@@ -73,9 +73,11 @@ def _stage_clock(seconds: Dict[str, float]) -> Iterator[None]:
             setattr(synthetic, name, fn)
 
 
-def stage_breakdown(samples: int, seed: int = 0) -> Dict[str, float]:
-    """Wall ms per sample of each stage in one single-threaded run (after a warm-up)."""
-    synthetic.generate(samples, seed=seed, workers=1)
+def stage_breakdown(samples: int, seed: int = 0, warm: bool = True) -> Dict[str, float]:
+    """Wall ms per sample of each stage in one single-threaded run (after a warm-up unless
+    ``warm=False``: the process has generated already)."""
+    if warm:
+        synthetic.generate(samples, seed=seed, workers=1)
     seconds = {stage: 0.0 for stage in STAGES}
     with _stage_clock(seconds):
         start = time.perf_counter()
@@ -92,7 +94,7 @@ def run(samples: int = 512, workers: Sequence[int] = (1, 2), repeats: int = 3) -
     cfg = synthetic.SyntheticConfig()
     before = machine()
     rows = [throughput(samples, w, repeats) for w in workers]
-    stages = stage_breakdown(samples)
+    stages = stage_breakdown(samples, warm=False)   # throughput() warmed this process up
     after = machine()
     best = max(r['samples_per_s'] for r in rows)
     return {
@@ -124,7 +126,7 @@ def print_table(result: dict) -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog='admn bench generation', description=__doc__.splitlines()[0])
     p.add_argument('--samples', type=int, default=512, help='samples per timed run (default 512)')
     p.add_argument('--workers', type=int, nargs='+', default=[1, 2], help='thread counts to time (default 1 2)')
     p.add_argument('--repeats', type=int, default=3, help='timed runs per thread count (default 3)')

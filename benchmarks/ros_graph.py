@@ -79,12 +79,16 @@ def overrides(args, checkpoint: Path, policy: str, report: Path) -> Dict[str, Di
 
 
 def run(args) -> Dict:
+    with tempfile.TemporaryDirectory(prefix='admn_bench_ros_') as work:  # report, untrained model
+        return _run(args, Path(work))
+
+
+def _run(args, work: Path) -> Dict:
     import rclpy
 
     from admn_ros.bringup import Bringup
     from admn_ros.nodes.admn_fusion import PREDICTION, prediction_type
 
-    work = Path(tempfile.mkdtemp(prefix='admn_bench_ros_'))
     checkpoint = Path(args.checkpoint) if args.checkpoint else default_checkpoint(work)
     policy = args.policy or ('admn' if has_controller(checkpoint) else 'naive')
     report = work / 'report.json'

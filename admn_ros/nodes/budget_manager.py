@@ -19,9 +19,10 @@ that starts later still gets the current value) whenever the budget changes. Two
 """
 from __future__ import annotations
 
+import collections
 import math
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import yaml
 from rclpy.node import Node
@@ -205,7 +206,9 @@ class BudgetManager(Node):
         self.mode = mode
         self.schedule = load_schedule(path, loop) if mode == 'schedule' else None
         self.pub = self.create_publisher(Float32, BUDGET, budget_qos())
-        self.published: List[Tuple[float, float]] = []   # (seconds since start, budget)
+        # (seconds since start, budget) of the latest changes: bounded, the node runs for days
+        self.published: collections.deque = collections.deque(maxlen=1000)
+        self.changes = 0
         self.current: Optional[float] = None
         self.cpu = self.gpu = None
         self.last_load: Tuple[float, float] = (0.0, 0.0)
@@ -232,6 +235,7 @@ class BudgetManager(Node):
     def publish(self, budget: float) -> None:
         self.current = float(budget)
         self.published.append((self.elapsed_s(), self.current))
+        self.changes += 1
         self.pub.publish(Float32(data=self.current))
 
     def _tick_schedule(self) -> None:
@@ -253,7 +257,7 @@ class BudgetManager(Node):
 
     def _status(self):
         values = {'mode': self.mode, 'budget': '' if self.current is None else self.current,
-                  'changes': len(self.published)}
+                  'changes': self.changes}
         if self.mode == 'load':
             values.update(cpu_load=f'{self.last_load[0]:.2f}', gpu_load=f'{self.last_load[1]:.2f}')
         if self.current is None:

@@ -75,7 +75,8 @@ class Evaluator(Node):
         self.drops = 0
         self.warmup_labels = 0
         self.first_prediction_ns: Optional[int] = None
-        self.prediction_times: List[float] = []   # steady clock at receipt
+        self.predictions_received = 0
+        self.first_receipt = self.last_receipt = 0.0   # steady clock
         self.gflops: List[float] = []
         self.latency: List[float] = []
         self.overhead: List[float] = []
@@ -136,7 +137,11 @@ class Evaluator(Node):
                                       throttle_duration_sec=5.0)
             return
         with self._lock:
-            self.prediction_times.append(time.monotonic())
+            now = time.monotonic()
+            if not self.predictions_received:
+                self.first_receipt = now
+            self.last_receipt = now
+            self.predictions_received += 1
             if self.first_prediction_ns is None:
                 self.first_prediction_ns = stamp
             key = self._find(self.labels, stamp)
@@ -201,14 +206,14 @@ class Evaluator(Node):
     def summary(self) -> Dict[str, Any]:
         """The running numbers (what the report holds)."""
         with self._lock:
-            times = list(self.prediction_times)
-            span = times[-1] - times[0] if len(times) > 1 else 0.0
+            n = self.predictions_received
+            span = self.last_receipt - self.first_receipt
             out = {
                 'matched': self.matched,
                 'correct': self.correct,
                 'accuracy': self.correct / self.matched if self.matched else None,
-                'predictions': len(times),
-                'received_hz': (len(times) - 1) / span if span > 0 else None,
+                'predictions': n,
+                'received_hz': (n - 1) / span if span > 0 else None,
                 'drops': self.drops,
                 'warmup_labels': self.warmup_labels,
                 'pending_labels': len(self.labels),
