@@ -16,6 +16,7 @@ from pathlib import Path
 
 
 def _ensure_default(out: Path, quick: bool) -> Path:
+    from quality_estimators.defaults import train_defaults
     from quality_estimators.evaluate import default_checkpoint
     try:
         return default_checkpoint('synthetic')
@@ -25,19 +26,14 @@ def _ensure_default(out: Path, quick: bool) -> Path:
         # The first run makes the real default (the model behind the README's tables), once.
         print('No trained default found: training it now, once (about 11 minutes on 2 cores;\n'
               'the same as `admn train defaults --dataset synthetic`).', flush=True)
-        from quality_estimators.defaults import train_defaults
         return train_defaults('synthetic')
     print('No trained default found: --quick trains a tiny one (near chance; the real default is made\n'
           'by `admn demo` without --quick or `admn train defaults --dataset synthetic`).', flush=True)
-    from fusion.stage1 import Stage1Config, train_stage1
-    from quality_estimators.defaults import CONFIG_DIR
-    from quality_estimators.train_controller import ControllerTrainConfig, train_controller
-    s1 = Stage1Config.from_yaml(str(CONFIG_DIR / 'stage1_synthetic.yaml'))
-    s1.data.train_size, s1.data.val_size, s1.epochs = 600, 200, 2
-    stage1 = train_stage1(s1, out / 'stage1', resume=True)
-    c = ControllerTrainConfig.from_yaml(str(CONFIG_DIR / 'controller_synthetic.yaml'))
-    c.data.train_size, c.epochs = 600, 1
-    return train_controller(c, stage1, out / 'controller', resume=True)
+
+    def shrink(s1, c):
+        s1.data.train_size, s1.data.val_size, s1.epochs = 600, 200, 2
+        c.data.train_size, c.epochs = 600, 1
+    return train_defaults('synthetic', out=out / 'quick_model', shrink=shrink)
 
 
 def main(args) -> int:
@@ -47,15 +43,13 @@ def main(args) -> int:
     checkpoint = _ensure_default(out, args.quick)
     print(f'[1/3] model: {checkpoint}', flush=True)
 
-    from quality_estimators.evaluate import evaluate, plot_allocation, plot_curves, print_table, public
+    from quality_estimators.evaluate import evaluate, write_report
     budgets = [0.25, 0.5, 1.0] if args.quick else [0.25, 0.33, 0.5, 0.75, 1.0]
     report = evaluate(checkpoint, 'synthetic', budgets, ['admn', 'naive', 'every_other', 'heuristic', 'full'],
                       size=200 if args.quick else 1000)
     print('[2/3] offline evaluation on the corrupted synthetic test set', flush=True)
-    print_table(report)
-    (out / 'eval.json').write_text(json.dumps(public(report), indent=2))
-    plot_curves(report, out / 'accuracy_vs_gflops.png')
-    plot_allocation(report, out / 'allocation_vs_severity.png')
+    write_report(report, json_path=out / 'eval.json', plot=out / 'accuracy_vs_gflops.png',
+                 allocation_plot=out / 'allocation_vs_severity.png')
 
     print('[3/3] ROS 2 graph: sensor_source -> noise_injector -> admn_fusion -> evaluator', flush=True)
     from admn_ros.bringup import run_graph

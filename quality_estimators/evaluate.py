@@ -180,16 +180,23 @@ def run_eval_cli(args) -> int:
     policies = [p.strip() for p in args.policies.split(',') if p.strip()]
     report = evaluate(checkpoint, args.dataset, budgets, policies, unit=args.budget_unit, seed=args.seed,
                       size=args.size, device=args.device, clean=args.clean)
-    print_table(report)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        with open(args.json, 'w') as f:
-            json.dump(public(report), f, indent=2)
-    if args.plot:
-        plot_curves(report, args.plot)
-    if getattr(args, 'allocation_plot', None) and 'admn' in policies:
-        plot_allocation(report, args.allocation_plot)
+    write_report(report, json_path=args.json, plot=args.plot,
+                 allocation_plot=getattr(args, 'allocation_plot', None))
     return 0
 
 
-__all__: List[str] = ['evaluate', 'corrupted_test_set', 'default_checkpoint', 'run_eval_cli']
+def write_report(report: Dict, *, json_path=None, plot=None, allocation_plot=None) -> None:
+    """Print the table and write whichever of JSON, curve plot and allocation plot are asked for
+    (the allocation plot only when the admn policy was evaluated)."""
+    print_table(report)
+    if json_path:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        with open(json_path, 'w') as f:
+            json.dump(public(report), f, indent=2)
+    if plot:
+        plot_curves(report, plot)
+    if allocation_plot and any(r['policy'] == 'admn' for r in report['results']):
+        plot_allocation(report, allocation_plot)
+
+
+__all__: List[str] = ['evaluate', 'corrupted_test_set', 'default_checkpoint', 'run_eval_cli', 'write_report']
