@@ -5,7 +5,7 @@ name               what
 =================  ==========================================================================
 ``synthetic``      the embedded RGB-D-audio world (:mod:`datasets.synthetic`); splits use
                    disjoint seeds; default sizes 6000 / 1000 / 1000; cached on disk
-``tensors``        tiny random arrays of the right dtypes and shapes, for tests (4 classes)
+``tensors``        tiny generated arrays of the right dtypes and shapes with a simple class signal, for tests (4 classes)
 ``avdigits``       MNIST digits paired with spoken digits (:mod:`datasets.avdigits`)
 ``folder:PATH``    a user's folder of recordings (:mod:`datasets.folder`)
 =================  ==========================================================================
