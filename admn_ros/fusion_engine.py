@@ -540,7 +540,7 @@ class FusionEngine:
             quality = self.estimate_quality(frame)
         inputs = {m: x.to(self.device) for m, x in self.preprocessor(batch).items()}
         t1 = time.perf_counter()
-        keep_np = self.policy.allocate(batch, budget, present)
+        keep_np = self.policy.allocate(batch, budget, present, inputs)
         t2 = time.perf_counter()
         keep = {m: torch.as_tensor(np.asarray(keep_np[m], bool), device=self.device)
                 for m in present}

@@ -119,8 +119,12 @@ class Preprocessor:
             out['audio'] = self.log_mel(batch['audio'])
         return out
 
-    def controller_views(self, batch: RawBatch) -> Dict[str, 'torch.Tensor']:
-        """Cheap low-resolution views for the allocation controller (same normalisation)."""
+    def controller_views(self, batch: RawBatch, log_mel: Optional['torch.Tensor'] = None
+                         ) -> Dict[str, 'torch.Tensor']:
+        """Cheap low-resolution views for the allocation controller (same normalisation).
+
+        ``log_mel``: this batch's audio model input (``self(batch)['audio']``) when the caller has
+        it already; it is pooled instead of recomputed (same result)."""
         import torch.nn.functional as F
         present = _check_batch(batch)
         size = self.cfg.controller_size
@@ -130,7 +134,7 @@ class Preprocessor:
         if 'depth' in present:
             out['depth'] = self.depth(batch['depth'], size)
         if 'audio' in present:
-            mel = self.log_mel(batch['audio'])
+            mel = self.log_mel(batch['audio']) if log_mel is None else log_mel
             out['audio'] = F.adaptive_avg_pool2d(mel, (size, size))
         return out
 

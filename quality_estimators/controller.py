@@ -111,11 +111,15 @@ class AllocationController(nn.Module):
             x = block(x, key_mask=key_mask)
         return self.norm(x[:, 0])
 
+    def allocate_logits(self, z: torch.Tensor) -> torch.Tensor:
+        """Allocation logits ``[B, M, D]`` from the CLS feature ``z [B, E]``."""
+        return self.allocation_head(z).view(len(z), len(self.cfg.modalities), self.cfg.depth)
+
     def forward(self, views, budget, unit: str = 'layers'):
         """Return ``(logits [B, M, D], severity [B, M] in [0, 1], {m: type logits [B, n_types]})``."""
         z = self.encode(views, budget, unit)
-        logits = self.allocation_head(z).view(len(z), len(self.cfg.modalities), self.cfg.depth)
-        return logits, torch.sigmoid(self.severity_head(z)), {m: h(z) for m, h in self.type_heads.items()}
+        return (self.allocate_logits(z), torch.sigmoid(self.severity_head(z)),
+                {m: h(z) for m, h in self.type_heads.items()})
 
 
 def hard_selection(logits: torch.Tensor, layer_cost: Sequence[float], budget_abs, present: torch.Tensor
@@ -202,11 +206,16 @@ class ControllerScorer:
         self.device = device or next(controller.parameters()).device
 
     @torch.inference_mode()
-    def scores(self, batch, budget, present) -> np.ndarray:
-        views = {m: v.to(self.device) for m, v in self.pre.controller_views(batch).items() if m in present}
+    def scores(self, batch, budget, present, inputs=None) -> np.ndarray:
+        """``inputs``: the batch's model inputs, if the caller has them (the audio log-mel is then
+        pooled, not recomputed)."""
+        mel = (inputs or {}).get('audio')
+        views = {m: v.to(self.device) for m, v in self.pre.controller_views(batch, log_mel=mel).items()
+                 if m in present}
         n = len(next(iter(views.values())))
         fraction = torch.full((n,), float(budget.fraction), device=self.device)
-        logits, _, _ = self.controller(views, fraction, budget.unit)
+        # Only the allocation: the corruption heads are training signals, not needed to allocate.
+        logits = self.controller.allocate_logits(self.controller.encode(views, fraction, budget.unit))
         # Positive, rank-preserving scores for the knapsack; controller order -> policy order.
         probs = torch.exp(logits - logits.amax((1, 2), keepdim=True)).cpu().numpy()
         order = [self.controller.cfg.modalities.index(m) for m in self.modalities]

@@ -65,9 +65,9 @@ def evaluate_policy(model, pre, policy, test: RawBatch, budget: Budget, cost: Co
     n = len(test['label'])
     for start in range(0, n, batch_size):
         raw = take(test, slice(start, start + batch_size))
-        keep_np = policy.allocate(raw, budget, present)
-        keep = {m: torch.as_tensor(np.asarray(keep_np[m], dtype=bool), device=device) for m in present}
         inputs = {m: x.to(device) for m, x in pre(raw).items() if m in present}
+        keep_np = policy.allocate(raw, budget, present, inputs)
+        keep = {m: torch.as_tensor(np.asarray(keep_np[m], dtype=bool), device=device) for m in present}
         out = model(inputs, keep)
         correct += int((out.argmax(-1).cpu() == torch.as_tensor(raw['label'])).sum())
         flops.append(cost.total_flops({m: keep_np[m] for m in present}) + extra_flops)

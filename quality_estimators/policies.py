@@ -27,7 +27,7 @@ every layer costs 1, so both units coincide.
 """
 from __future__ import annotations
 
-from typing import Dict, Sequence, Tuple, Union
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -197,11 +197,14 @@ class Policy:
     def __repr__(self) -> str:
         return f'{type(self).__name__}(name={self.name!r}, modalities={self.modalities}, depth={self.depth})'
 
-    def allocate(self, batch: RawBatch, budget: Budget, present: Present) -> Allocation:
+    def allocate(self, batch: RawBatch, budget: Budget, present: Present,
+                 inputs: Optional[Dict[str, Any]] = None) -> Allocation:
         """Keep-masks ``{m: bool [B, depth]}`` for every configured modality.
 
         ``present`` names the modalities this batch carries (or is a bool mask [B, M] in
-        configured order, for per-sample gaps); absent modalities get no layers.
+        configured order, for per-sample gaps); absent modalities get no layers. ``inputs`` are
+        the model inputs of ``batch`` when the caller has them already (the shared preprocessing);
+        a policy may reuse them instead of recomputing (``admn`` pools the audio log-mel).
         """
         if not isinstance(budget, Budget):
             raise ValueError(f'budget must be a Budget, got {type(budget).__name__}')
@@ -209,14 +212,14 @@ class Policy:
         mask = self._present_mask(present, n)
         cost = unit_costs(budget, self.block_cost)
         budget_abs = absolute_budget(budget, self.block_cost, self.depth, self.modalities)
-        keep = self._keep(batch, budget, budget_abs, cost, mask)
+        keep = self._keep(batch, budget, budget_abs, cost, mask, inputs)
         return {m: keep[:, i, :].copy() for i, m in enumerate(self.modalities)}
 
-    def _keep(self, batch, budget, budget_abs, cost, mask) -> np.ndarray:
-        scores = self._scores(batch, budget, budget_abs, cost, mask)
+    def _keep(self, batch, budget, budget_abs, cost, mask, inputs=None) -> np.ndarray:
+        scores = self._scores(batch, budget, budget_abs, cost, mask, inputs)
         return select_layers(scores, cost, budget_abs, mask)
 
-    def _scores(self, batch, budget, budget_abs, cost, mask) -> np.ndarray:
+    def _scores(self, batch, budget, budget_abs, cost, mask, inputs=None) -> np.ndarray:
         raise NotImplementedError
 
     def _present_mask(self, present: Present, n: int) -> np.ndarray:
@@ -239,7 +242,7 @@ class FullPolicy(Policy):
 
     name = 'full'
 
-    def _keep(self, batch, budget, budget_abs, cost, mask):
+    def _keep(self, batch, budget, budget_abs, cost, mask, inputs=None):
         return np.repeat(mask[:, :, None], self.depth, axis=2)
 
 
@@ -252,7 +255,7 @@ class _RulePolicy(Policy):
     def _indices(self, count: int) -> np.ndarray:
         raise NotImplementedError
 
-    def _scores(self, batch, budget, budget_abs, cost, mask):
+    def _scores(self, batch, budget, budget_abs, cost, mask, inputs=None):
         counts = split_counts(budget_abs, cost, self._weights(batch, mask), mask, self.depth)
         patterns = np.zeros((self.depth + 1, self.depth), dtype=bool)
         for k in range(self.depth + 1):
@@ -288,11 +291,11 @@ class UnimodalPolicy(EveryOtherPolicy):
         self.modality = modality
         self.name = f'unimodal:{modality}'
 
-    def _keep(self, batch, budget, budget_abs, cost, mask):
+    def _keep(self, batch, budget, budget_abs, cost, mask, inputs=None):
         only = np.zeros_like(mask)
         i = self.modalities.index(self.modality)
         only[:, i] = mask[:, i]
-        return super()._keep(batch, budget, budget_abs, cost, only)
+        return super()._keep(batch, budget, budget_abs, cost, only, inputs)
 
 
 class HeuristicPolicy(EveryOtherPolicy):
@@ -327,7 +330,7 @@ class RandomPolicy(Policy):
         super().__init__(modalities, depth, cost_model)
         self.rng = np.random.default_rng(seed)
 
-    def _scores(self, batch, budget, budget_abs, cost, mask):
+    def _scores(self, batch, budget, budget_abs, cost, mask, inputs=None):
         # Value per unit cost is uniform in [1, 2): positive, so the budget gets filled, and
         # proportional to cost, so cheap modalities are not favoured just for being cheap.
         return cost[None, :, None] * (1.0 + self.rng.random(mask.shape + (self.depth,)))
@@ -336,8 +339,8 @@ class RandomPolicy(Policy):
 class AdmnPolicy(Policy):
     """The learned controller's per-layer scores through the exact selector.
 
-    ``controller.scores(batch, budget, present)`` must return [B, M, D] scores in configured
-    modality order (numpy or torch).  The selector maximises their sum, so only positive scores
+    ``controller.scores(batch, budget, present, inputs=None)`` must return [B, M, D] scores in
+    configured modality order (numpy or torch); ``inputs`` are the caller's model inputs, if any.  The selector maximises their sum, so only positive scores
     are worth spending budget on (see :func:`~quality_estimators.budget.select_layers`).
     """
 
@@ -346,12 +349,12 @@ class AdmnPolicy(Policy):
     def __init__(self, modalities, depth, cost_model=None, controller=None):
         super().__init__(modalities, depth, cost_model)
         if controller is None or not callable(getattr(controller, 'scores', None)):
-            raise ValueError("policy 'admn' needs a controller with a scores(batch, budget, present) method")
+            raise ValueError("policy 'admn' needs a controller with a scores(batch, budget, present, inputs) method")
         self.controller = controller
 
-    def _scores(self, batch, budget, budget_abs, cost, mask):
+    def _scores(self, batch, budget, budget_abs, cost, mask, inputs=None):
         present = tuple(m for i, m in enumerate(self.modalities) if mask[:, i].any())
-        scores = self.controller.scores(batch, budget, present)
+        scores = self.controller.scores(batch, budget, present, inputs=inputs)
         if hasattr(scores, 'detach'):  # a torch tensor
             scores = scores.detach().cpu().numpy()
         scores = np.asarray(scores, dtype=np.float64)

@@ -98,7 +98,8 @@ def controller_step(ctrl, model, pre, cost, raw, rng, cfg: ControllerTrainConfig
     """One forward pass of stage-2 training; returns (loss, accuracy, mean layers per modality)."""
     mods = model.modalities
     inputs = {m: x.to(device) for m, x in pre(raw).items() if m in mods}
-    views = {m: v.to(device) for m, v in pre.controller_views(raw).items() if m in mods}
+    views = {m: v.to(device) for m, v in pre.controller_views(raw, log_mel=inputs.get('audio')).items()
+             if m in mods}
     labels = torch.as_tensor(raw['label'], device=device)
     n = len(labels)
     lo, hi = cfg.budget_range

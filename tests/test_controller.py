@@ -67,6 +67,21 @@ def test_one_controller_serves_every_budget():
     assert not torch.allclose(a, b)  # the budget is an input
 
 
+def test_scorer_gives_the_same_scores_with_the_model_inputs():
+    from datasets.preprocess import PreprocessConfig, Preprocessor
+    from quality_estimators.budget import Budget
+    from quality_estimators.controller import ControllerScorer
+    torch.manual_seed(0)
+    pre = Preprocessor(PreprocessConfig(controller_size=16))
+    scorer = ControllerScorer(AllocationController(ctrl_config()), pre, MODS)
+    rng = np.random.default_rng(0)
+    raw = {'rgb': rng.integers(0, 256, (3, 40, 40, 3), dtype=np.uint8),
+           'audio': rng.uniform(-0.5, 0.5, (3, 16000)).astype(np.float32)}
+    alone = scorer.scores(raw, Budget(0.5), MODS)
+    reused = scorer.scores(raw, Budget(0.5), MODS, inputs=pre(raw))
+    assert alone.shape == (3, 2, DEPTH) and np.array_equal(alone, reused)
+
+
 def test_controller_cost_is_tiny_compared_with_the_model():
     from fusion.flops import CostModel
     cost = CostModel.from_config(ModelConfig())

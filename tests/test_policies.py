@@ -171,7 +171,7 @@ def test_admn_delegates_scores_to_the_controller(batch):
     seen = {}
 
     class Controller:
-        def scores(self, raw, budget, present):
+        def scores(self, raw, budget, present, inputs=None):
             seen['present'] = present
             return scores
 
@@ -189,11 +189,11 @@ def test_admn_accepts_torch_scores_and_checks_their_shape(batch):
     torch = pytest.importorskip('torch')
     scores = torch.rand(6, 3, DEPTH)
     ok = make_policy('admn', modalities=MODS, depth=DEPTH,
-                     controller=SimpleNamespace(scores=lambda *a: scores))
+                     controller=SimpleNamespace(scores=lambda *a, **k: scores))
     keep = stacked(ok.allocate(batch, Budget(0.5), MODS))
     assert keep.sum((1, 2)).tolist() == [18] * 6
     bad = make_policy('admn', modalities=MODS, depth=DEPTH,
-                      controller=SimpleNamespace(scores=lambda *a: np.zeros((6, 2, DEPTH))))
+                      controller=SimpleNamespace(scores=lambda *a, **k: np.zeros((6, 2, DEPTH))))
     with pytest.raises(ValueError, match='shape'):
         bad.allocate(batch, Budget(0.5), MODS)
 

@@ -45,6 +45,18 @@ def test_shapes_dtypes_and_only_present_modalities(pre):
     assert set(only_audio) == {'audio'}
 
 
+def test_controller_views_reuse_the_model_log_mel(pre):
+    raw = _raw()
+    fresh = pre.controller_views(raw)
+    reused = pre.controller_views(raw, log_mel=pre(raw)['audio'])
+    assert set(reused) == set(fresh)
+    for m in fresh:
+        assert torch.equal(reused[m], fresh[m]), m
+    # The reused log-mel is really used (not recomputed from the waveform).
+    other = pre.controller_views(raw, log_mel=torch.zeros_like(pre(raw)['audio']))
+    assert torch.count_nonzero(other['audio']) == 0
+
+
 def test_rgb_normalisation_and_resize(pre):
     white = np.full((2, 96, 128, 3), 255, np.uint8)       # non-square input: centre crop, then resize
     white[0, :, :16] = 0                                   # left band falls outside the centre crop
