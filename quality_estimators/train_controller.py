@@ -5,9 +5,19 @@
 Per batch: corrupt (the standard mix) -> shared preprocessing (model inputs + controller views) ->
 sample a budget per sample (fraction, unit) -> controller -> straight-through strict mask ->
 frozen model in its differentiable blend mode -> task loss (+ corruption loss). The first
-``warmup_epochs`` use the corruption loss only (ADMN). ``variant: label_free`` instead pre-trains an
-autoencoder on the corrupted views, freezes its encoder and trains the allocation head on the task
-loss alone (ADMN_AE). The output ``controller.pt`` embeds the stage-1 model, so one file serves
+``warmup_epochs`` use the corruption loss only (ADMN).
+
+``allocation_loss: candidates`` replaces the straight-through task loss: one budget per batch, a
+few allocations that fill it (random layer counts per modality, evenly spaced or random layers)
+are each run through the frozen model, and the controller's per-layer logits learn the
+loss-weighted mix of them (binary cross-entropy against ``sum_c softmax(-loss_c / T) mask_c`` per
+sample; a small T makes it the best candidate). It measures what a whole allocation costs instead
+of a first-order estimate, and needs data the stage-1 model has not memorised: on its own training
+split every allocation scores about the same (``data.train_split`` / ``data.seed`` pick other
+samples).
+
+``variant: label_free`` instead pre-trains an autoencoder on the corrupted views, freezes its
+encoder and trains the allocation head on the task loss alone (ADMN_AE). The output ``controller.pt`` embeds the stage-1 model, so one file serves
 evaluation and the ROS fusion node.
 """
 from __future__ import annotations
@@ -30,7 +40,7 @@ from fusion.config import from_dict
 from fusion.flops import CostModel
 from fusion.runtime import CsvLog, init_runtime, load_yaml, seed_everything
 from fusion.stage1 import AugmentConfig, DataConfig, _plain, _progress
-from quality_estimators.budget import UNITS
+from quality_estimators.budget import ROUND_OFF_RTOL, UNITS
 from quality_estimators.controller import (AllocationController, ControllerConfig, ControllerScorer,
                                            straight_through_mask)
 
@@ -49,6 +59,9 @@ class ControllerTrainConfig:
     corruption_weight: float = 1.0
     budget_range: tuple = (0.1, 1.0)
     budget_units: tuple = ('layers', 'flops')
+    allocation_loss: str = 'straight_through'  # or 'candidates' (module docstring)
+    candidates: int = 8                # allocations tried per batch ('candidates')
+    candidate_temperature: float = 0.05  # T of the loss weighting, in nats ('candidates')
     seed: int = 0
     device: str = 'auto'
 
@@ -93,6 +106,61 @@ def corruption_loss(severity, types, raw, modalities):
     return loss
 
 
+def candidate_counts(budget_abs: float, costs: np.ndarray, depth: int, rng) -> np.ndarray:
+    """Random layers per modality ``[M]`` that fill ``budget_abs`` strictly (layer 0 of each
+    included): in a random order each modality takes a uniform number of what it can still afford,
+    the last all it can, then any leftover buys single layers. Extreme splits are as likely as
+    even ones (proportional shares would round most draws to the even split)."""
+    costs = np.asarray(costs, dtype=np.float64)
+    limit = budget_abs * (1.0 + ROUND_OFF_RTOL)
+    counts = np.ones(len(costs), dtype=np.int64)
+    spent = float(costs.sum())
+    order = rng.permutation(len(costs))
+    for j, i in enumerate(order):
+        afford = int(min(depth - 1, np.floor((limit - spent) / costs[i])))
+        k = afford if j == len(order) - 1 else int(rng.integers(0, max(afford, 0) + 1))
+        k = max(k, 0)
+        counts[i] += k
+        spent += k * costs[i]
+    for i in order:
+        while counts[i] < depth and spent + costs[i] <= limit:
+            counts[i] += 1
+            spent += costs[i]
+    return counts
+
+
+def candidate_masks(budget_abs: float, costs: np.ndarray, depth: int, count: int, rng) -> np.ndarray:
+    """``count`` allocations ``[C, M, D]`` that fill ``budget_abs`` strictly, counts from
+    :func:`candidate_counts`; the layers evenly spaced for even ``c``, random for odd ``c``; layer 0
+    of every modality always."""
+    from quality_estimators.policies import evenly_spaced_indices
+    masks = np.zeros((count, len(costs), depth), dtype=bool)
+    for c in range(count):
+        for i, k in enumerate(candidate_counts(budget_abs, costs, depth, rng)):
+            idx = (evenly_spaced_indices(int(k), depth) if c % 2 == 0
+                   else np.r_[0, 1 + rng.choice(depth - 1, int(k) - 1, replace=False)])
+            masks[c, i, idx] = True
+    return masks
+
+
+def candidate_loss(logits, model, inputs, labels, budget_abs: float, costs, cfg, rng):
+    """The ``candidates`` allocation loss (module docstring) for logits ``[B, M, D]`` in model order."""
+    mods, n = model.modalities, len(labels)
+    masks = candidate_masks(budget_abs, costs, model.depth, cfg.candidates, rng)
+    with torch.no_grad():
+        losses = torch.stack([
+            F.cross_entropy(model(inputs, {m: torch.as_tensor(mask[i], device=labels.device).expand(n, -1)
+                                           for i, m in enumerate(mods)}).float(), labels,
+                            reduction='none')
+            for mask in masks])                                                   # [C, B]
+        weight = torch.softmax(-losses / cfg.candidate_temperature, dim=0)
+        target = torch.einsum('cb,cmd->bmd', weight,
+                              torch.as_tensor(masks, dtype=torch.float32, device=labels.device))
+    free = torch.ones(masks.shape[1:], dtype=torch.bool, device=labels.device)
+    free[:, 0] = False   # layer 0 is always run: nothing to learn there
+    return F.binary_cross_entropy_with_logits(logits[:, free].float(), target[:, free])
+
+
 def controller_step(ctrl, model, pre, cost, raw, rng, cfg: ControllerTrainConfig, *, task: bool,
                     corruption: bool, device):
     """One forward pass of stage-2 training; returns (loss, accuracy, mean layers per modality)."""
@@ -103,7 +171,10 @@ def controller_step(ctrl, model, pre, cost, raw, rng, cfg: ControllerTrainConfig
     labels = torch.as_tensor(raw['label'], device=device)
     n = len(labels)
     lo, hi = cfg.budget_range
-    fraction = torch.as_tensor(rng.uniform(lo, hi, n), dtype=torch.float32, device=device)
+    candidates = cfg.allocation_loss == 'candidates'
+    # One budget per batch with candidates (they are run batch-wide), one per sample otherwise.
+    fraction = torch.as_tensor(np.full(n, rng.uniform(lo, hi)) if candidates else rng.uniform(lo, hi, n),
+                               dtype=torch.float32, device=device)
     unit = str(rng.choice(cfg.budget_units))
     logits, severity, types = ctrl(views, fraction, unit)
     order = [ctrl.cfg.modalities.index(m) for m in mods]
@@ -113,10 +184,17 @@ def controller_step(ctrl, model, pre, cost, raw, rng, cfg: ControllerTrainConfig
     present = torch.ones(n, len(mods), dtype=torch.bool)
     loss = torch.zeros((), device=device)
     acc = float('nan')
-    mask = straight_through_mask(logits, costs, budget_abs, present, ctrl.cfg, training=task)
+    # With candidates the mask is the controller's own hard choice (for the accuracy it logs).
+    mask = straight_through_mask(logits, costs, budget_abs, present, ctrl.cfg,
+                                 training=task and not candidates)
     if task:
-        out = model(inputs, {m: mask[:, i] for i, m in enumerate(mods)})
-        loss = loss + F.cross_entropy(out.float(), labels)
+        if candidates:
+            loss = loss + candidate_loss(logits, model, inputs, labels, float(budget_abs[0]), costs, cfg, rng)
+        keep = {m: mask[:, i].bool() if candidates else mask[:, i] for i, m in enumerate(mods)}
+        with torch.set_grad_enabled(not candidates):
+            out = model(inputs, keep)
+        if not candidates:
+            loss = loss + F.cross_entropy(out.float(), labels)
         acc = float((out.argmax(-1) == labels).float().mean())
     if corruption:
         loss = loss + cfg.corruption_weight * corruption_loss(severity[:, order], types, raw, mods)
@@ -161,6 +239,8 @@ def train_controller(cfg: ControllerTrainConfig, stage1, out_dir, *, resume: boo
         ctrl.cls_token.requires_grad_(False)
     elif cfg.variant != 'supervised':
         raise ValueError(f'unknown variant {cfg.variant!r}: supervised or label_free')
+    if cfg.allocation_loss not in ('straight_through', 'candidates'):
+        raise ValueError(f'unknown allocation_loss {cfg.allocation_loss!r}: straight_through or candidates')
     params = [p for p in ctrl.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=cfg.lr)
     total = cfg.epochs * steps

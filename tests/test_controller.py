@@ -4,11 +4,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings, strategies as st
 
 from fusion.config import EncoderConfig, ModelConfig
 from fusion.model import ADMNModel
 from quality_estimators.controller import (AllocationController, ControllerConfig, controller_cost_flops,
                                            relaxed_k_hot, straight_through_mask)
+from tests.fixtures_models import tiny_stage1  # noqa: F401
 
 MODS = ('rgb', 'audio')
 DEPTH = 4
@@ -235,3 +237,67 @@ def test_training_moves_layers_to_the_clean_modality(toy_model, relaxation):
         copt.step()
     after = clean_share_of_free_layers(ctrl, rng)
     assert min(before) < 0.8 and min(after) > 0.8, (before, after)
+
+
+@pytest.mark.slow
+def test_candidate_loss_moves_layers_to_the_clean_modality(toy_model):
+    """The same learning task through ``allocation_loss: candidates``: whole allocations scored by
+    the frozen model, the controller's logits fitted to the loss-weighted mix of them."""
+    from quality_estimators.train_controller import ControllerTrainConfig, candidate_loss
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    ctrl = AllocationController(ctrl_config(depth=TOY_DEPTH))
+    cfg = ControllerTrainConfig(allocation_loss='candidates', candidates=6)
+    copt = torch.optim.Adam(ctrl.parameters(), 1e-3)
+    fraction = torch.full((64,), TOY_BUDGET / (2 * TOY_DEPTH))
+    before = clean_share_of_free_layers(ctrl, rng)
+    for _ in range(150):
+        x, y, _ = toy_batch(64, rng)
+        logits, _, _ = ctrl(x, fraction)
+        loss = candidate_loss(logits, toy_model, x, y, TOY_BUDGET, np.ones(2), cfg, rng)
+        copt.zero_grad()
+        loss.backward()
+        copt.step()
+    after = clean_share_of_free_layers(ctrl, rng)
+    assert min(before) < 0.8 and min(after) > 0.8, (before, after)
+
+
+@settings(max_examples=60, deadline=None)
+@given(budget=st.floats(0.0, 40.0), costs=st.lists(st.floats(0.2, 3.0), min_size=1, max_size=3),
+       depth=st.integers(1, 12), seed=st.integers(0, 2 ** 16))
+def test_candidate_allocations_are_strict_and_keep_layer_0(budget, costs, depth, seed):
+    from quality_estimators.train_controller import candidate_masks
+    costs = np.asarray(costs)
+    budget = max(budget, float(costs.sum()))   # the always-on layer 0s must fit (as in training)
+    masks = candidate_masks(budget, costs, depth, 5, np.random.default_rng(seed))
+    assert masks.shape == (5, len(costs), depth) and masks[:, :, 0].all()
+    spent = (masks.sum(-1) * costs).sum(-1)
+    assert (spent <= budget * (1 + 1e-9)).all()
+    # The budget is filled: no modality short of full depth could still afford one more layer.
+    room = budget - spent
+    for c in range(5):
+        short = masks[c].sum(-1) < depth
+        assert not (short & (costs <= room[c] - 1e-9 * budget)).any(), (masks[c].sum(-1), room[c])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('allocation_loss', ['straight_through', 'candidates'])
+def test_train_controller_logs_resumes_and_writes_a_loadable_checkpoint(tiny_stage1, tmp_path,
+                                                                        allocation_loss):
+    from fusion.stage1 import AugmentConfig, DataConfig
+    from quality_estimators.train_controller import (ControllerTrainConfig, load_controller,
+                                                     train_controller)
+    cfg = ControllerTrainConfig(
+        data=DataConfig(dataset='avdigits', train_split='val', train_size=64),
+        augment=AugmentConfig(policy='independent', start_epoch=0), epochs=2, warmup_epochs=1,
+        batch_size=32, allocation_loss=allocation_loss, candidates=3, device='cpu')
+    out = train_controller(cfg, tiny_stage1, tmp_path, progress=False)
+    rows = (tmp_path / 'metrics.csv').read_text().strip().splitlines()
+    assert len(rows) == 3 and rows[0].startswith('epoch,loss,train_acc')
+    assert rows[1].split(',')[2] == 'nan' and rows[2].split(',')[2] != 'nan'  # warm-up: no task loss
+    model, ctrl, meta = load_controller(out)
+    assert ctrl is not None and meta['controller_train_config']['allocation_loss'] == allocation_loss
+    cfg.epochs = 3    # resume from last.pt: only the third epoch runs
+    train_controller(cfg, tiny_stage1, tmp_path, resume=True, progress=False)
+    rows = (tmp_path / 'metrics.csv').read_text().strip().splitlines()
+    assert [r.split(',')[0] for r in rows[1:]] == ['1', '2', '3']
