@@ -16,6 +16,9 @@ a key; absent ones are all False).  Specs:
                  score is its cost times U[1, 2), so no modality is favoured for being cheap
 ``heuristic``    budget split in proportion to the classical quality of each modality
                  (:func:`quality_estimators.estimators.modality_quality`), evenly spaced layers
+``share:<w:..>`` a fixed prior: the budget split in the ratio of one weight per configured
+                 modality (``share:1:1:1`` is ``every_other``; ``share:1:0`` gives the first
+                 modality all but the others' layer 0), evenly spaced layers
 ``admn``         ``controller.scores(batch, budget, present) -> [B, M, D]`` through the selector
 ===============  ===========================================================================
 
@@ -34,7 +37,10 @@ import numpy as np
 from datasets.sample import RawBatch, batch_size
 from quality_estimators.budget import ROUND_OFF_RTOL, Budget, absolute_budget, select_layers, unit_costs
 
-POLICY_NAMES = ('full', 'naive', 'every_other', 'unimodal', 'random', 'heuristic', 'admn')
+POLICY_NAMES = ('full', 'naive', 'every_other', 'unimodal', 'random', 'heuristic', 'admn', 'share')
+# The spec forms, for messages and parameter descriptions.
+POLICY_SPECS = tuple({'unimodal': 'unimodal:<modality>', 'share': 'share:<weights>'}.get(p, p)
+                     for p in POLICY_NAMES)
 
 # ADMN's published Naive Alloc sets for a 12-layer backbone: 3 -> {0,10,11}, 4 -> {0,8,10,11},
 # 8 -> {0,1,2,4,6,8,10,11} follow the priority rule of naive_layer_indices; 6 does not (the rule
@@ -321,6 +327,49 @@ class HeuristicPolicy(EveryOtherPolicy):
         return weights * mask
 
 
+def parse_share(arg: str) -> Tuple[float, ...]:
+    """The weights of a ``share:<w:...>`` spec (a ratio such as ``2:1:1``; ',' would clash with
+    comma-separated policy lists): finite, >= 0, not all zero."""
+    try:
+        weights = tuple(float(w) for w in arg.split(':'))
+    except ValueError:
+        raise ValueError(f'share weights must be numbers separated by ":", got {arg!r}') from None
+    if not all(np.isfinite(w) and w >= 0 for w in weights) or not sum(weights) > 0:
+        raise ValueError(f'share weights must be finite, >= 0 and not all 0, got {arg!r}')
+    return weights
+
+
+class SharePolicy(EveryOtherPolicy):
+    """Budget shared in proportion to fixed per-modality weights; evenly spaced layers."""
+
+    def __init__(self, weights: Sequence[float], modalities, depth, cost_model=None):
+        super().__init__(modalities, depth, cost_model)
+        if len(weights) != len(self.modalities):
+            raise ValueError(f'share needs one weight per modality {self.modalities}, got {list(weights)}')
+        self.weights = np.asarray(weights, dtype=np.float64)
+        self.name = 'share:' + ':'.join(f'{w:g}' for w in weights)
+
+    def _weights(self, batch, mask):
+        return self.weights[None, :] * mask
+
+
+def policy_spec_error(spec: str) -> str:
+    """Why ``spec`` is not a policy spec ('' when it is one); what needs a model (a controller,
+    the number of modalities) is checked when the policy is made."""
+    from datasets.sample import MODALITIES
+    name, _, arg = str(spec).partition(':')
+    if name not in POLICY_NAMES or (name in ('unimodal', 'share')) != bool(arg):
+        return f'policy must be one of {POLICY_SPECS}, got {spec!r}'
+    if name == 'unimodal' and arg not in MODALITIES:
+        return f'unimodal policy needs a modality in {MODALITIES}, got {arg!r}'
+    if name == 'share':
+        try:
+            parse_share(arg)
+        except ValueError as exc:
+            return str(exc)
+    return ''
+
+
 class RandomPolicy(Policy):
     """Uniform random scores through the exact selector; one seeded stream per policy object."""
 
@@ -375,6 +424,10 @@ def make_policy(spec: str, *, modalities: Sequence[str], depth: int, cost_model=
         if not arg:
             raise ValueError("policy 'unimodal' needs a modality, e.g. 'unimodal:rgb'")
         return UnimodalPolicy(arg, **common)
+    if name == 'share':
+        if not arg:
+            raise ValueError("policy 'share' needs one weight per modality, e.g. 'share:2:1:1'")
+        return SharePolicy(parse_share(arg), **common)
     if arg:
         raise ValueError(f'policy {name!r} takes no argument, got {spec!r}')
     if name == 'full':
@@ -389,4 +442,4 @@ def make_policy(spec: str, *, modalities: Sequence[str], depth: int, cost_model=
         return HeuristicPolicy(**common, quality_config=quality_config)
     if name == 'admn':
         return AdmnPolicy(**common, controller=controller)
-    raise ValueError(f'unknown policy {spec!r}; known: {POLICY_NAMES} (unimodal as unimodal:<modality>)')
+    raise ValueError(f'unknown policy {spec!r}; known: {POLICY_SPECS}')

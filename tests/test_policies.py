@@ -14,7 +14,8 @@ from quality_estimators.policies import (evenly_spaced_indices, make_policy, nai
 MODS = ('rgb', 'depth', 'audio')
 DEPTH = 12
 COSTS = SimpleNamespace(block_flops={'rgb': 3.0, 'depth': 1.5, 'audio': 1.0})
-RULE_SPECS = ('naive', 'every_other', 'unimodal:rgb', 'unimodal:audio', 'random', 'heuristic')
+RULE_SPECS = ('naive', 'every_other', 'unimodal:rgb', 'unimodal:audio', 'random', 'heuristic',
+              'share:3:0:1')
 
 
 @pytest.fixture(scope='module')
@@ -106,7 +107,7 @@ def test_every_policy_respects_the_strict_budget(batch, fraction, unit, present)
                 assert not keep[:, i].any(), spec
         assert np.all(keep[..., 0] == keep.any(-1)), spec
         # Nothing affordable is left on the table by the rule-based splits.
-        if spec in ('naive', 'every_other'):
+        if spec in ('naive', 'every_other', 'share:3:0:1'):
             left = limit - (keep.sum(-1) * cost).sum(-1)
             open_cost = [min([cost[i] for i, m in enumerate(MODS) if m in present and not keep[b, i].all()],
                              default=np.inf) for b in range(6)]
@@ -211,10 +212,37 @@ def test_per_sample_presence_mask(batch):
     ('unimodal:lidar', {}, 'not one of'),
     ('naive:rgb', {}, 'takes no argument'),
     ('admn', {}, 'controller'),
+    ('share', {}, 'one weight per modality'),
+    ('share:1:1', {}, 'one weight per modality'),
+    ('share:1:x:1', {}, 'numbers separated'),
+    ('share:0:0:0', {}, 'not all 0'),
+    ('share:1:-1:1', {}, '>= 0'),
 ])
 def test_bad_specs_are_rejected(spec, kwargs, match):
     with pytest.raises(ValueError, match=match):
         make_policy(spec, modalities=MODS, depth=DEPTH, **kwargs)
+
+
+def test_policy_spec_errors_name_the_problem_before_a_model_exists():
+    from quality_estimators.policies import POLICY_SPECS, policy_spec_error
+    for spec in ('full', 'naive', 'admn', 'unimodal:depth', 'share:2:1:1', 'share:1:0'):
+        assert policy_spec_error(spec) == '', spec
+    assert 'one of' in policy_spec_error('bogus') and 'share:<weights>' in POLICY_SPECS
+    assert 'modality' in policy_spec_error('unimodal:lidar')
+    assert 'not all 0' in policy_spec_error('share:0:0')
+    assert 'one of' in policy_spec_error('share')
+
+
+def test_share_is_a_fixed_prior_over_the_even_split(batch):
+    even = stacked(make_policy('every_other', modalities=MODS, depth=DEPTH).allocate(batch, Budget(0.5), MODS))
+    same = stacked(make_policy('share:1:1:1', modalities=MODS, depth=DEPTH).allocate(batch, Budget(0.5), MODS))
+    assert np.array_equal(even, same)
+    # All but the other modalities' layer 0 to RGB (18 layers: 16 RGB capped at 12, the rest spill over).
+    keep = stacked(make_policy('share:1:0:0', modalities=MODS, depth=DEPTH).allocate(batch, Budget(0.25), MODS))
+    assert keep.sum(-1).tolist() == [[7, 1, 1]] * 6
+    keep = stacked(make_policy('share:2:1:1', modalities=MODS, depth=DEPTH).allocate(batch, Budget(1 / 3), MODS))
+    assert keep.sum(-1).tolist() == [[6, 3, 3]] * 6   # 9 free layers 2:1:1 -> 4.5, 2.25, 2.25
+    assert make_policy('share:2:1:1', modalities=MODS, depth=DEPTH).name == 'share:2:1:1'
 
 
 def test_bad_allocate_arguments_are_rejected(batch):

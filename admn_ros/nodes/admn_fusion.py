@@ -63,7 +63,7 @@ from admn_ros.node_utils import (ERROR, OK, STALE, WARN, Diagnostics, RateMonito
 from datasets.rosmsg_codec import header_stamp_ns
 from datasets.sample import MODALITIES
 from quality_estimators.budget import UNITS
-from quality_estimators.policies import POLICY_NAMES
+from quality_estimators.policies import POLICY_SPECS, policy_spec_error
 
 NODE_NAME = 'admn_fusion'
 PREDICTION = 'admn/prediction'
@@ -75,7 +75,6 @@ BUDGET = 'budget'
 PREDICTION_STATUS = 'prediction'
 INFERENCE_STATUS = 'inference'
 BUDGET_STATUS = 'budget'
-POLICIES = tuple('unimodal:<modality>' if p == 'unimodal' else p for p in POLICY_NAMES)
 AUDIO_INPUTS = ('image', 'audio_common')
 TOP_K = 5
 # Parameters read only when (re)configuring or activating.
@@ -229,7 +228,7 @@ class AdmnFusion(LifecycleNode):
         declare(self, 'dataset', 'synthetic', 'dataset whose trained default is used when '
                 'model_path is empty')
         declare(self, 'device', 'cpu', 'torch device: cpu, cuda, cuda:N or auto')
-        declare(self, 'policy', 'admn', 'layer allocation policy', choices=POLICIES)
+        declare(self, 'policy', 'admn', 'layer allocation policy', choices=POLICY_SPECS)
         declare(self, 'modalities', [], 'modalities to use (empty = every one the model has)',
                 array_type='string')
         declare(self, 'seed', 0, 'seed of the random policy', value_range=(0, 2**31 - 1))
@@ -311,12 +310,7 @@ class AdmnFusion(LifecycleNode):
         if name == 'audio_input' and value not in AUDIO_INPUTS:
             return f'audio_input must be one of {AUDIO_INPUTS}, got {value!r}'
         if name == 'policy':
-            kind, _, arg = str(value).partition(':')
-            known = [p.split(':')[0] for p in POLICIES]
-            if kind not in known or (kind == 'unimodal') != bool(arg):
-                return f'policy must be one of {POLICIES}, got {value!r}'
-            if arg and arg not in MODALITIES:
-                return f'unimodal policy needs a modality in {MODALITIES}, got {arg!r}'
+            return policy_spec_error(value)
         if name == 'modalities':
             unknown = set(value or []) - set(MODALITIES)
             if unknown:
