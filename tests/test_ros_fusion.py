@@ -384,6 +384,25 @@ def test_budget_schedules_parse_strictly_and_step_in_time():
     assert value == pytest.approx(0.2, abs=1e-6)
 
 
+@pytest.mark.parametrize('with_psutil', [True, False])
+def test_cpu_load_sees_a_busy_core(monkeypatch, with_psutil):
+    """Both readers (psutil, and /proc/stat for installs without it) report a spinning thread."""
+    import os
+    import sys
+    import time
+    from admn_ros.nodes.budget_manager import CpuLoad
+    if not with_psutil:
+        monkeypatch.setitem(sys.modules, 'psutil', None)  # import psutil -> ImportError
+    load = CpuLoad()
+    assert (load._psutil is None) != with_psutil
+    end = time.monotonic() + 0.4
+    while time.monotonic() < end:
+        pass
+    busy = load()
+    # One spinning thread is at least ~1/ncpu of the machine (other jobs only add to it).
+    assert 0.5 / (os.cpu_count() or 1) <= busy <= 1.0
+
+
 def test_budget_manager_schedule_drives_the_fusion_budget(ros, model, tmp_path):
     from admn_ros.nodes.budget_manager import BudgetManager, CpuLoad
     assert 0.0 <= CpuLoad()() <= 1.0
