@@ -248,6 +248,16 @@ def train_controller(cfg: ControllerTrainConfig, stage1, out_dir, *, resume: boo
     start = 0
     if resume and (out / 'last.pt').exists():
         state = read_checkpoint(out / 'last.pt', map_location=rt.device)['extra']
+        # More epochs or another device may continue a run; anything else would silently mix two.
+        # Keys a run predates count as their defaults (older runs lack newer options).
+        was = _with_defaults(state.get('controller_train_config', {}),
+                             _plain(asdict(ControllerTrainConfig())))
+        now = _plain(asdict(cfg))
+        changed = sorted(k for k in set(was) | set(now)
+                         if k not in ('epochs', 'device') and was.get(k) != now.get(k))
+        if changed:
+            raise CheckpointError(f'{out / "last.pt"}: that run used another config ({", ".join(changed)} '
+                                  f'differ); not resuming. Delete {out} or train into another folder')
         ctrl.load_state_dict(state['controller_state'])
         opt.load_state_dict(state['optimizer'])
         sched.load_state_dict(state['scheduler'])
@@ -309,6 +319,15 @@ def _pretrain_autoencoder(ctrl, pre, batches, cfg, device, progress):
             total, count = total + float(loss), count + 1
         if progress:
             print(f'autoencoder epoch {epoch + 1}/{cfg.ae_epochs} reconstruction={total / count:.4f}', flush=True)
+
+
+def _with_defaults(values: dict, defaults: dict) -> dict:
+    """``values`` with the keys it lacks (at any depth) taken from ``defaults``."""
+    out = dict(defaults)
+    for key, value in values.items():
+        both = isinstance(value, dict) and isinstance(defaults.get(key), dict)
+        out[key] = _with_defaults(value, defaults[key]) if both else value
+    return out
 
 
 def _meta(ctrl, stage1_meta, cfg) -> dict:

@@ -301,3 +301,8 @@ def test_train_controller_logs_resumes_and_writes_a_loadable_checkpoint(tiny_sta
     train_controller(cfg, tiny_stage1, tmp_path, resume=True, progress=False)
     rows = (tmp_path / 'metrics.csv').read_text().strip().splitlines()
     assert [r.split(',')[0] for r in rows[1:]] == ['1', '2', '3']
+    # A run made with another config is not continued (a new default config over an old cache).
+    from fusion.checkpoint import CheckpointError
+    cfg.epochs, cfg.lr = 4, 5e-4
+    with pytest.raises(CheckpointError, match='lr differ'):
+        train_controller(cfg, tiny_stage1, tmp_path, resume=True, progress=False)
