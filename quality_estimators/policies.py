@@ -39,7 +39,7 @@ from quality_estimators.budget import ROUND_OFF_RTOL, Budget, absolute_budget, s
 
 POLICY_NAMES = ('full', 'naive', 'every_other', 'unimodal', 'random', 'heuristic', 'admn', 'share')
 # The spec forms, for messages and parameter descriptions.
-POLICY_SPECS = tuple({'unimodal': 'unimodal:<modality>', 'share': 'share:<weights>'}.get(p, p)
+POLICY_SPECS = tuple({'unimodal': 'unimodal:<modality>', 'share': 'share:<w:w:...>'}.get(p, p)
                      for p in POLICY_NAMES)
 
 # ADMN's published Naive Alloc sets for a 12-layer backbone: 3 -> {0,10,11}, 4 -> {0,8,10,11},

@@ -227,7 +227,7 @@ def test_policy_spec_errors_name_the_problem_before_a_model_exists():
     from quality_estimators.policies import POLICY_SPECS, policy_spec_error
     for spec in ('full', 'naive', 'admn', 'unimodal:depth', 'share:2:1:1', 'share:1:0'):
         assert policy_spec_error(spec) == '', spec
-    assert 'one of' in policy_spec_error('bogus') and 'share:<weights>' in POLICY_SPECS
+    assert 'one of' in policy_spec_error('bogus') and 'share:<w:w:...>' in POLICY_SPECS
     assert 'modality' in policy_spec_error('unimodal:lidar')
     assert 'not all 0' in policy_spec_error('share:0:0')
     assert 'one of' in policy_spec_error('share')
