@@ -18,7 +18,13 @@ class ClassificationHead(nn.Module):
 
     @staticmethod
     def loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Class indices, or class probabilities (a teacher's soft target) of the output's shape."""
         return nn.functional.cross_entropy(output, target)
+
+    @staticmethod
+    def soft_target(output: torch.Tensor) -> torch.Tensor:
+        """What a student is trained towards in self-distillation: the class probabilities."""
+        return output.softmax(-1)
 
     @staticmethod
     def metric(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -39,6 +45,10 @@ class RegressionHead(nn.Module):
     @staticmethod
     def loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return nn.functional.smooth_l1_loss(output, target.to(output.dtype))
+
+    @staticmethod
+    def soft_target(output: torch.Tensor) -> torch.Tensor:
+        return output
 
     @staticmethod
     def metric(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

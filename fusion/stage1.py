@@ -67,6 +67,10 @@ class Stage1Config:
     warmup_steps: int = 100
     grad_clip: float = 1.0
     eval_batch_size: int = 256
+    # Inplace self-distillation (slimmable networks, OFA): each step also runs the full-depth model
+    # on the batch; the LayerDrop sub-network learns from the labels (1 - distill) and from the full
+    # model's detached output (distill). 0 = plain LayerDrop. Costs a second forward per step.
+    distill: float = 0.0
     seed: int = 0
     device: str = 'auto'
 
@@ -188,8 +192,11 @@ def _train(cfg: Stage1Config, out: Path, rt: Runtime, resume: bool, augment: Opt
             for group in opt.param_groups:
                 group['lr'] = _lr_at(global_step, total_steps, cfg)
             with autocast(rt.device):
-                logits = net(inputs, keep)
-                loss = model.head.loss(logits.float(), labels)
+                if cfg.distill > 0:
+                    logits, loss = _distilled_step(net, model.head, inputs, keep, labels, cfg.distill)
+                else:
+                    logits = net(inputs, keep)
+                    loss = model.head.loss(logits.float(), labels)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -220,6 +227,19 @@ def _train(cfg: Stage1Config, out: Path, rt: Runtime, resume: bool, augment: Opt
         save_checkpoint(out / 'model.pt', model, **_meta(cfg, train))
     rt.barrier()
     return out / 'model.pt'
+
+
+def _distilled_step(net, head, inputs, keep, labels, weight: float):
+    """(sub-network logits, loss) of one inplace-distillation step: the full model and the sampled
+    sub-network run as one doubled batch (per-sample masks), so DDP sees a single forward."""
+    n = len(labels)
+    both = {m: torch.cat([x, x]) for m, x in inputs.items()}
+    masks = {m: torch.cat([torch.ones_like(k), k]) for m, k in keep.items()}
+    out = net(both, masks).float()
+    full, sub = out[:n], out[n:]
+    loss = (head.loss(full, labels) + (1 - weight) * head.loss(sub, labels)
+            + weight * head.loss(sub, head.soft_target(full.detach())))
+    return sub, loss
 
 
 def _meta(cfg: Stage1Config, data: LoadedDataset) -> dict:

@@ -57,8 +57,33 @@ def test_layerdrop_masks_follow_the_config():
     assert evenly_spaced(12, 3).nonzero().flatten().tolist() == [0, 6, 11]
 
 
-def test_tiny_stage1_run_lowers_the_loss_and_writes_artifacts(tmp_path):
-    cfg = Stage1Config.from_yaml(write_config(tmp_path))
+def test_distillation_step_is_the_full_and_the_sampled_model_in_one_pass():
+    import torch
+    import torch.nn.functional as F
+    from fusion.config import ModelConfig
+    from fusion.model import ADMNModel
+    from fusion.stage1 import _distilled_step
+    from tests.fixtures_models import tiny_model_config
+    torch.manual_seed(0)
+    model = ADMNModel(ModelConfig.from_dict(tiny_model_config(num_classes=5))).eval()
+    inputs = {'rgb': torch.randn(3, 3, 64, 64), 'depth': torch.rand(3, 1, 64, 64),
+              'audio': torch.randn(3, 1, 64, 64)}
+    keep = {m: torch.tensor([True, False, True, False]).expand(3, 4) for m in inputs}
+    labels = torch.tensor([0, 3, 1])
+    sub, loss = _distilled_step(model, model.head, inputs, keep, labels, weight=0.5)
+    full = model(inputs, None)
+    torch.testing.assert_close(sub, model(inputs, keep), rtol=1e-4, atol=1e-5)
+    expected = (F.cross_entropy(full, labels) + 0.5 * F.cross_entropy(sub, labels)
+                + 0.5 * F.cross_entropy(sub, full.softmax(-1).detach()))
+    torch.testing.assert_close(loss, expected, rtol=1e-4, atol=1e-5)
+    loss.backward()
+    skipped = model.encoders['rgb'].blocks[1]   # dropped in the sub-network, run by the full model
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in skipped.parameters())
+
+
+@pytest.mark.parametrize('distill', [0.0, 0.5])
+def test_tiny_stage1_run_lowers_the_loss_and_writes_artifacts(tmp_path, distill):
+    cfg = Stage1Config.from_yaml(write_config(tmp_path, distill=distill))
     path = train_stage1(cfg, tmp_path / 'out', progress=False)
     rows = read_metrics(tmp_path / 'out' / 'metrics.csv')
     assert [int(r['epoch']) for r in rows] == [1, 2, 3]
