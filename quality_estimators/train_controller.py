@@ -39,7 +39,7 @@ from fusion.checkpoint import (CheckpointError, checkpoint_preprocessor, load_ch
 from fusion.config import from_dict
 from fusion.flops import CostModel
 from fusion.runtime import CsvLog, init_runtime, load_yaml, seed_everything
-from fusion.stage1 import AugmentConfig, DataConfig, _plain, _progress
+from fusion.stage1 import AugmentConfig, DataConfig, _plain, _progress, config_changes
 from quality_estimators.budget import ROUND_OFF_RTOL, UNITS
 from quality_estimators.controller import (AllocationController, ControllerConfig, ControllerScorer,
                                            straight_through_mask)
@@ -249,12 +249,7 @@ def train_controller(cfg: ControllerTrainConfig, stage1, out_dir, *, resume: boo
     if resume and (out / 'last.pt').exists():
         state = read_checkpoint(out / 'last.pt', map_location=rt.device)['extra']
         # More epochs or another device may continue a run; anything else would silently mix two.
-        # Keys a run predates count as their defaults (older runs lack newer options).
-        was = _with_defaults(state.get('controller_train_config', {}),
-                             _plain(asdict(ControllerTrainConfig())))
-        now = _plain(asdict(cfg))
-        changed = sorted(k for k in set(was) | set(now)
-                         if k not in ('epochs', 'device') and was.get(k) != now.get(k))
+        changed = config_changes(ControllerTrainConfig, state.get('controller_train_config', {}), cfg)
         if changed:
             raise CheckpointError(f'{out / "last.pt"}: that run used another config ({", ".join(changed)} '
                                   f'differ); not resuming. Delete {out} or train into another folder')
@@ -319,15 +314,6 @@ def _pretrain_autoencoder(ctrl, pre, batches, cfg, device, progress):
             total, count = total + float(loss), count + 1
         if progress:
             print(f'autoencoder epoch {epoch + 1}/{cfg.ae_epochs} reconstruction={total / count:.4f}', flush=True)
-
-
-def _with_defaults(values: dict, defaults: dict) -> dict:
-    """``values`` with the keys it lacks (at any depth) taken from ``defaults``."""
-    out = dict(defaults)
-    for key, value in values.items():
-        both = isinstance(value, dict) and isinstance(defaults.get(key), dict)
-        out[key] = _with_defaults(value, defaults[key]) if both else value
-    return out
 
 
 def _meta(ctrl, stage1_meta, cfg) -> dict:

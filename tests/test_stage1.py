@@ -101,6 +101,11 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path):
     cfg = Stage1Config.from_yaml(write_config(tmp_path, epochs=3))
     train_stage1(cfg, out, resume=True, progress=False)
     assert [int(r['epoch']) for r in read_metrics(out / 'metrics.csv')] == [1, 2, 3]
+    # Continuing with another recipe would mix two runs: refused, naming what changed.
+    from fusion.checkpoint import CheckpointError
+    with pytest.raises(CheckpointError, match='distill, lr differ'):
+        train_stage1(Stage1Config.from_yaml(write_config(tmp_path, epochs=4, lr=1e-3, distill=0.5)),
+                     out, resume=True, progress=False)
 
 
 @pytest.mark.slow
