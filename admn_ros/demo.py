@@ -24,7 +24,7 @@ def _ensure_default(out: Path, quick: bool) -> Path:
         pass
     if not quick:
         # The first run makes the real default (the model behind the README's tables), once.
-        print('No trained default found: training it now, once (about 20 minutes on 2 cores;\n'
+        print('No trained default found: training it now, once (about 15 minutes on 2 cores;\n'
               'the same as `admn train defaults --dataset synthetic`).', flush=True)
         return train_defaults('synthetic')
     print('No trained default found: --quick trains a tiny one (near chance; the real default is made\n'

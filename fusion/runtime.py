@@ -100,4 +100,3 @@ def load_yaml(path: Optional[str]) -> Dict[str, Any]:
     if not isinstance(data, dict):
         raise ValueError(f'{path}: expected a mapping at the top level')
     return data
-

@@ -14,7 +14,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, Optional
 
 import numpy as np
 import torch
@@ -161,11 +161,7 @@ def _train(cfg: Stage1Config, out: Path, rt: Runtime, resume: bool, augment: Opt
         state = read_checkpoint(out / 'last.pt', map_location=rt.device)
         if state['model_config'] != model_cfg.to_dict():
             raise CheckpointError(f'{out / "last.pt"}: model config differs from --config; not resuming')
-        # More epochs or another device may continue a run; anything else would silently mix two.
-        changed = config_changes(Stage1Config, state['extra'].get('train_config', {}), cfg)
-        if changed:
-            raise CheckpointError(f'{out / "last.pt"}: that run used another config ({", ".join(changed)} '
-                                  f'differ); not resuming. Delete {out} or train into another folder')
+        check_same_config(out / 'last.pt', state['extra'].get('train_config', {}), cfg)
         model.load_state_dict(state['state_dict'])
         opt.load_state_dict(state['extra']['optimizer'])
         start_epoch = int(state['extra']['epoch']) + 1
@@ -253,16 +249,21 @@ def _meta(cfg: Stage1Config, data: LoadedDataset) -> dict:
             'train_config': _plain(asdict(cfg))}
 
 
-def config_changes(cls, saved: dict, cfg) -> List[str]:
-    """Top-level options of ``cfg`` (a ``cls``) that differ from those a saved run was trained
-    with, apart from ``epochs`` and ``device`` (a resumed run may change those). The saved dict is
-    read back through ``cls``, so options the run predates count as their defaults."""
+def check_same_config(last: Path, saved: dict, cfg) -> None:
+    """Refuse (CheckpointError) to resume ``last`` with a training config other than the one it
+    was made with: more ``epochs`` or another ``device`` may continue a run, anything else would
+    silently mix two. ``saved`` is read back through ``cfg``'s dataclass, so options the run
+    predates count as their defaults."""
     try:
-        was = _plain(asdict(from_dict(cls, saved)))
+        was = _plain(asdict(from_dict(type(cfg), saved)))
     except (TypeError, ValueError) as exc:
-        return [f'unreadable: {exc}']
+        was = {'(saved config)': f'unreadable: {exc}'}
     now = _plain(asdict(cfg))
-    return sorted(k for k in set(was) | set(now) if k not in ('epochs', 'device') and was.get(k) != now.get(k))
+    changed = sorted(k for k in set(was) | set(now)
+                     if k not in ('epochs', 'device') and was.get(k) != now.get(k))
+    if changed:
+        raise CheckpointError(f'{last}: that run used another config ({", ".join(changed)} differ); '
+                              f'not resuming. Delete {last.parent} or train into another folder')
 
 
 def _plain(obj):

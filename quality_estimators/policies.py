@@ -389,8 +389,9 @@ class AdmnPolicy(Policy):
     """The learned controller's per-layer scores through the exact selector.
 
     ``controller.scores(batch, budget, present, inputs=None)`` must return [B, M, D] scores in
-    configured modality order (numpy or torch); ``inputs`` are the caller's model inputs, if any.  The selector maximises their sum, so only positive scores
-    are worth spending budget on (see :func:`~quality_estimators.budget.select_layers`).
+    configured modality order (numpy or torch); ``inputs`` are the caller's model inputs, if any.
+    The selector maximises their sum, so only positive scores are worth spending budget on (see
+    :func:`~quality_estimators.budget.select_layers`).
     """
 
     name = 'admn'

@@ -17,8 +17,8 @@ split every allocation scores about the same (``data.train_split`` / ``data.seed
 samples).
 
 ``variant: label_free`` instead pre-trains an autoencoder on the corrupted views, freezes its
-encoder and trains the allocation head on the task loss alone (ADMN_AE). The output ``controller.pt`` embeds the stage-1 model, so one file serves
-evaluation and the ROS fusion node.
+encoder and trains the allocation head on the task loss alone (ADMN_AE). The output
+``controller.pt`` embeds the stage-1 model, so one file serves evaluation and the ROS fusion node.
 """
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ from fusion.checkpoint import (CheckpointError, checkpoint_preprocessor, load_ch
 from fusion.config import from_dict
 from fusion.flops import CostModel
 from fusion.runtime import CsvLog, init_runtime, load_yaml, seed_everything
-from fusion.stage1 import AugmentConfig, DataConfig, _plain, _progress, config_changes
+from fusion.stage1 import AugmentConfig, DataConfig, _plain, _progress, check_same_config
 from quality_estimators.budget import ROUND_OFF_RTOL, UNITS
 from quality_estimators.controller import (AllocationController, ControllerConfig, ControllerScorer,
                                            straight_through_mask)
@@ -117,9 +117,8 @@ def candidate_counts(budget_abs: float, costs: np.ndarray, depth: int, rng) -> n
     spent = float(costs.sum())
     order = rng.permutation(len(costs))
     for j, i in enumerate(order):
-        afford = int(min(depth - 1, np.floor((limit - spent) / costs[i])))
-        k = afford if j == len(order) - 1 else int(rng.integers(0, max(afford, 0) + 1))
-        k = max(k, 0)
+        afford = max(0, int(min(depth - 1, np.floor((limit - spent) / costs[i]))))
+        k = afford if j == len(order) - 1 else int(rng.integers(0, afford + 1))
         counts[i] += k
         spent += k * costs[i]
     for i in order:
@@ -248,11 +247,7 @@ def train_controller(cfg: ControllerTrainConfig, stage1, out_dir, *, resume: boo
     start = 0
     if resume and (out / 'last.pt').exists():
         state = read_checkpoint(out / 'last.pt', map_location=rt.device)['extra']
-        # More epochs or another device may continue a run; anything else would silently mix two.
-        changed = config_changes(ControllerTrainConfig, state.get('controller_train_config', {}), cfg)
-        if changed:
-            raise CheckpointError(f'{out / "last.pt"}: that run used another config ({", ".join(changed)} '
-                                  f'differ); not resuming. Delete {out} or train into another folder')
+        check_same_config(out / 'last.pt', state.get('controller_train_config', {}), cfg)
         ctrl.load_state_dict(state['controller_state'])
         opt.load_state_dict(state['optimizer'])
         sched.load_state_dict(state['scheduler'])
