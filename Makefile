@@ -21,11 +21,20 @@ $(STAMP): requirements.txt requirements-test.txt setup.py
 	$(PY) -c "import numpy as np, librosa; librosa.feature.melspectrogram(y=np.zeros(16000, np.float32), sr=16000)"
 	touch $(STAMP)
 
+# colcon for the colcon-build tests, in a venv of its own (it pins pytest plugins and empy).
+COLCON_VENV  := $(VENV)/colcon
+COLCON_STAMP := $(COLCON_VENV)/.installed
+
+$(COLCON_STAMP): requirements-colcon.txt $(STAMP)
+	test -x $(COLCON_VENV)/bin/python || $(PYTHON) -m venv $(COLCON_VENV)
+	$(COLCON_VENV)/bin/python -m pip install --no-cache-dir -q -r requirements-colcon.txt
+	touch $(COLCON_STAMP)
+
 demo: $(STAMP)
 	$(VENV)/bin/admn demo
 
-test: $(STAMP)
-	$(PY) -m pytest -n 2 tests
+test: $(STAMP) $(COLCON_STAMP)
+	COLCON=$(abspath $(COLCON_VENV))/bin/colcon $(PY) -m pytest -n 2 tests
 	@$(MAKE) --no-print-directory clean-shm
 
 clean-shm:

@@ -397,10 +397,11 @@ class Inference:
     present: Tuple[str, ...]
     keep: Dict[str, np.ndarray]        # every model modality -> bool [depth] (absent: none)
     quality: Dict[str, float]
-    gflops: float
+    gflops: float                      # NaN until FusionEngine.account
     budget_fraction: float
     budget_unit: str
     budget_spent: float                # fraction of the full encoder cost, in the budget's unit
+                                       # (NaN until FusionEngine.account)
     preprocess_ms: float
     policy_ms: float
     model_ms: float
@@ -525,12 +526,13 @@ class FusionEngine:
         from quality_estimators.estimators import modality_quality
         return {m: float(q[0]) for m, q in modality_quality(self.batch_of(frame)).items()}
 
-    def infer(self, frame: Frame, budget, with_quality: Optional[bool] = None) -> Inference:
+    def infer(self, frame: Frame, budget, with_quality: Optional[bool] = None,
+              account: bool = True) -> Inference:
         """Allocate under ``budget`` (a :class:`quality_estimators.budget.Budget`) and run.
 
-        ``with_quality`` (default: the config's ``quality``) adds the quality estimates; a node
-        passes False and calls :meth:`estimate_quality` after publishing the prediction, so the
-        estimates are not on the prediction's critical path."""
+        ``with_quality`` (default: the config's ``quality``) adds the quality estimates and
+        ``account`` the executed GFLOPs and budget spent (:meth:`account`). A node turns both off
+        and adds them after publishing the prediction, so they are not on its critical path."""
         torch = self._torch
         t0 = time.perf_counter()
         batch = self.batch_of(frame)
@@ -550,16 +552,23 @@ class FusionEngine:
         self._sync_device()
         t3 = time.perf_counter()
         kept = {m: np.asarray(keep_np[m][0], bool) for m in self.model_modalities}
-        flops = float(self.cost.total_flops({m: kept[m] for m in present})[0])
-        flops += self.controller_flops
         class_id = int(np.argmax(probs))
-        return Inference(
+        inf = Inference(
             stamp_ns=frame.stamp_ns, frame_id=frame.frame_id, class_id=class_id,
             class_name=self.class_names[class_id], score=float(probs[class_id]), probs=probs,
-            present=present, keep=kept, quality=quality, gflops=flops / 1e9,
+            present=present, keep=kept, quality=quality, gflops=float('nan'),
             budget_fraction=float(budget.fraction), budget_unit=budget.unit,
-            budget_spent=self.spent_fraction(kept, budget.unit),
+            budget_spent=float('nan'),
             preprocess_ms=(t1 - t0) * 1e3, policy_ms=(t2 - t1) * 1e3, model_ms=(t3 - t2) * 1e3)
+        return self.account(inf) if account else inf
+
+    def account(self, inf: Inference) -> Inference:
+        """Fill in ``inf.gflops`` (encoders that ran, fusion, head and controller) and
+        ``inf.budget_spent``; returns ``inf``."""
+        flops = float(self.cost.total_flops({m: inf.keep[m] for m in inf.present})[0])
+        inf.gflops = (flops + self.controller_flops) / 1e9
+        inf.budget_spent = self.spent_fraction(inf.keep, inf.budget_unit)
+        return inf
 
     def spent_fraction(self, keep: Mapping[str, np.ndarray], unit: str) -> float:
         """Cost of ``keep`` as a fraction of the full model, in ``unit`` (layers or flops)."""

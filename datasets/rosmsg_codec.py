@@ -186,6 +186,13 @@ def audio_to_image_fields(wave: np.ndarray, encoding: str = '16SC1') -> Dict[str
         raise ValueError(f'audio must be [T] or [C, T], got shape {wave.shape}')
     if encoding == '16SC1' and wave.dtype == np.int16:
         return image_fields(wave, '16SC1')
+    if encoding == '32FC1':
+        _check_wave(wave)
+        return image_fields(wave.astype(np.float32), '32FC1')
+    return image_fields(pcm16(wave), '16SC1')
+
+
+def _check_wave(wave: np.ndarray) -> None:
     if not np.issubdtype(wave.dtype, np.floating):
         raise ValueError(f'audio must be float in [-1, 1] (or int16 for 16SC1), got {wave.dtype}')
     if not np.all(np.isfinite(wave)):
@@ -193,10 +200,15 @@ def audio_to_image_fields(wave: np.ndarray, encoding: str = '16SC1') -> Dict[str
     peak = float(np.max(np.abs(wave))) if wave.size else 0.0
     if peak > 1.0:
         raise ValueError(f'audio peak {peak:.4f} is outside [-1, 1]; scale it first')
-    if encoding == '32FC1':
-        return image_fields(wave.astype(np.float32), '32FC1')
-    pcm = np.clip(np.round(wave.astype(np.float64) * INT16_SCALE), -32768, 32767).astype(np.int16)
-    return image_fields(pcm, '16SC1')
+
+
+def pcm16(wave: np.ndarray) -> np.ndarray:
+    """Float audio in [-1, 1] (any shape) -> int16 PCM, full scale 32768 (+1.0 saturates).
+
+    ValueError for non-float input, NaN / Inf or a peak beyond 1."""
+    wave = np.asarray(wave)
+    _check_wave(wave)
+    return np.clip(np.round(wave.astype(np.float64) * INT16_SCALE), -32768, 32767).astype(np.int16)
 
 
 def audio_from_image(msg: Any) -> np.ndarray:

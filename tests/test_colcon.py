@@ -1,7 +1,8 @@
 """The package builds in a colcon workspace (ament_python), plain and with --symlink-install.
 
-Runs only where ``colcon`` is on PATH (colcon-common-extensions); the project's own environment
-does not need it. The source tree is copied into ``<tmp>/src/admn_ros`` so nothing is written into
+Needs colcon (colcon-common-extensions): ``$COLCON``, else ``colcon`` on PATH; skipped without.
+``make test`` installs a pinned one (``requirements-colcon.txt``) in a venv of its own,
+``.venv/colcon``, and points ``$COLCON`` at it. The source tree is copied into ``<tmp>/src/admn_ros`` so nothing is written into
 the checkout. Checked: one console script per node (and ``admn``) in ``lib/admn_ros/`` where
 ``ros2 run`` looks, the ament index marker, ``package.xml``, ``launch/`` and ``config/`` under
 ``share/admn_ros/``, and that an installed copy finds its config through the ament index.
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-COLCON = shutil.which('colcon')
+COLCON = os.environ.get('COLCON') or shutil.which('colcon')
 pytestmark = pytest.mark.skipif(COLCON is None, reason='colcon is not installed here')
 
 NODES = sorted(p.stem for p in (ROOT / 'admn_ros' / 'nodes').glob('*.py') if p.stem != '__init__')

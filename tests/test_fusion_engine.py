@@ -234,6 +234,18 @@ def test_inference_keeps_the_budget_really_skips_and_counts_flops(engine, unit):
         assert set(inf.quality) == set(MODS) and all(0 <= q <= 1 for q in inf.quality.values())
 
 
+def test_accounting_can_follow_the_prediction(engine):
+    # A node publishes the prediction first and accounts afterwards: same numbers either way.
+    frame = frame_of(sample(4))
+    whole = engine.infer(frame, Budget(0.5, 'flops'))
+    bare = engine.infer(frame, Budget(0.5, 'flops'), account=False)
+    assert np.isnan(bare.gflops) and np.isnan(bare.budget_spent)
+    assert bare.class_id == whole.class_id and np.array_equal(bare.probs, whole.probs)
+    assert engine.account(bare) is bare
+    assert (bare.gflops, bare.budget_spent) == (whole.gflops, whole.budget_spent)
+    assert 0 < bare.budget_spent <= 0.5
+
+
 def test_an_absent_modality_gives_its_budget_to_the_others(engine):
     data = sample(1)
     full = engine.infer(frame_of(data), Budget(0.5))

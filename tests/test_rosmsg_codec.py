@@ -6,7 +6,7 @@ import pytest
 
 from datasets.rosmsg_codec import (PcmReassembler, audio_common_to_array, audio_from_image,
                                    audio_to_image_fields, depth_to_mm, header_stamp_ns,
-                                   image_fields, image_to_array, split_stamp)
+                                   image_fields, image_to_array, pcm16, split_stamp)
 
 RNG = np.random.default_rng(7)
 
@@ -150,6 +150,16 @@ def test_audio_outside_unit_range_is_rejected():
         audio_to_image_fields(np.array([np.nan], np.float32))
     with pytest.raises(ValueError, match='16SC1 or 32FC1'):
         audio_from_image(as_msg(image_fields(np.zeros((1, 4), np.uint8), 'mono8')))
+
+
+def test_pcm16_quantises_saturates_and_matches_the_message_path():
+    wave = np.array([[-1.0, -0.5, 0.0, 0.25, 1.0]], np.float32)
+    pcm = pcm16(wave)
+    assert pcm.dtype == np.int16 and pcm.tolist() == [[-32768, -16384, 0, 8192, 32767]]
+    # Quantising first (as sources do when they open) sends the same bytes as sending floats.
+    assert audio_to_image_fields(pcm)['data'] == audio_to_image_fields(wave)['data']
+    with pytest.raises(ValueError, match='must be float'):
+        pcm16(np.array([1, 2], np.int32))
 
 
 def info(fmt='S16LE', channels=1, rate=16000, coding='wave'):

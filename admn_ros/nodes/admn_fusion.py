@@ -538,7 +538,7 @@ class AdmnFusion(LifecycleNode):
         if engine is None or not self.enabled:
             return
         self._last_set = time.monotonic()
-        inf = engine.infer(frame, self.budget, with_quality=False)
+        inf = engine.infer(frame, self.budget, with_quality=False, account=False)
         header = M.header(frame.stamp_ns, frame.frame_id)
         prediction = prediction_msg(inf, header)
         # Latency ends at the prediction's publish: read the clocks once the message is built.
@@ -546,6 +546,8 @@ class AdmnFusion(LifecycleNode):
         processing_ms = (time.monotonic() - frame.ready_mono) * 1e3
         pubs = self.pubs
         pubs['prediction'].publish(prediction)
+        # Everything else is bookkeeping the prediction does not wait for.
+        engine.account(inf)
         pubs['allocation'].publish(allocation_msg(inf, engine.model_modalities, header))
         if engine.cfg.quality:  # after the prediction: the estimates are not on its critical path
             inf.quality.update(engine.estimate_quality(frame))

@@ -28,6 +28,7 @@ from sensor_msgs.msg import Image
 
 from admn_ros import messages as M
 from admn_ros.node_utils import OK, Diagnostics, RateMonitor, declare, param, run_node
+from datasets.rosmsg_codec import pcm16
 from datasets.sample import MODALITIES, SAMPLE_RATE, batch_size
 
 NODE_NAME = 'sensor_source'
@@ -38,7 +39,8 @@ SOURCE_FORMS = ("'synthetic', 'avdigits', 'tensors', 'folder:PATH', 'video:PATH'
 
 @dataclass
 class Frame:
-    """What one tick publishes; absent modalities are None."""
+    """What one tick publishes; absent modalities are None. Audio is int16 PCM, as a microphone
+    delivers it: quantised when the source is opened, not between a tick's stamp and its publish."""
 
     rgb: Optional[np.ndarray] = None
     depth: Optional[np.ndarray] = None
@@ -72,7 +74,9 @@ class DatasetFeed:
     def __init__(self, spec: str, split: str, seed: int, size: int, data_root: str):
         from datasets.registry import load_dataset
         ds = load_dataset(spec, split, seed=seed, size=size or None, data_root=data_root or None)
-        self.arrays, self.class_names = ds.arrays, list(ds.class_names)
+        self.arrays, self.class_names = dict(ds.arrays), list(ds.class_names)
+        if 'audio' in self.arrays:
+            self.arrays['audio'] = pcm16(self.arrays['audio'])
         self.modalities = tuple(m for m in MODALITIES if m in self.arrays)
         self.length = batch_size(self.arrays)
         self.index = 0
@@ -136,7 +140,7 @@ class WavFeed:
         wave = wave.mean(axis=1)  # the raw-batch contract is mono
         if rate != SAMPLE_RATE and len(wave):
             wave = soxr.resample(wave, rate, SAMPLE_RATE)
-        self.wave = np.clip(wave, -1.0, 1.0).astype(np.float32)
+        self.wave = pcm16(np.clip(wave, -1.0, 1.0))
         self.chunk = max(1, int(round(chunk_s * SAMPLE_RATE)))
         if len(self.wave) == 0:
             raise ValueError(f'WAV file {path!r} holds no samples')
