@@ -343,7 +343,7 @@ def test_evaluator_matches_by_stamp_and_reports(ros, tmp_path):
         inf = fake_inference(guess, gflops=stamp / 1e9, model_ms=4.0, policy_ms=1.5,
                              preprocess_ms=stamp / 1e9 / 10)
         infos.publish(F.inference_msg(inf, header, latency_ms=10.0 * stamp / 1e9,
-                                      processing_ms=1.0, dropped=0))
+                                      processing_ms=7.0, dropped=0))
     h.spin_for(0.1)
     labels.publish(M.label_msg(s[3], 3))
     labels.publish(M.label_msg(s[4], 4))                   # never predicted: a drop
@@ -356,6 +356,7 @@ def test_evaluator_matches_by_stamp_and_reports(ros, tmp_path):
     assert summary['overhead_ms_p50'] == pytest.approx(30.0 - 1.5 - 4.0)
     assert summary['policy_ms_p50'] == pytest.approx(1.5)
     assert summary['preprocess_ms_p50'] == pytest.approx(0.3)
+    assert summary['intake_ms_p50'] == pytest.approx(30.0 - 7.0)   # stamp to synchronised set
     h.nodes.remove(ev)
     h.executor.remove_node(ev)
     ev.destroy_node()                                      # shutdown writes the report

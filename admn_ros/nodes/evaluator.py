@@ -6,7 +6,9 @@ label belong together when their header stamps are equal (both carry the source 
 within ``match_tolerance_s`` when set. Keeps a running accuracy, mean executed GFLOPs, mean layers
 per modality, latency percentiles (``latency_ms``: source stamp to prediction publish, as fusion
 measured it; ``overhead_ms``: that minus the model's own time, i.e. allocation ``policy_ms`` plus
-forward ``model_ms``; ``preprocess_ms`` is part of the overhead and reported too) and counts:
+forward ``model_ms``; of the overhead, ``intake_ms`` is the part before the fusion node had the
+synchronised set - building, publishing, delivering and decoding the inputs, i.e. ``latency_ms``
+minus fusion's ``processing_ms`` - and ``preprocess_ms`` is reported too) and counts:
 
 * ``matched``: predictions scored against a label;
 * ``drops``: labels stamped at or after the first prediction that got no prediction within
@@ -83,6 +85,7 @@ class Evaluator(Node):
         self.model_ms: List[float] = []
         self.policy_ms: List[float] = []
         self.preprocess_ms: List[float] = []
+        self.intake_ms: List[float] = []
         self.fusion_dropped = 0
         self.started = time.monotonic()
         self._written = False
@@ -165,6 +168,7 @@ class Evaluator(Node):
             self.model_ms.append(info['model_ms'])
             self.policy_ms.append(info['policy_ms'])
             self.preprocess_ms.append(info['preprocess_ms'])
+            self.intake_ms.append(info['latency_ms'] - info['processing_ms'])
             self.overhead.append(info['latency_ms'] - info['policy_ms'] - info['model_ms'])
             self.fusion_dropped = max(self.fusion_dropped, info['dropped'])
 
@@ -224,7 +228,8 @@ class Evaluator(Node):
             }
             for name, values in (('latency_ms', self.latency), ('overhead_ms', self.overhead),
                                  ('model_ms', self.model_ms), ('policy_ms', self.policy_ms),
-                                 ('preprocess_ms', self.preprocess_ms)):
+                                 ('preprocess_ms', self.preprocess_ms),
+                                 ('intake_ms', self.intake_ms)):
                 for q in (50, 95):
                     out[f'{name}_p{q}'] = percentile(values, q)
         return out
