@@ -168,7 +168,7 @@ class Evaluator(Node):
             self.model_ms.append(info['model_ms'])
             self.policy_ms.append(info['policy_ms'])
             self.preprocess_ms.append(info['preprocess_ms'])
-            self.intake_ms.append(info['latency_ms'] - info['processing_ms'])
+            self.intake_ms.append(round(info['latency_ms'] - info['processing_ms'], 3))
             self.overhead.append(info['latency_ms'] - info['policy_ms'] - info['model_ms'])
             self.fusion_dropped = max(self.fusion_dropped, info['dropped'])
 
