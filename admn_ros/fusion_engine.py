@@ -515,6 +515,10 @@ class FusionEngine:
         for m in self.modalities:
             if m in frame.data:
                 x = frame.data[m]
+                if m == 'audio' and len(x) < self.clip_samples:
+                    # A stream's first chunks: zero-padded to the clip as the model's
+                    # preprocessing would, so the quality estimators judge the same clip.
+                    x = np.pad(x, (0, self.clip_samples - len(x)))
                 batch[m] = (x.astype(np.float32, copy=False) if m != 'rgb' else x)[None]
         if not batch:
             raise RejectedInput(f'frame holds none of the configured modalities {self.modalities}')

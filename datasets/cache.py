@@ -41,6 +41,17 @@ def cache_key(parts: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
+def content_digest(batch: RawBatch) -> str:
+    """SHA-256 of a raw batch's arrays (names, dtypes, shapes, bytes): a cache key part for arrays
+    derived from data read from files, which no generator version describes."""
+    h = hashlib.sha256()
+    for name in sorted(batch):
+        arr = np.ascontiguousarray(batch[name])
+        h.update(f'{name} {arr.dtype.str} {arr.shape};'.encode())
+        h.update(memoryview(arr).cast('B'))
+    return h.hexdigest()
+
+
 def _jsonable(value):
     if isinstance(value, (np.integer, np.floating)):
         return value.item()

@@ -54,6 +54,9 @@ CORRUPTION_TYPES: Dict[str, Tuple[str, ...]] = {
 }
 
 # Audio SNR mapping: severity (0, 1] -> [SNR_AT_ZERO_DB - SNR_SPAN_DB, SNR_AT_ZERO_DB) dB.
+# Bump when a corruption's effect or the sampler's draws change: caches of corrupted sets
+# (quality_estimators.evaluate.corrupted_test_set) key on it.
+CORRUPTION_VERSION = 1
 SNR_AT_ZERO_DB = 30.0
 SNR_SPAN_DB = 40.0
 # Reference power floor (-50 dBFS): a silent clip would otherwise get zero noise.

@@ -26,7 +26,7 @@ from datasets.sample import MODALITIES, RawBatch, batch_size, present_modalities
 SPLITS = ('train', 'val', 'test')
 DATASET_NAMES = ('synthetic', 'tensors', 'avdigits', 'folder:PATH')
 SYNTHETIC_SIZES = {'train': 6000, 'val': 1000, 'test': 1000}
-TENSORS_VERSION = 2   # bump when _random_tensors changes what it makes
+TENSORS_VERSION = 3   # bump when _random_tensors changes what it makes
 TENSOR_SIZES = {'train': 64, 'val': 32, 'test': 32}
 TENSOR_CLASSES = 4
 
@@ -127,7 +127,8 @@ def _random_tensors(split: str, seed: int, n: int):
     label = (rng.permutation(n) % TENSOR_CLASSES).astype(np.int64)
     level = (label / max(1, TENSOR_CLASSES - 1)).astype(np.float32)[:, None, None]
     rgb = rng.normal(40 + 170 * level[..., None], 40, (n, 64, 64, 3))
-    depth = (0.5 + 3.0 * level + rng.normal(0, 0.3, (n, 64, 64))).astype(np.float32)
+    # Clipped: metres are positive (NaN = no reading), as the raw-sample contract says.
+    depth = np.maximum(0.5 + 3.0 * level + rng.normal(0, 0.3, (n, 64, 64)), 0.05).astype(np.float32)
     depth[rng.random(depth.shape) < 0.05] = np.nan
     t = np.arange(SAMPLE_RATE, dtype=np.float32) / SAMPLE_RATE
     tone = 0.3 * np.sin(2 * np.pi * (300 + 2400 * level[:, 0]) * t)

@@ -16,8 +16,8 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from datasets.cache import ArrayCache, default_cache_root
-from datasets.registry import content_version, load_dataset
+from datasets.cache import ArrayCache, content_digest, default_cache_root
+from datasets.registry import load_dataset
 from datasets.sample import RawBatch, take
 from fusion.flops import CostModel
 from quality_estimators.budget import Budget
@@ -41,13 +41,14 @@ def corrupted_test_set(dataset: str, *, seed: int = 0, size: Optional[int] = Non
 
     ``clean=True`` gives the same split uncorrupted (with all-zero corruption labels).
     """
-    from datasets.corruptions import CorruptionSampler
-    mix = 'clean-v1' if clean else 'standard-v1'
-    parts = {'dataset': dataset, 'content_version': content_version(dataset), 'split': 'test',
-             'seed': seed, 'size': size, 'data_root': data_root, 'mix': mix}
+    from datasets.corruptions import CORRUPTION_VERSION, CorruptionSampler
+    test = load_dataset(dataset, 'test', seed=seed, size=size, data_root=data_root).arrays
+    # Keyed on the test arrays themselves: a folder or data root whose files changed, or a new
+    # loader, gets a new set; no name or version could say that for data read from files.
+    parts = {'test_content': content_digest(test), 'seed': seed,
+             'mix': 'clean' if clean else 'standard', 'corruption_version': CORRUPTION_VERSION}
 
     def build():
-        test = load_dataset(dataset, 'test', seed=seed, size=size, data_root=data_root).arrays
         sampler = CorruptionSampler.standard(policy='clean') if clean else CorruptionSampler.standard()
         return sampler(test, np.random.default_rng(seed + 12345))
 

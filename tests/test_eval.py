@@ -57,3 +57,24 @@ def test_clean_and_corrupted_test_sets_are_the_same_split(tmp_path, monkeypatch)
     # Cached on disk: a second call returns equal arrays.
     again = corrupted_test_set('synthetic', size=32)
     np.testing.assert_array_equal(again['audio'], mixed['audio'])
+
+
+def test_corrupted_folder_test_set_follows_the_files(tmp_path):
+    # Data read from files has no generator version: the cache must notice new contents.
+    import shutil
+
+    from datasets.folder import write_folder
+    from datasets.registry import load_dataset
+    from datasets.sample import take
+    from quality_estimators.evaluate import corrupted_test_set
+    loaded = load_dataset('tensors', 'test')
+    source, names = loaded.arrays, loaded.class_names
+    root = tmp_path / 'recordings'
+    write_folder(root, 'test', take(source, slice(0, 6)), names)
+    first = corrupted_test_set(f'folder:{root}')
+    assert len(first['label']) == 6
+    shutil.rmtree(root / 'test')
+    write_folder(root, 'test', take(source, slice(6, 16)), names)
+    second = corrupted_test_set(f'folder:{root}')
+    assert len(second['label']) == 10
+    np.testing.assert_array_equal(second['label'], source['label'][6:16])

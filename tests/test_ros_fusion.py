@@ -145,7 +145,7 @@ def test_budget_changes_through_parameters_and_topic_apply_to_the_next_frames(ro
     later = allocations(got[n + 2:])          # at most one frame in flight, one waiting
     assert later and {(a['fraction'], total_layers(a)) for a in later} == {(0.25, 3)}
 
-    for name, value, reason in (('budget', 1.5, ''), ('budget', 0.0, '> 0'),
+    for name, value, reason in (('budget', 1.5, ''), ('budget', 0.0, 'out of range'),
                                 ('budget_unit', 'watts', 'budget_unit')):
         result = wait_future(h, client.set_parameters([Parameter(name, value=value)]))
         assert not result.results[0].successful and reason in result.results[0].reason
@@ -203,13 +203,22 @@ def test_bad_input_is_rejected_counted_and_survived(ros, model):
     nan_audio = M.audio_msg(np.zeros(800, np.float32), stamp, encoding='32FC1')
     nan_audio.data = np.full(800, np.nan, np.float32).tobytes()
     negative = M.depth_msg(np.full((16, 16), -1.0, np.float32), stamp)
+    before_epoch = M.depth_msg(good['depth'], stamp)
+    before_epoch.header.stamp.sec = -1                 # int32 on the wire: it can arrive
     for m, msg in (('rgb', wrong_encoding), ('rgb', truncated), ('audio', nan_audio),
-                   ('depth', negative)):
+                   ('depth', negative), ('depth', before_epoch)):
         feeder.pubs[m].publish(msg)
-    assert h.spin_until(lambda: sum(fusion.rejected.values()) == 4, 5)
-    assert fusion.rejected == {'rgb': 2, 'depth': 1, 'audio': 1}
+    assert h.spin_until(lambda: sum(fusion.rejected.values()) == 5, 5)
+    assert fusion.rejected == {'rgb': 2, 'depth': 2, 'audio': 1}
+    # A set whose audio is a stream's first, short chunk (16 ms) is valid: it runs zero-padded.
     n = len(preds)
-    feeder.run(10, until=lambda: len(preds) >= n + 3)   # still working
+    short = h.probe.get_clock().now().nanoseconds
+    feeder.pubs['rgb'].publish(M.rgb_msg(good['rgb'], short))
+    feeder.pubs['depth'].publish(M.depth_msg(good['depth'], short))
+    feeder.pubs['audio'].publish(M.audio_msg(good['audio'][:256], short))
+    assert h.spin_until(lambda: any(M.stamp_to_ns(p.header.stamp) == short for p in preds), 5)
+    feeder.run(10, until=lambda: len(preds) >= n + 4)   # still working
+    assert fusion.failed == 0
     status = {s.name: s for s in fusion.diagnostics.build().status}['admn_fusion: inputs']
     values = {kv.key: kv.value for kv in status.values}
     assert status.level == bytes([1]) and values['rgb rejected'] == '2'
@@ -248,7 +257,9 @@ def test_lifecycle_loads_on_configure_and_frees_on_deactivate(ros, model, tmp_pa
     feeder.run(0.5)
     assert len(preds) == n
 
+    fusion.set_parameters([Parameter('policy', value='every_other')])
     assert fusion.trigger_activate() == R.SUCCESS and fusion.engine is not None   # reloaded
+    assert fusion.engine.cfg.policy == 'every_other'     # with the parameters of now
     feeder.run(10, until=lambda: len(preds) >= n + 2)
     assert len(preds) >= n + 2
 
@@ -266,6 +277,19 @@ def test_lifecycle_loads_on_configure_and_frees_on_deactivate(ros, model, tmp_pa
     assert len(preds) >= n + 2
     assert fusion.trigger_deactivate() == R.SUCCESS
     assert fusion.trigger_cleanup() == R.SUCCESS and fusion.state_label() == 'unconfigured'
+
+    # A failing transition goes through on_error to unconfigured, leaving nothing behind.
+    prediction_topic = f'{h.namespace}/{F.PREDICTION}'
+    assert fusion.trigger_configure() == R.SUCCESS
+    assert h.spin_until(lambda: h.probe.count_publishers(prediction_topic) == 1, 2)
+    def broken(audio_input):
+        raise RuntimeError('subscription failed')
+    monkeypatch.setattr(fusion, '_subscribe', broken)
+    assert fusion.trigger_activate() != R.SUCCESS and fusion.state_label() == 'unconfigured'
+    assert fusion.engine is None and fusion.pubs == {}
+    monkeypatch.undo()
+    assert fusion.trigger_configure() == R.SUCCESS
+    assert h.spin_until(lambda: h.probe.count_publishers(prediction_topic) == 1, 2)
 
 
 def test_outputs_carry_the_source_stamp_quality_and_cost(ros, model):

@@ -138,6 +138,26 @@ def test_noise_injector_applies_runtime_severity_and_reports_it(ros_context, har
     assert recorded == [('clean', 0.0), ('gaussian_noise', 0.2), ('gaussian_noise', 0.8)]
 
 
+def test_noise_injector_corrupts_mono8_and_drops_negative_stamps(ros_context, harness):
+    from admn_ros.nodes.noise_injector import NoiseInjector
+    inj = NoiseInjector(context=ros_context, parameter_overrides=[
+        Parameter('input_reliability', value=1), Parameter('rgb.type', value='low_light'),
+        Parameter('rgb.severity', value=0.5)])
+    h = harness(inj)
+    out = h.listen(Image, M.CORRUPTED_TOPICS['rgb'])
+    pub = h.probe.create_publisher(Image, M.RGB, 10)
+    assert h.spin_until(lambda: pub.get_subscription_count() > 0)
+    grey = np.full((24, 24), 150, np.uint8)
+    bad = M.image_msg(grey, 'mono8', 0)
+    bad.header.stamp.sec = -2                       # int32 on the wire: it can arrive
+    pub.publish(bad)
+    assert h.spin_until(lambda: inj.dropped == 1)
+    _spin_one(h, pub, M.image_msg(grey, 'mono8', 5_000), out, 1)   # still running
+    assert out[0].encoding == 'rgb8' and M.stamp_to_ns(out[0].header.stamp) == 5_000
+    darker = M.read_image(out[0])
+    assert darker.shape == (24, 24, 3) and darker.mean() < 150 and inj.dropped == 1
+
+
 def test_noise_injector_rejects_invalid_parameters_with_a_reason(ros_context, tmp_path):
     from admn_ros.nodes.noise_injector import NoiseInjector
     inj = NoiseInjector(context=ros_context)

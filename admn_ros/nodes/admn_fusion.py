@@ -40,7 +40,7 @@ audio order, i.e. the RGB frame when RGB is live) and that input's frame_id:
 * ``/diagnostics``: lifecycle, inputs (rate, rejects, quiet), sync, inference (latency
   percentiles, drops) and allocation.
 
-Budget: ``budget`` (fraction of the full model in (0, 1]) and ``budget_unit`` (layers | flops) are
+Budget: ``budget`` (fraction of the full model in [0.01, 1]) and ``budget_unit`` (layers | flops) are
 validated (descriptor range plus a set callback) and apply from the next frame; the ``budget``
 topic sets the same parameter. Bad input (wrong encoding or size, garbage values) is logged,
 counted per modality and dropped; it never stops the node.
@@ -48,6 +48,7 @@ counted per modality and dropped; it never stops the node.
 from __future__ import annotations
 
 import functools
+import math
 import threading
 import time
 from typing import Any, Dict, List, Optional, Tuple
@@ -77,6 +78,7 @@ INFERENCE_STATUS = 'inference'
 BUDGET_STATUS = 'budget'
 AUDIO_INPUTS = ('image', 'audio_common')
 TOP_K = 5
+FAILURE_MEMORY_S = 10.0  # /diagnostics reports ERROR this long after a failed frame
 # Parameters read only when (re)configuring or activating.
 RELOAD_PARAMETERS = ('model_path', 'dataset', 'device', 'policy', 'modalities', 'seed',
                      'audio_input', 'input_reliability', 'input_depth', 'publish_quality')
@@ -232,8 +234,8 @@ class AdmnFusion(LifecycleNode):
         declare(self, 'modalities', [], 'modalities to use (empty = every one the model has)',
                 array_type='string')
         declare(self, 'seed', 0, 'seed of the random policy', value_range=(0, 2**31 - 1))
-        declare(self, 'budget', 0.5, 'compute budget: fraction of the full model in (0, 1]',
-                value_range=(0.0, 1.0))
+        declare(self, 'budget', 0.5, 'compute budget: fraction of the full model in [0.01, 1]',
+                value_range=(0.01, 1.0))
         declare(self, 'budget_unit', 'layers', 'unit the budget counts', choices=UNITS)
         declare(self, 'sync_queue_size', 10, 'approximate-sync queue per input',
                 value_range=(1, 1000))
@@ -279,6 +281,7 @@ class AdmnFusion(LifecycleNode):
         self.last_reject = ''
         self.processed = 0
         self.failed = 0
+        self.last_failure = -math.inf
         self.last_inference = None
         self.latency = Percentiles()
         self.model_time = Percentiles()
@@ -303,8 +306,8 @@ class AdmnFusion(LifecycleNode):
     @staticmethod
     def _check(name: str, value) -> str:
         """Why ``value`` is unacceptable for ``name`` ('' when fine); ranges rclpy checks itself."""
-        if name == 'budget' and not value > 0.0:
-            return 'budget must be > 0 (a fraction of the full model in (0, 1])'
+        if name == 'budget' and not 0.01 <= value <= 1.0:
+            return 'budget must be a fraction of the full model in [0.01, 1]'
         if name == 'budget_unit' and value not in UNITS:
             return f'budget_unit must be one of {UNITS}, got {value!r}'
         if name == 'audio_input' and value not in AUDIO_INPUTS:
@@ -346,12 +349,11 @@ class AdmnFusion(LifecycleNode):
             self.get_logger().info(f'{later} apply at the next configure/activate')
 
     def _on_budget(self, msg) -> None:
-        import math
         value = float(msg.data)
-        if not math.isfinite(value) or not 0.0 < value <= 1.0:
+        if not math.isfinite(value) or not 0.01 <= value <= 1.0:
             self.budget_rejected += 1
             self.get_logger().warning(f'ignoring budget {value!r} from topic {BUDGET}: '
-                                      'need a fraction in (0, 1]')
+                                      'need a fraction in [0.01, 1]')
             return
         value = round(value, 6)  # float32 on the wire: 0.3 arrives as 0.30000001
         if value == param(self, 'budget'):
@@ -409,12 +411,12 @@ class AdmnFusion(LifecycleNode):
                                f'{e.depth}, {len(e.class_names)} classes, policy {cfg.policy}')
         return True
 
-    @_guarded
-    def on_configure(self, state) -> TransitionCallbackReturn:
-        from diagnostic_msgs.msg import DiagnosticArray
+    def _load_pipeline(self) -> bool:
+        """Load the model with the current parameters and build the intake around it (the
+        queue, the synchroniser over its modalities, the audio window of its clip length)."""
         self.engine_cfg = self._engine_config()
         if not self._load(self.engine_cfg):
-            return TransitionCallbackReturn.FAILURE
+            return False
         self.queue = FrameQueue(param(self, 'frame_queue_depth'))
         self.sync = ModalitySync(self.engine.modalities, self.queue.put,
                                  queue_size=param(self, 'sync_queue_size'),
@@ -422,6 +424,13 @@ class AdmnFusion(LifecycleNode):
                                  timeout_s=float(param(self, 'modality_timeout_s')))
         self.audio = RollingAudio(self.engine.clip_samples,
                                   int(round(param(self, 'audio_gap_tolerance_s') * 1e9)))
+        return True
+
+    @_guarded
+    def on_configure(self, state) -> TransitionCallbackReturn:
+        from diagnostic_msgs.msg import DiagnosticArray
+        if not self._load_pipeline():
+            return TransitionCallbackReturn.FAILURE
         qos = M.output_qos()
         self.pubs = {
             'prediction': self.create_lifecycle_publisher(prediction_type(), PREDICTION, qos),
@@ -433,7 +442,9 @@ class AdmnFusion(LifecycleNode):
 
     @_guarded
     def on_activate(self, state) -> TransitionCallbackReturn:
-        if self.engine is None and not self._load(self.engine_cfg):  # freed by deactivate
+        # Freed by deactivate: reload, so model, policy, device, modalities... changed meanwhile
+        # take effect now.
+        if self.engine is None and not self._load_pipeline():
             return TransitionCallbackReturn.FAILURE
         audio_input = str(param(self, 'audio_input'))
         if audio_input == 'audio_common' and not M.audio_common_available():
@@ -482,22 +493,27 @@ class AdmnFusion(LifecycleNode):
             self.engine = None
         return super().on_deactivate(state)
 
-    @_guarded
-    def on_cleanup(self, state) -> TransitionCallbackReturn:
+    def _teardown(self) -> None:
+        """Back to unconfigured: no processing, no publishers, no model."""
+        self._stop_processing()
         for pub in self.pubs.values():
             self.destroy_lifecycle_publisher(pub)
         self.pubs = {}
+        if self.engine is not None:
+            self.engine.release()
         self.engine = self.sync = self.audio = self.queue = None
+
+    @_guarded
+    def on_cleanup(self, state) -> TransitionCallbackReturn:
+        self._teardown()
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state) -> TransitionCallbackReturn:
-        self._stop_processing()
-        self.engine = None
+        self._teardown()
         return TransitionCallbackReturn.SUCCESS
 
     def on_error(self, state) -> TransitionCallbackReturn:
-        self._stop_processing()
-        self.engine = None
+        self._teardown()  # unconfigured afterwards: a new configure starts from nothing
         return TransitionCallbackReturn.SUCCESS
 
     def destroy_node(self) -> None:
@@ -512,6 +528,8 @@ class AdmnFusion(LifecycleNode):
         self.rates[modality].tick()   # also counts what was received
         try:
             stamp = header_stamp_ns(msg)
+            if stamp < 0:  # int32 seconds: possible on the wire, meaningless as a capture time
+                raise RejectedInput(f'negative header stamp {stamp} ns')
             array = DECODERS[modality](msg, self.limits)
             if modality == 'audio':
                 array = self.audio.push(stamp, array)
@@ -568,6 +586,7 @@ class AdmnFusion(LifecycleNode):
             return
         with self._lock:
             self.failed += 1
+            self.last_failure = time.monotonic()
         self.get_logger().error(f'inference failed on the set stamped {frame.stamp_ns}: '
                                 f'{type(exc).__name__}: {exc}', throttle_duration_sec=1.0)
 
@@ -626,8 +645,8 @@ class AdmnFusion(LifecycleNode):
         values = {'processed': self.processed, 'dropped': dropped, 'failed': self.failed,
                   'latency_ms_p50': f'{p50:.2f}', 'latency_ms_p95': f'{p95:.2f}',
                   'model_ms_p50': f'{m50:.2f}'}
-        if self.failed:
-            return ERROR, f'{self.failed} frames failed', values
+        if time.monotonic() - self.last_failure < FAILURE_MEMORY_S:
+            return ERROR, f'{self.failed} frames failed, one in the last {FAILURE_MEMORY_S:g} s', values
         if dropped:
             return WARN, f'{dropped} stale frames dropped (model slower than input)', values
         return OK, f'{self.processed} frames', values

@@ -171,8 +171,10 @@ class NoiseInjector(Node):
         return out
 
     def _corrupt_image(self, modality: str, msg: Image, ctype: str, severity: float) -> Image:
+        from admn_ros.fusion_engine import decode_rgb
         from datasets.corruptions import apply_corruption
-        arr = M.read_image(msg)[None]
+        # decode_rgb: any accepted colour encoding (mono8 included) as the HxWx3 RGB corruptions need
+        arr = (decode_rgb(msg) if modality == 'rgb' else M.read_image(msg))[None]
         batch = apply_corruption({modality: arr}, modality, ctype, severity, self.rng)
         build = M.rgb_msg if modality == 'rgb' else M.depth_msg
         out = build(batch[modality][0], 0)
@@ -186,6 +188,9 @@ class NoiseInjector(Node):
 
     def _on_message(self, modality: str, msg: Image) -> None:
         stamp_ns = M.stamp_to_ns(msg.header.stamp)
+        if stamp_ns < 0:  # int32 seconds can be negative on the wire; no schedule time is
+            self._drop(modality, stamp_ns, 'a negative header stamp')
+            return
         with self.lock:
             levels, new = self.levels_at(stamp_ns)
             if new:  # exactly one record per stamp, sent before the data it describes
@@ -201,13 +206,16 @@ class NoiseInjector(Node):
                 elif ctype != 'clean':
                     out = self._corrupt_image(modality, msg, ctype, severity)
             except Exception as exc:  # one undecodable message must not stop the stream
-                self.dropped += 1
-                self.get_logger().error(f'dropping {modality} message stamped {stamp_ns}: '
-                                        f'{type(exc).__name__}: {exc}')
+                self._drop(modality, stamp_ns, f'{type(exc).__name__}: {exc}')
                 return
         self.pubs[modality].publish(out)
         self.last_levels[modality] = (ctype, severity)
         self.rates[modality].tick()
+
+    def _drop(self, modality: str, stamp_ns: int, reason: str) -> None:
+        self.dropped += 1
+        self.get_logger().error(f'dropping {modality} message stamped {stamp_ns}: {reason}',
+                                throttle_duration_sec=1.0)
 
     def _status(self, modality: str):
         level, message, values = self.rates[modality].status()
