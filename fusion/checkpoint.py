@@ -38,6 +38,18 @@ def save_checkpoint(path, model: ADMNModel, **extra: Any) -> Path:
     return path
 
 
+def state_digest(model: ADMNModel) -> str:
+    """SHA-256 of a model's weights (names, dtypes, shapes, values): says which stage-1 model a
+    controller run was trained on."""
+    import hashlib
+    h = hashlib.sha256()
+    for name, tensor in getattr(model, 'module', model).state_dict().items():
+        t = tensor.detach().cpu().contiguous()
+        h.update(f'{name} {t.dtype} {tuple(t.shape)};'.encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def save_untrained(path, cfg: ModelConfig, *, dataset: str, class_names, seed: int = 0,
                    **extra: Any) -> Path:
     """A stage-1 checkpoint of an untrained model (seeded) with the default preprocessing: for

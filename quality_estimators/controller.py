@@ -149,6 +149,7 @@ def straight_through_mask(logits: torch.Tensor, layer_cost, budget_abs, present:
     """A ``[B, M, D]`` mask: exactly the strict hard selection in the forward pass; in training the
     gradient of the chosen relaxation flows to ``logits`` (straight-through)."""
     b, m, d = logits.shape
+    present = present.to(logits.device)
     if training:
         gumbel = -torch.log(-torch.log(torch.rand_like(logits).clamp(1e-9, 1 - 1e-9)))
         y = logits + cfg.gumbel_scale * gumbel

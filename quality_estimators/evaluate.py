@@ -101,9 +101,11 @@ def evaluate(checkpoint, dataset: str, budgets: Sequence[float], policies: Seque
                 raise ValueError(f'{checkpoint} has no controller: policy admn needs a controller checkpoint')
             scorer = make_scorer(ctrl, meta, model.modalities, dev)
             extra = controller_cost_flops(ctrl.cfg)
-        policy = make_policy(spec, modalities=model.modalities, depth=model.depth, cost_model=cost, seed=seed,
-                             controller=scorer)
         for fraction in budgets:
+            # A fresh policy per cell: a seeded random policy then gives a cell the same numbers
+            # whichever other budgets are evaluated with it.
+            policy = make_policy(spec, modalities=model.modalities, depth=model.depth, cost_model=cost,
+                                 seed=seed, controller=scorer)
             cell = evaluate_policy(model, pre, policy, test, Budget(float(fraction), unit), cost,
                                    extra_flops=extra, device=dev)
             allocations[(spec, float(fraction))] = cell.pop('per_sample_layers')

@@ -35,7 +35,7 @@ from torch import nn
 from datasets.registry import load_dataset
 from datasets.sample import take
 from fusion.checkpoint import (CheckpointError, checkpoint_preprocessor, load_checkpoint, read_checkpoint,
-                               save_checkpoint)
+                               save_checkpoint, state_digest)
 from fusion.config import from_dict
 from fusion.flops import CostModel
 from fusion.runtime import CsvLog, init_runtime, load_yaml, seed_everything
@@ -180,7 +180,7 @@ def controller_step(ctrl, model, pre, cost, raw, rng, cfg: ControllerTrainConfig
     logits = logits[:, order]
     costs = budget_costs(cost, mods, unit)
     budget_abs = fraction.cpu().numpy() * model.depth * costs.sum()
-    present = torch.ones(n, len(mods), dtype=torch.bool)
+    present = torch.ones(n, len(mods), dtype=torch.bool, device=device)
     loss = torch.zeros((), device=device)
     acc = float('nan')
     # With candidates the mask is the controller's own hard choice (for the accuracy it logs).
@@ -225,9 +225,10 @@ def train_controller(cfg: ControllerTrainConfig, stage1, out_dir, *, resume: boo
     def batches(epoch):
         order = np.random.default_rng(cfg.seed + epoch).permutation(n)
         rng = np.random.default_rng([cfg.seed, epoch])
+        corrupt = augment is not None and epoch >= cfg.augment.start_epoch
         for s in range(steps):
             raw = take(train.arrays, order[s * cfg.batch_size:(s + 1) * cfg.batch_size])
-            yield (augment(raw, rng) if augment else raw), rng
+            yield (augment(raw, rng) if corrupt else raw), rng
 
     if cfg.variant == 'label_free':
         _pretrain_autoencoder(ctrl, pre, batches, cfg, rt.device, progress)
@@ -245,12 +246,19 @@ def train_controller(cfg: ControllerTrainConfig, stage1, out_dir, *, resume: boo
     total = cfg.epochs * steps
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.01, 1 - s / total))
     start = 0
+    backbone = state_digest(model)
     if resume and (out / 'last.pt').exists():
         state = read_checkpoint(out / 'last.pt', map_location=rt.device)['extra']
         check_same_config(out / 'last.pt', state.get('controller_train_config', {}), cfg)
+        if state.get('stage1_digest') != backbone:
+            which = ('another stage-1 model than' if 'stage1_digest' in state
+                     else 'a stage-1 model it did not record (an older run), maybe not')
+            raise CheckpointError(f'{out / "last.pt"} was trained on {which} {stage1}; delete {out} '
+                                  '(or choose another --out) to train on this one')
         ctrl.load_state_dict(state['controller_state'])
         opt.load_state_dict(state['optimizer'])
         sched.load_state_dict(state['scheduler'])
+        torch.set_rng_state(state['rng_state'].cpu())  # the Gumbel noise continues its stream
         start = int(state['epoch']) + 1
         print(f'resuming from {out / "last.pt"} at epoch {start}')
     for epoch in range(start, cfg.epochs):
@@ -264,8 +272,9 @@ def train_controller(cfg: ControllerTrainConfig, stage1, out_dir, *, resume: boo
             loss, acc, mean_layers = controller_step(ctrl, model, pre, cost, raw, rng, cfg, task=task,
                                                      corruption=corruption, device=rt.device)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            if loss.requires_grad:  # a warm-up batch without corruption labels teaches nothing
+                loss.backward()
+                opt.step()
             sched.step()
             tot_loss += float(loss.detach())
             tot_acc.append(acc)
@@ -283,7 +292,8 @@ def train_controller(cfg: ControllerTrainConfig, stage1, out_dir, *, resume: boo
         log.write(row)
         print(' '.join(f'{k}={v}' for k, v in row.items()), flush=True)
         save_checkpoint(out / 'last.pt', model, **_meta(ctrl, meta, cfg), epoch=epoch,
-                        optimizer=opt.state_dict(), scheduler=sched.state_dict())
+                        optimizer=opt.state_dict(), scheduler=sched.state_dict(),
+                        stage1_digest=backbone, rng_state=torch.get_rng_state())
     save_checkpoint(out / 'controller.pt', model, **_meta(ctrl, meta, cfg))
     rt.close()
     return out / 'controller.pt'

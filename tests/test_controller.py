@@ -283,7 +283,9 @@ def test_candidate_allocations_are_strict_and_keep_layer_0(budget, costs, depth,
 @pytest.mark.slow
 @pytest.mark.parametrize('allocation_loss', ['straight_through', 'candidates'])
 def test_train_controller_logs_resumes_and_writes_a_loadable_checkpoint(tiny_stage1, tmp_path,
+                                                                        monkeypatch,
                                                                         allocation_loss):
+    from fusion.checkpoint import CheckpointError
     from fusion.stage1 import AugmentConfig, DataConfig
     from quality_estimators.train_controller import (ControllerTrainConfig, load_controller,
                                                      train_controller)
@@ -301,8 +303,31 @@ def test_train_controller_logs_resumes_and_writes_a_loadable_checkpoint(tiny_sta
     train_controller(cfg, tiny_stage1, tmp_path, resume=True, progress=False)
     rows = (tmp_path / 'metrics.csv').read_text().strip().splitlines()
     assert [r.split(',')[0] for r in rows[1:]] == ['1', '2', '3']
+    # A run interrupted after epoch 2 and resumed lands where an uninterrupted one does (the
+    # Gumbel noise stream included).
+    import quality_estimators.train_controller as tc
+    real_save, saved = tc.save_checkpoint, []
+
+    def save_then_stop(path, *args, **kwargs):
+        real_save(path, *args, **kwargs)
+        saved.append(path)
+        if len(saved) == 2:
+            raise KeyboardInterrupt
+    monkeypatch.setattr(tc, 'save_checkpoint', save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        train_controller(cfg, tiny_stage1, tmp_path / 'interrupted', progress=False)
+    monkeypatch.undo()
+    resumed = train_controller(cfg, tiny_stage1, tmp_path / 'interrupted', resume=True,
+                               progress=False)
+    straight = train_controller(cfg, tiny_stage1, tmp_path / 'straight', progress=False)
+    a, b = load_controller(resumed)[1].state_dict(), load_controller(straight)[1].state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # A finished run is not continued on top of another backbone.
+    from tests.fixtures_models import make_random_checkpoint
+    other = make_random_checkpoint(tmp_path / 'other_stage1.pt')
+    with pytest.raises(CheckpointError, match='another stage-1 model'):
+        train_controller(cfg, other, tmp_path, resume=True, progress=False)
     # A run made with another config is not continued (a new default config over an old cache).
-    from fusion.checkpoint import CheckpointError
     cfg.epochs, cfg.lr = 4, 5e-4
     with pytest.raises(CheckpointError, match='lr differ'):
         train_controller(cfg, tiny_stage1, tmp_path, resume=True, progress=False)
