@@ -29,8 +29,9 @@ BUDGETS = (0.25, 0.33, 0.5, 0.75, 1.0)
 
 
 def even_allocation(modalities, depth: int, fraction: float) -> Dict[str, torch.Tensor]:
-    """Split ``round(fraction * total layers)`` evenly over modalities, evenly spaced in each."""
-    total = int(round(fraction * depth * len(modalities)))
+    """Split ``floor(fraction * total layers)`` evenly over modalities, evenly spaced in each
+    (floor: a budget is a strict upper bound, as everywhere else)."""
+    total = int(fraction * depth * len(modalities) + 1e-9)
     counts = [total // len(modalities) + (i < total % len(modalities)) for i in range(len(modalities))]
     return {m: evenly_spaced(depth, k) for m, k in zip(modalities, counts)}
 
