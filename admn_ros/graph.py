@@ -106,6 +106,12 @@ class GraphSpec:
             merged.update(flatten(dict(spec.parameters)))
             for name, value in extra.get(spec.name, {}).items():
                 merged[name] = _like(merged.get(name), value)
+            if spec.remappings == _FROM_INJECTOR and merged.get('audio_input') == 'audio_common':
+                # The injector corrupts the Image audio topic only: stamped audio would arrive
+                # clean while ground_truth/corruption reports it corrupted.
+                raise ValueError(f'graph {self.name!r}: {spec.name} reads its inputs through the '
+                                 'noise injector, which corrupts audio on the Image topic only; '
+                                 'use audio_input=image here')
             out[spec.name] = merged
         return out
 

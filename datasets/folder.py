@@ -179,7 +179,8 @@ def _parse_conditions(conditions: Any, where: str) -> Dict[str, Tuple[int, float
             raise ValueError(f'{where}: {m} severity must be a number in [0, 1], got {severity!r}')
         if ctype == 'clean' and float(severity) != 0.0:
             raise ValueError(f"{where}: {m} type 'clean' needs severity 0")
-        out[m] = (CORRUPTION_TYPES[m].index(ctype), float(severity))
+        # Severity 0 is clean whatever the type, as apply_corruption labels it.
+        out[m] = (CORRUPTION_TYPES[m].index(ctype) if float(severity) > 0 else 0, float(severity))
     return out
 
 

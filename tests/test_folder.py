@@ -108,13 +108,16 @@ def test_meta_yaml_label_and_conditions(tmp_path):
     write_record(tmp_path, 's', 'r0', audio=audio, label='b',
                  meta='label: 1\nconditions:\n  audio: {type: babble, severity: 0.25}\n')
     write_record(tmp_path, 's', 'r1', audio=np.zeros(300, np.float32), meta='label: a\n')
+    write_record(tmp_path, 's', 'r2', audio=audio,
+                 meta='label: a\nconditions:\n  audio: {type: babble, severity: 0}\n')
     got, _ = load_folder(tmp_path, 's')
-    np.testing.assert_array_equal(got['label'], [1, 0])
-    np.testing.assert_array_equal(got['ctype_audio'], [3, 0])     # untagged record is clean
-    np.testing.assert_array_equal(got['severity_audio'], np.float32([0.25, 0.0]))
-    assert got['audio'].shape == (2, 300)                         # padded to the longest
+    np.testing.assert_array_equal(got['label'], [1, 0, 0])
+    # untagged is clean, and so is any type at severity 0 (as apply_corruption labels it)
+    np.testing.assert_array_equal(got['ctype_audio'], [3, 0, 0])
+    np.testing.assert_array_equal(got['severity_audio'], np.float32([0.25, 0.0, 0.0]))
+    assert got['audio'].shape == (3, 300)                         # padded to the longest
     fixed, _ = load_folder(tmp_path, 's', clip_seconds=0.01)
-    assert fixed['audio'].shape == (2, 160)
+    assert fixed['audio'].shape == (3, 160)
 
 
 @pytest.mark.parametrize('case,match', [

@@ -79,6 +79,8 @@ def test_overrides_resolve_to_node_parameters_with_float_coercion():
     params = graph.parameters({'noise_injector': {'depth': {'type': 'blocked'}}})
     assert params['noise_injector']['depth.type'] == 'blocked'
     assert params['noise_injector']['depth.severity'] == 0.5
+    with pytest.raises(ValueError, match='audio_input=image'):   # would bypass the injector
+        graph.parameters({'admn_fusion': {'audio_input': 'audio_common'}})
     for bad in ({'nonexistent.x': 1}, {'bogus': 3}):
         with pytest.raises(ValueError, match='matches no node or argument'):
             graph.parameters(bad)

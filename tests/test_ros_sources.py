@@ -248,6 +248,27 @@ def test_bag_player_replays_every_message_with_clock(ros_context, harness, tmp_p
     assert follower.get_clock().now().nanoseconds == stamps[-1]  # use_sim_time follows the bag
 
 
+def test_bag_player_reliability_can_override_the_recorded_qos(ros_context, tmp_path):
+    from rclpy.qos import ReliabilityPolicy
+
+    from admn_ros.nodes.bag_player import BagPlayer
+    from datasets.bags import write_bag
+    bag = write_bag(tmp_path / 'bag', _small_batch(2), rate_hz=20.0)   # records no QoS: reliable
+    expected = {'recorded': ReliabilityPolicy.RELIABLE, 'reliable': ReliabilityPolicy.RELIABLE,
+                'best_effort': ReliabilityPolicy.BEST_EFFORT}
+    for choice, policy in expected.items():
+        player = BagPlayer(context=ros_context, parameter_overrides=[
+            Parameter('bag_path', value=str(bag)), Parameter('reliability', value=choice),
+            Parameter('wait_for_subscribers', value=1), Parameter('wait_timeout_s', value=0.1)])
+        try:
+            assert {t.publisher.qos_profile.reliability for t in player.tracks.values()} == {policy}
+        finally:
+            player.destroy_node()
+    with pytest.raises(ValueError, match='reliability must be one of'):
+        BagPlayer(context=ros_context, parameter_overrides=[
+            Parameter('bag_path', value=str(bag)), Parameter('reliability', value='sometimes')])
+
+
 def test_bag_player_paces_filters_remaps_and_skips_unknown_types(ros_context, harness, tmp_path):
     from rosbags.rosbag2 import StoragePlugin, Writer
 
@@ -337,3 +358,7 @@ def test_bag_player_main_returns_when_the_bag_ends(tmp_path):
     assert code == 0
     assert 0.02 * 2 / 5.0 <= time.monotonic() - start < 10  # paced: 20 ms of bag at 5x
     assert not rclpy.ok()  # the global context was shut down again
+    # Looping over nothing (start_offset past the end) ends instead of spinning forever.
+    code = bag_player.main(['--ros-args', '-p', f'bag_path:={bag}', '-p', 'exit_on_end:=true',
+                            '-p', 'loop:=true', '-p', 'start_offset:=60.0'])
+    assert code == 0 and not rclpy.ok()

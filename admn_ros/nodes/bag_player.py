@@ -66,6 +66,9 @@ class Track:
     publisher: object = None
 
 
+RELIABILITY_CHOICES = ('recorded', 'reliable', 'best_effort')
+
+
 def recorded_qos(connections, depth: int) -> Tuple[QoSProfile, str]:
     """The QoS to republish with, from the offered profiles recorded for one topic, and a note."""
     profiles = [q for c in connections
@@ -118,6 +121,12 @@ class BagPlayer(Node):
                            read_only=True)
         depth = declare(self, 'qos_depth', 10, 'KEEP_LAST depth of the republishing publishers',
                         read_only=True, value_range=(1, 10000))
+        reliability = declare(self, 'reliability', 'recorded',
+                              'republishing reliability: as recorded, or forced (a bag from a '
+                              'best-effort camera then still reaches reliable subscribers)',
+                              read_only=True, choices=RELIABILITY_CHOICES)
+        if reliability not in RELIABILITY_CHOICES:
+            raise ValueError(f'reliability must be one of {RELIABILITY_CHOICES}, got {reliability!r}')
         if not self.bag_path:
             raise ValueError('bag_path is empty: set it to a rosbag2 directory')
 
@@ -158,6 +167,9 @@ class BagPlayer(Node):
                 self.skipped[topic] = 0
                 continue
             qos, note = recorded_qos(conns, depth)
+            if reliability != 'recorded':
+                qos.reliability = (ReliabilityPolicy.RELIABLE if reliability == 'reliable'
+                                   else ReliabilityPolicy.BEST_EFFORT)
             if note:
                 self.get_logger().warning(f'{topic}: {note}')
             self.tracks[topic] = Track(topic, out, msgtype, self.create_publisher(cls, out, qos))
@@ -261,9 +273,17 @@ class BagPlayer(Node):
         try:
             if self._wait_for_subscribers():
                 while not self._stop.is_set():
+                    before = sum(self.published.values())
                     self._play_once()
                     self.passes += 1
                     if not param(self, 'loop'):
+                        break
+                    if sum(self.published.values()) == before and not self._stop.is_set():
+                        # Nothing after start_offset on the selected topics: looping would
+                        # only spin.
+                        self.get_logger().warning('a pass published nothing (start_offset past '
+                                                  'the end, or no messages on the selected '
+                                                  'topics): not looping')
                         break
         except Exception as exc:  # report instead of dying silently on a background thread
             if not self._stop.is_set():
