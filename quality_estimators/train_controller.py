@@ -275,7 +275,7 @@ def train_controller(cfg: ControllerTrainConfig, stage1, out_dir, *, resume: boo
             if loss.requires_grad:  # a warm-up batch without corruption labels teaches nothing
                 loss.backward()
                 opt.step()
-            sched.step()
+                sched.step()
             tot_loss += float(loss.detach())
             tot_acc.append(acc)
             layers.append(mean_layers)

@@ -331,3 +331,23 @@ def test_train_controller_logs_resumes_and_writes_a_loadable_checkpoint(tiny_sta
     cfg.epochs, cfg.lr = 4, 5e-4
     with pytest.raises(CheckpointError, match='lr differ'):
         train_controller(cfg, tiny_stage1, tmp_path, resume=True, progress=False)
+
+
+@pytest.mark.slow
+def test_train_controller_without_corruption_labels_skips_the_warm_up_steps(tiny_stage1, tmp_path):
+    # augment.policy none: the warm-up epoch has no corruption labels to learn from; it must
+    # leave the controller untouched rather than fail on a loss without a gradient.
+    from fusion.checkpoint import read_checkpoint
+    from fusion.stage1 import AugmentConfig, DataConfig
+    from quality_estimators.train_controller import (ControllerTrainConfig, load_controller,
+                                                     train_controller)
+    cfg = ControllerTrainConfig(
+        data=DataConfig(dataset='avdigits', train_split='val', train_size=64),
+        augment=AugmentConfig(policy='none'), epochs=1, warmup_epochs=1, batch_size=32,
+        device='cpu')
+    out = train_controller(cfg, tiny_stage1, tmp_path, progress=False)
+    assert load_controller(out)[1] is not None
+    rows = (tmp_path / 'metrics.csv').read_text().strip().splitlines()
+    assert len(rows) == 2 and float(rows[1].split(',')[1]) == 0.0
+    last = read_checkpoint(tmp_path / 'last.pt')['extra']
+    assert last['optimizer']['state'] == {}          # not one optimiser step was taken
