@@ -41,9 +41,9 @@ def cache_key(parts: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
-def content_digest(batch: RawBatch) -> str:
-    """SHA-256 of a raw batch's arrays (names, dtypes, shapes, bytes): a cache key part for arrays
-    derived from data read from files, which no generator version describes."""
+def content_digest(batch: Mapping[str, np.ndarray]) -> str:
+    """SHA-256 of named arrays (names, dtypes, shapes, bytes), e.g. a raw batch: a cache key part for
+    arrays derived from data read from files, which no generator version describes."""
     h = hashlib.sha256()
     for name in sorted(batch):
         arr = np.ascontiguousarray(batch[name])

@@ -39,15 +39,11 @@ def save_checkpoint(path, model: ADMNModel, **extra: Any) -> Path:
 
 
 def state_digest(model: ADMNModel) -> str:
-    """SHA-256 of a model's weights (names, dtypes, shapes, values): says which stage-1 model a
-    controller run was trained on."""
-    import hashlib
-    h = hashlib.sha256()
-    for name, tensor in getattr(model, 'module', model).state_dict().items():
-        t = tensor.detach().cpu().contiguous()
-        h.update(f'{name} {t.dtype} {tuple(t.shape)};'.encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
+    """SHA-256 of a model's weights (:func:`datasets.cache.content_digest` of its state dict): says
+    which stage-1 model a controller run was trained on."""
+    from datasets.cache import content_digest
+    state = getattr(model, 'module', model).state_dict()
+    return content_digest({name: t.detach().cpu().numpy() for name, t in state.items()})
 
 
 def save_untrained(path, cfg: ModelConfig, *, dataset: str, class_names, seed: int = 0,

@@ -78,6 +78,7 @@ INFERENCE_STATUS = 'inference'
 BUDGET_STATUS = 'budget'
 AUDIO_INPUTS = ('image', 'audio_common')
 TOP_K = 5
+BUDGET_RANGE = (0.01, 1.0)  # fraction of the full model
 FAILURE_MEMORY_S = 10.0  # /diagnostics reports ERROR this long after a failed frame
 # Parameters read only when (re)configuring or activating.
 RELOAD_PARAMETERS = ('model_path', 'dataset', 'device', 'policy', 'modalities', 'seed',
@@ -235,7 +236,7 @@ class AdmnFusion(LifecycleNode):
                 array_type='string')
         declare(self, 'seed', 0, 'seed of the random policy', value_range=(0, 2**31 - 1))
         declare(self, 'budget', 0.5, 'compute budget: fraction of the full model in [0.01, 1]',
-                value_range=(0.01, 1.0))
+                value_range=BUDGET_RANGE)
         declare(self, 'budget_unit', 'layers', 'unit the budget counts', choices=UNITS)
         declare(self, 'sync_queue_size', 10, 'approximate-sync queue per input',
                 value_range=(1, 1000))
@@ -265,7 +266,6 @@ class AdmnFusion(LifecycleNode):
         self.limits = InputLimits()
 
         self.engine: Optional[FusionEngine] = None
-        self.engine_cfg: Optional[EngineConfig] = None
         self.sync: Optional[ModalitySync] = None
         self.audio: Optional[RollingAudio] = None
         self.queue: Optional[FrameQueue] = None
@@ -306,7 +306,7 @@ class AdmnFusion(LifecycleNode):
     @staticmethod
     def _check(name: str, value) -> str:
         """Why ``value`` is unacceptable for ``name`` ('' when fine); ranges rclpy checks itself."""
-        if name == 'budget' and not 0.01 <= value <= 1.0:
+        if name == 'budget' and not BUDGET_RANGE[0] <= value <= BUDGET_RANGE[1]:
             return 'budget must be a fraction of the full model in [0.01, 1]'
         if name == 'budget_unit' and value not in UNITS:
             return f'budget_unit must be one of {UNITS}, got {value!r}'
@@ -350,7 +350,7 @@ class AdmnFusion(LifecycleNode):
 
     def _on_budget(self, msg) -> None:
         value = float(msg.data)
-        if not math.isfinite(value) or not 0.01 <= value <= 1.0:
+        if not math.isfinite(value) or not BUDGET_RANGE[0] <= value <= BUDGET_RANGE[1]:
             self.budget_rejected += 1
             self.get_logger().warning(f'ignoring budget {value!r} from topic {BUDGET}: '
                                       'need a fraction in [0.01, 1]')
@@ -414,8 +414,7 @@ class AdmnFusion(LifecycleNode):
     def _load_pipeline(self) -> bool:
         """Load the model with the current parameters and build the intake around it (the
         queue, the synchroniser over its modalities, the audio window of its clip length)."""
-        self.engine_cfg = self._engine_config()
-        if not self._load(self.engine_cfg):
+        if not self._load(self._engine_config()):
             return False
         self.queue = FrameQueue(param(self, 'frame_queue_depth'))
         self.sync = ModalitySync(self.engine.modalities, self.queue.put,
