@@ -2,29 +2,28 @@
 
 Every scene shows two large *key* objects (one in each image half), up to two small distractors,
 a checkered floor and sometimes a back wall, and comes with a one-second sound. The class is the
-combination of three factors, each visible to exactly one modality:
+combination of three factors (3 x 2 x 2 = 12 classes). Each factor has a *primary* cue that one
+modality sees cleanly and *secondary* cues, deliberately noisy, in the other two, so the sensors
+overlap as a robot's do: every modality alone can tell most classes apart, and when one is
+destroyed the other two still can, if they are read in depth.
 
-=========  =============================================  ========================================
-modality   factor                                         why the other modalities cannot see it
-=========  =============================================  ========================================
-RGB        hue family of the two key objects (red /       colour is albedo only; shading, stripes
-           green / blue, +-25 deg); distractors and       and the lighting gain are nuisances
-           stripe textures are random, so the key
-           objects must be found first
-depth      which key object is nearer (left / right);     apparent sizes are drawn independently of
-           the nearer one is the nearest thing in the     distance, objects float (no floor
-           scene (distractors and floor lie beyond it)    contact), light is directional, no
-                                                          shadows, silhouettes never overlap
-audio      direction of the melody (rising / falling):    nothing in the scene depends on it
-           every step between notes and every glide
-           within a note goes that way
-=========  =============================================  ========================================
+==========  ==========================  ===============================  ===============================
+factor      RGB                         depth                            audio
+==========  ==========================  ===============================  ===============================
+family (3)  **hue of the key objects**  distance band of the key pair    pitch register of the melody
+            (red / green / blue)        (bands overlap)                  (registers overlap)
+nearer (2)  nearer object looks         **which key object is nearer**   loudness trend: crescendo
+            larger (noisy size ratio)   (the nearest thing in view)      (left) / decrescendo (right)
+contour(2)  key pair rises or falls     key pair rises or falls          **melody direction**
+            left to right (noisy)       left to right (noisy)            (every step and glide)
+==========  ==========================  ===============================  ===============================
 
-So 3 x 2 x 2 = 12 classes; one modality alone can at best tell a class from the others sharing its
-factor (accuracy ceilings: RGB 1/4, depth 1/6, audio 1/6; chance 1/12), all three together fully.
-Nuisances: object shapes, poses, colours, sizes and positions, lighting, exposure, sensor noise,
-floor and wall appearance, wall presence, camera jitter; base pitch, timbre, rhythm, vibrato,
-loudness, a noise band and a hum.
+A secondary cue is right for most samples but drawn from overlapping ranges, so a single modality
+at full depth reaches well above chance but not the fused accuracy, and only fusion or a deep read
+of the remaining sensors recovers a destroyed one's factor. Nuisances: object shapes, poses,
+textures and exact sizes, lighting, exposure, sensor noise, floor and wall appearance, wall
+presence, camera jitter; exact pitch, timbre, rhythm, vibrato, per-note loudness, a noise band and
+a hum.
 
 Samples are drawn in fixed blocks of 64 (one random stream per block, parameters drawn as arrays),
 so sample ``i`` depends only on (seed, config, i). Rendering uses Open3D's ``RaycastingScene``:
@@ -45,7 +44,7 @@ import numpy as np
 from datasets.sample import SAMPLE_RATE, RawBatch
 
 # Bump when the generated content changes, so on-disk caches built by older code are not reused.
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 
 HUES = ('red', 'green', 'blue')
 NEARER = ('leftnear', 'rightnear')
@@ -68,6 +67,14 @@ _FLOOR, _WALL = len(_SHAPES), len(_SHAPES) + 1   # template ids of the two plane
 # Scene bounds (metres, camera frame: x right, y down, z forward) and the block's layout grid.
 _HALF_WIDTH, _TOP, _FAR = 8.0, -6.0, 12.0
 _GRID_SPACING, _GRID_COLUMNS = 60.0, 8  # spacing >> scene extent: rays never reach a neighbour
+
+# Secondary cues (module docstring). Each range overlaps its neighbour or crosses zero on purpose:
+# right for most samples, ambiguous or misleading for some, so no single sensor is enough.
+_DEPTH_BANDS_M = np.array([[1.0, 1.5], [1.35, 1.85], [1.7, 2.2]])   # nearer key object, per family
+_SIZE_RATIO = (0.95, 1.45)            # apparent radius of the nearer key object / the farther one
+_RISE = (-0.02, 0.18)                 # right key object above the left one (x image size), rising
+_REGISTER_HZ = np.array([[150.0, 280.0], [230.0, 420.0], [340.0, 620.0]])  # base pitch, per family
+_LOUDNESS_STEP = (-0.05, 0.25)        # note level change per note: crescendo when the left is nearer
 
 
 @dataclass(frozen=True)
@@ -151,8 +158,8 @@ def generate(n: int, seed: Optional[int] = None, cfg: Optional[SyntheticConfig] 
         rng = np.random.default_rng([seed, _SAMPLE_STREAM, block])
         factors = class_factors(labels[block * BLOCK:(block + 1) * BLOCK])
         # Fixed draw order and shapes: the first k samples of a block never depend on k.
-        scenes = _sample_scenes(rng, factors[:, 0], factors[:, 1], cfg)
-        sounds = _sample_sounds(rng, factors[:, 2], cfg)
+        scenes = _sample_scenes(rng, factors, cfg)
+        sounds = _sample_sounds(rng, factors, cfg)
         pixel_noise = rng.random((BLOCK, size, size, 3), dtype=np.float32)
         noise_spectrum = rng.random((BLOCK, cfg.audio_length // 2 + 1, 2), dtype=np.float32)
         k = stop - start
@@ -224,34 +231,43 @@ def _textures(rng, hue: np.ndarray):
     return colour, stripe, cycles, axis, rng.uniform(0, 2 * np.pi, shape)
 
 
-def _sample_scenes(rng, hue: np.ndarray, nearer: np.ndarray, cfg: SyntheticConfig) -> Dict[str, np.ndarray]:
-    """Scene parameters for one block, as arrays over [B] samples and [B, J] object slots.
+def _sample_scenes(rng, factors: np.ndarray, cfg: SyntheticConfig) -> Dict[str, np.ndarray]:
+    """Scene parameters for one block (``factors`` [B, 3]: family, nearer, contour), as arrays over
+    [B] samples and [B, J] object slots.
 
     Slots: 0 = left key object, 1 = right key object, 2.. = distractors, then floor and wall.
     """
+    hue, nearer, contour = factors.T
     n, size, f = len(hue), cfg.image_size, cfg.focal_px
     centre_px = size / 2
     n_dis = cfg.max_distractors
     slots = 2 + n_dis + 2
 
-    # Key objects: one per image half; apparent size independent of distance.
+    # Key objects: one per image half. The pair rises (right one higher) or falls with the contour,
+    # and the nearer one tends to look larger: both secondary cues, noisy by design.
+    left_near = (nearer == 0)[:, None]
     u = np.stack([rng.uniform(0.2, 0.4, n), rng.uniform(0.6, 0.8, n)], 1) * size
-    v = rng.uniform(0.3, 0.62, (n, 2)) * size
-    r_px = rng.uniform(0.12, 0.19, (n, 2)) * size
+    rise = np.where(contour == 0, 1.0, -1.0) * rng.uniform(*_RISE, n)
+    v = (rng.uniform(0.36, 0.56, n)[:, None] + np.stack([rise, -rise], 1) / 2) * size
+    r_far = rng.uniform(0.11, 0.16, n)
+    r_near = r_far * rng.uniform(*_SIZE_RATIO, n)
+    r_px = np.where(left_near, np.stack([r_near, r_far], 1), np.stack([r_far, r_near], 1)) * size
     gap = np.hypot(u[:, 1] - u[:, 0], v[:, 1] - v[:, 0]) - 0.04 * size
     r_px *= np.minimum(1.0, gap / r_px.sum(1))[:, None]   # silhouettes never touch: no occlusion cue
-    # The nearer key object is the nearest thing in view: distractors start at 2 m and the floor's
-    # nearest visible row lies beyond 2 m (floor_y >= 1.4 m seen at <= 34 deg below the axis).
-    z_near = rng.uniform(1.0, 1.8, n)
+    # The key pair's distance band hints at the family. The nearer key object is the nearest
+    # thing in view: distractors lie beyond it and the floor's nearest visible row beyond 2.3 m
+    # (floor_y >= 1.6 m seen at <= 34 deg below the axis).
+    band = _DEPTH_BANDS_M[hue]
+    z_near = band[:, 0] + rng.random(n) * (band[:, 1] - band[:, 0])
     z_far = z_near + rng.uniform(1.2, 2.0, n)
-    z = np.where((nearer == 0)[:, None], np.stack([z_near, z_far], 1), np.stack([z_far, z_near], 1))
+    z = np.where(left_near, np.stack([z_near, z_far], 1), np.stack([z_far, z_near], 1))
     key_hue = np.stack([hue, hue], 1)
 
     # Distractors: small, any texture, first of 12 candidate spots clear of every silhouette so far.
     count = rng.integers(0, n_dis + 1, n)
     rd = rng.uniform(0.045, 0.08, (n, n_dis)) * size
     cand = rng.uniform(0.08, 0.92, (n, n_dis, 12, 2)) * size
-    zd = rng.uniform(2.0, 3.6, (n, n_dis))
+    zd = z_near[:, None] + rng.uniform(0.4, 2.0, (n, n_dis))
     dis_hue = np.full((n, n_dis), -1)
     placed = np.zeros((n, n_dis), bool)
     spot = np.zeros((n, n_dis, 2))
@@ -282,7 +298,7 @@ def _sample_scenes(rng, hue: np.ndarray, nearer: np.ndarray, cfg: SyntheticConfi
     present = template >= 0
     lowest = np.where(present, centre[..., 1] + obj_r, -np.inf).max(1)
     deepest = np.where(present, centre[..., 2] + obj_r, -np.inf).max(1)
-    floor_y = np.maximum(rng.uniform(1.4, 2.0, n), lowest + 0.1)
+    floor_y = np.maximum(rng.uniform(1.6, 2.2, n), lowest + 0.1)
     floor_a = np.clip(rng.uniform(0.25, 0.7, (n, 1)) + rng.uniform(-0.08, 0.08, (n, 3)), 0, 1)
     floor_b = floor_a * rng.uniform(0.55, 0.85, (n, 1))
     tile = rng.uniform(0.3, 0.8, n)
@@ -583,8 +599,10 @@ _TABLE_SIZE = 2048
 _CONTROL_RATIO = 16   # audio samples per control step (1 kHz control rate)
 
 
-def _sample_sounds(rng, contour: np.ndarray, cfg: SyntheticConfig) -> Dict[str, np.ndarray]:
-    """Sound parameters for one block, as arrays over [B] and [B, notes]."""
+def _sample_sounds(rng, factors: np.ndarray, cfg: SyntheticConfig) -> Dict[str, np.ndarray]:
+    """Sound parameters for one block (``factors`` [B, 3]: family, nearer, contour), as arrays over
+    [B] and [B, notes]."""
+    family, nearer, contour = factors.T
     n, k = len(contour), _MAX_NOTES
     direction = np.where(contour == 0, 1.0, -1.0)[:, None]
     n_notes = rng.integers(3, k + 1, n)
@@ -593,7 +611,8 @@ def _sample_sounds(rng, contour: np.ndarray, cfg: SyntheticConfig) -> Dict[str, 
     active_step = np.arange(1, k)[None, :] < n_notes[:, None]
     steps *= active_step
     semitones = np.concatenate([np.zeros((n, 1)), np.cumsum(steps, 1)], 1)
-    f0 = np.exp(rng.uniform(np.log(200.0), np.log(500.0), n))
+    register = np.log(_REGISTER_HZ[family])           # the family's (overlapping) pitch register
+    f0 = np.exp(register[:, 0] + rng.random(n) * (register[:, 1] - register[:, 0]))
     freqs = f0[:, None] * 2.0 ** (semitones / 12)
 
     durations = rng.uniform(0.11, 0.2, (n, k))
@@ -606,6 +625,11 @@ def _sample_sounds(rng, contour: np.ndarray, cfg: SyntheticConfig) -> Dict[str, 
     onsets = start[:, None] + np.concatenate([np.zeros((n, 1)), np.cumsum(durations[:, :-1] + gaps[:, :-1], 1)], 1)
     onsets = np.where(active, onsets, np.inf)        # padded notes never start
 
+    # Loudness trend over the notes: crescendo when the left key object is nearer (secondary cue).
+    trend = np.where(nearer == 0, 1.0, -1.0) * rng.uniform(*_LOUDNESS_STEP, n)
+    centred = np.arange(k)[None, :] - (n_notes[:, None] - 1) / 2
+    levels = np.clip(0.65 + trend[:, None] * centred + rng.uniform(-0.08, 0.08, (n, k)), 0.15, 1.0)
+
     harmonic = np.arange(1, _HARMONICS + 1)
     amps = harmonic[None, :] ** -rng.uniform(0.6, 2.0, (n, 1)) * rng.uniform(0.5, 1.5, (n, _HARMONICS))
     hollow = rng.random(n) < 0.3                      # odd-harmonic (clarinet-like) timbre
@@ -615,7 +639,7 @@ def _sample_sounds(rng, contour: np.ndarray, cfg: SyntheticConfig) -> Dict[str, 
     return {
         'onsets': onsets, 'durations': durations, 'freqs': freqs,
         'glides': direction * rng.uniform(0.5, 2.0, (n, k)),   # semitones within a note
-        'levels': rng.uniform(0.6, 1.0, (n, k)),
+        'levels': levels,
         'harmonics': amps, 'harmonic_phases': rng.uniform(0, 2 * np.pi, (n, _HARMONICS)),
         'attack': rng.uniform(0.005, 0.03, n), 'decay': rng.uniform(1.0, 8.0, n),
         'vibrato_rate': rng.uniform(4.0, 7.0, n), 'vibrato_depth': rng.uniform(0.0, 0.3, n),

@@ -16,6 +16,14 @@ of a first-order estimate, and needs data the stage-1 model has not memorised: o
 split every allocation scores about the same (``data.train_split`` / ``data.seed`` pick other
 samples).
 
+``allocation_loss: splits`` learns *how many* layers each modality gets, which is what must move
+when a sensor degrades: per batch the frozen model is run under whole count splits that fill the
+budget (the even split, every modality starved to its first layer or favoured, evenly spaced
+layers), and a listwise cross-entropy teaches the controller to rank them as their losses do: the
+score of a split is the sum of the logits of the layers it keeps (what the exact selector
+maximises at inference), the target is ``softmax(-loss / T)`` over the splits, per sample. Since
+the targets depend on each sample's own corruption, the count split follows quality.
+
 ``variant: label_free`` instead pre-trains an autoencoder on the corrupted views, freezes its
 encoder and trains the allocation head on the task loss alone (ADMN_AE). The output
 ``controller.pt`` embeds the stage-1 model, so one file serves evaluation and the ROS fusion node.
@@ -59,9 +67,9 @@ class ControllerTrainConfig:
     corruption_weight: float = 1.0
     budget_range: tuple = (0.1, 1.0)
     budget_units: tuple = ('layers', 'flops')
-    allocation_loss: str = 'straight_through'  # or 'candidates' (module docstring)
-    candidates: int = 8                # allocations tried per batch ('candidates')
-    candidate_temperature: float = 0.05  # T of the loss weighting, in nats ('candidates')
+    allocation_loss: str = 'straight_through'  # or 'candidates' / 'splits' (module docstring)
+    candidates: int = 8                # allocations tried per batch ('candidates', 'splits')
+    candidate_temperature: float = 0.05  # T of the loss weighting, in nats ('candidates', 'splits')
     seed: int = 0
     device: str = 'auto'
 
@@ -160,6 +168,58 @@ def candidate_loss(logits, model, inputs, labels, budget_abs: float, costs, cfg,
     return F.binary_cross_entropy_with_logits(logits[:, free].float(), target[:, free])
 
 
+def split_weights(n_modalities: int) -> np.ndarray:
+    """Share weights of the candidate splits ``[S, M]``: every vector in {0, 1, 2}^M but zero, one
+    per direction, the even split first. Weight 0 starves a modality (its first layer only)."""
+    import itertools
+    seen, out = set(), []
+    for w in itertools.product((1, 0, 2), repeat=n_modalities):
+        w = np.array(w, dtype=np.float64)
+        if not w.any():
+            continue
+        key = tuple(np.round(w / w.max(), 6))
+        if key not in seen:
+            seen.add(key)
+            out.append(w)
+    return np.stack(out)
+
+
+def split_candidates(budget_abs: float, costs: np.ndarray, depth: int, count: int, rng) -> np.ndarray:
+    """Distinct count splits ``[S, M]`` (``S <= count``) that fill ``budget_abs`` strictly: the even
+    split always, then a random draw of the others of :func:`split_weights`."""
+    from quality_estimators.policies import split_counts
+    weights = split_weights(len(costs))
+    present = np.ones((len(weights), len(costs)), dtype=bool)
+    counts = split_counts(np.full(len(weights), budget_abs), np.asarray(costs, np.float64), weights,
+                          present, depth)
+    unique = list(dict.fromkeys(map(tuple, counts)))
+    first, rest = unique[:1], unique[1:]
+    pick = rng.permutation(len(rest))[:max(0, count - 1)]
+    return np.array(first + [rest[i] for i in sorted(pick)], dtype=np.int64)
+
+
+def split_loss(logits, model, inputs, labels, budget_abs: float, costs, cfg, rng):
+    """The ``splits`` allocation loss (module docstring) for logits ``[B, M, D]`` in model order."""
+    from quality_estimators.policies import evenly_spaced_indices
+    n, depth = len(labels), model.depth
+    splits = split_candidates(budget_abs, costs, depth, cfg.candidates, rng)
+    masks = np.zeros((len(splits), len(model.modalities), depth), dtype=bool)
+    for c, counts in enumerate(splits):
+        for i, k in enumerate(counts):
+            masks[c, i, evenly_spaced_indices(int(k), depth)] = True
+    masks_t = torch.as_tensor(masks, device=labels.device)
+    with torch.no_grad():
+        losses = torch.stack([
+            F.cross_entropy(model(inputs, {m: mask[i].expand(n, -1) for i, m in enumerate(model.modalities)}
+                                  ).float(), labels, reduction='none')
+            for mask in masks_t])                                                 # [S, B]
+        target = torch.softmax(-losses / cfg.candidate_temperature, dim=0)
+    free = masks_t.clone()
+    free[:, :, 0] = False   # layer 0 runs in every split: it cannot tell them apart
+    scores = torch.einsum('bmd,smd->sb', logits.float(), free.float())
+    return -(target * torch.log_softmax(scores, dim=0)).sum(0).mean()
+
+
 def controller_step(ctrl, model, pre, cost, raw, rng, cfg: ControllerTrainConfig, *, task: bool,
                     corruption: bool, device):
     """One forward pass of stage-2 training; returns (loss, accuracy, mean layers per modality)."""
@@ -170,7 +230,7 @@ def controller_step(ctrl, model, pre, cost, raw, rng, cfg: ControllerTrainConfig
     labels = torch.as_tensor(raw['label'], device=device)
     n = len(labels)
     lo, hi = cfg.budget_range
-    candidates = cfg.allocation_loss == 'candidates'
+    candidates = cfg.allocation_loss in ('candidates', 'splits')
     # One budget per batch with candidates (they are run batch-wide), one per sample otherwise.
     fraction = torch.as_tensor(np.full(n, rng.uniform(lo, hi)) if candidates else rng.uniform(lo, hi, n),
                                dtype=torch.float32, device=device)
@@ -188,7 +248,8 @@ def controller_step(ctrl, model, pre, cost, raw, rng, cfg: ControllerTrainConfig
                                  training=task and not candidates)
     if task:
         if candidates:
-            loss = loss + candidate_loss(logits, model, inputs, labels, float(budget_abs[0]), costs, cfg, rng)
+            whole = candidate_loss if cfg.allocation_loss == 'candidates' else split_loss
+            loss = loss + whole(logits, model, inputs, labels, float(budget_abs[0]), costs, cfg, rng)
         keep = {m: mask[:, i].bool() if candidates else mask[:, i] for i, m in enumerate(mods)}
         with torch.set_grad_enabled(not candidates):
             out = model(inputs, keep)
@@ -239,8 +300,9 @@ def train_controller(cfg: ControllerTrainConfig, stage1, out_dir, *, resume: boo
         ctrl.cls_token.requires_grad_(False)
     elif cfg.variant != 'supervised':
         raise ValueError(f'unknown variant {cfg.variant!r}: supervised or label_free')
-    if cfg.allocation_loss not in ('straight_through', 'candidates'):
-        raise ValueError(f'unknown allocation_loss {cfg.allocation_loss!r}: straight_through or candidates')
+    if cfg.allocation_loss not in ('straight_through', 'candidates', 'splits'):
+        raise ValueError(f'unknown allocation_loss {cfg.allocation_loss!r}: straight_through, candidates '
+                         'or splits')
     params = [p for p in ctrl.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=cfg.lr)
     total = cfg.epochs * steps

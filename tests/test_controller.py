@@ -262,6 +262,51 @@ def test_candidate_loss_moves_layers_to_the_clean_modality(toy_model):
     assert min(before) < 0.8 and min(after) > 0.8, (before, after)
 
 
+@pytest.mark.slow
+def test_split_loss_moves_layer_counts_away_from_the_noise_modality(toy_model):
+    """``allocation_loss: splits``: whole count splits ranked by what they cost the frozen model.
+    Half the samples have rgb as pure noise, half audio; on exactly those samples the trained
+    controller's counts leave the noise modality."""
+    from quality_estimators.train_controller import ControllerTrainConfig, split_loss
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    ctrl = AllocationController(ctrl_config(depth=TOY_DEPTH))
+    cfg = ControllerTrainConfig(allocation_loss='splits', candidates=6, candidate_temperature=0.25)
+    copt = torch.optim.Adam(ctrl.parameters(), 1e-3)
+    fraction = torch.full((64,), TOY_BUDGET / (2 * TOY_DEPTH))
+    before = clean_share_of_free_layers(ctrl, rng)
+    for _ in range(150):
+        x, y, _ = toy_batch(64, rng)
+        logits, _, _ = ctrl(x, fraction)
+        loss = split_loss(logits, toy_model, x, y, TOY_BUDGET, np.ones(2), cfg, rng)
+        copt.zero_grad()
+        loss.backward()
+        copt.step()
+    after = clean_share_of_free_layers(ctrl, rng)
+    assert min(before) < 0.8 and min(after) > 0.8, (before, after)
+
+
+@settings(max_examples=60, deadline=None)
+@given(fraction=st.floats(0.05, 1.0), costs=st.lists(st.floats(0.2, 3.0), min_size=2, max_size=3),
+       depth=st.integers(2, 12), count=st.integers(1, 20), seed=st.integers(0, 2 ** 16))
+def test_split_candidates_are_distinct_strict_and_start_with_the_even_split(fraction, costs, depth, count,
+                                                                            seed):
+    from quality_estimators.policies import split_counts
+    from quality_estimators.train_controller import split_candidates
+    costs = np.asarray(costs)
+    budget = fraction * depth * costs.sum()
+    if costs.sum() > budget:
+        return  # not every layer 0 fits: no split to rank
+    splits = split_candidates(budget, costs, depth, count, np.random.default_rng(seed))
+    assert 1 <= len(splits) <= count
+    assert len({tuple(s) for s in splits}) == len(splits)
+    assert ((splits >= 1) & (splits <= depth)).all()
+    assert (splits @ costs <= budget * (1 + 1e-9)).all()
+    even = split_counts(np.array([budget]), costs, np.ones((1, len(costs))), np.ones((1, len(costs)), bool),
+                        depth)[0]
+    assert np.array_equal(splits[0], even)
+
+
 @settings(max_examples=60, deadline=None)
 @given(budget=st.floats(0.0, 40.0), costs=st.lists(st.floats(0.2, 3.0), min_size=1, max_size=3),
        depth=st.integers(1, 12), seed=st.integers(0, 2 ** 16))
@@ -281,7 +326,7 @@ def test_candidate_allocations_are_strict_and_keep_layer_0(budget, costs, depth,
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('allocation_loss', ['straight_through', 'candidates'])
+@pytest.mark.parametrize('allocation_loss', ['straight_through', 'candidates', 'splits'])
 def test_train_controller_logs_resumes_and_writes_a_loadable_checkpoint(tiny_stage1, tmp_path,
                                                                         monkeypatch,
                                                                         allocation_loss):

@@ -52,7 +52,7 @@ def test_depth_is_nan_exactly_where_rays_miss():
     assert not nan[:, -1].any()                                # bottom rows look at the floor
     # Same seed, same objects and floor: the wall (always >= 4 m away) only adds far pixels.
     near = open_sky['depth'] < 4.0
-    assert near.mean() > 0.15
+    assert near.mean() > 0.1
     assert np.array_equal(walled['depth'][near], open_sky['depth'][near])
 
 
@@ -90,7 +90,7 @@ def test_bad_arguments_raise():
         generate(2, seed=-3)
 
 
-# ---------------------------------------------------------------- each modality sees one factor
+# ------------------------------------------- each factor: a clean primary cue, noisy secondary ones
 
 def _rgb_features(batch):
     """Hue histogram of the saturated pixels (the key objects' colour family), position-free."""
@@ -127,7 +127,10 @@ def _audio_features(batch):
     return np.stack(segments + [slope], 1)
 
 
-def test_each_modality_is_informative_and_fusion_beats_every_single_one():
+def test_sensors_overlap_each_factor_is_seen_by_more_than_one_modality():
+    """Hand-made features, a linear model: each modality finds its primary factor well and the
+    secondary cues carry the others (depth: the family's distance band; audio: the family's pitch
+    register), so one modality alone beats the old one-factor ceilings; fusion still beats each."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -141,16 +144,14 @@ def test_each_modality_is_informative_and_fusion_beats_every_single_one():
         model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000))
         return model.fit(x, y).score(xt, yt)
 
-    chance = 1 / len(CLASS_NAMES)
     single = {m: accuracy(x_train[m], train['label'], x_test[m], test['label']) for m in features}
     fused = accuracy(np.concatenate(list(x_train.values()), 1), train['label'],
                      np.concatenate(list(x_test.values()), 1), test['label'])
-    for m, acc in single.items():
-        assert acc > chance + 0.025, (m, acc)
-    # Each modality alone can at best find its own factor: RGB 1/4, depth and audio 1/6.
-    assert single['rgb'] < 0.25 + 0.05 and single['depth'] < 1 / 6 + 0.05 and single['audio'] < 1 / 6 + 0.05
-    assert fused > max(single.values()) + 0.15, (fused, single)
-    # And each modality does see its own factor.
+    # Above the ceilings a modality had when it saw one factor only (depth and audio: 1/6).
+    assert single['depth'] > 1 / 6 + 0.05 and single['audio'] > 1 / 6 + 0.05, single
+    assert fused > max(single.values()) + 0.1, (fused, single)
     train_f, test_f = class_factors(train['label']), class_factors(test['label'])
     for axis, (m, level) in enumerate([('rgb', 1 / 3), ('depth', 1 / 2), ('audio', 1 / 2)]):
-        assert accuracy(x_train[m], train_f[:, axis], x_test[m], test_f[:, axis]) > level + 0.15, m
+        assert accuracy(x_train[m], train_f[:, axis], x_test[m], test_f[:, axis]) > level + 0.3, m
+    for m in ('depth', 'audio'):   # the family, from a modality that cannot see colour
+        assert accuracy(x_train[m], train_f[:, 0], x_test[m], test_f[:, 0]) > 1 / 3 + 0.15, m
