@@ -104,17 +104,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser('eval', help='accuracy vs budget for allocation policies on a corrupted test set')
     ev.add_argument('--checkpoint', help='controller or stage-1 checkpoint (default: the dataset default)')
-    ev.add_argument('--dataset', default='synthetic', help='synthetic, avdigits or folder:PATH')
+    ev.add_argument('--dataset', help="synthetic, avdigits or folder:PATH (default: the checkpoint's own dataset)")
     ev.add_argument('--budgets', default='0.25,0.33,0.5,0.75,1.0')
     ev.add_argument('--budget-unit', default='layers', choices=['layers', 'flops'])
-    ev.add_argument('--policies', default='admn,naive,every_other,random,heuristic,full')
+    ev.add_argument('--policies', default='admn,naive,every_other,random,heuristic,full',
+                    help='comma-separated; oracle_split (best fixed split per condition, chosen on the '
+                         'validation split) needs --conditions')
+    ev.add_argument('--conditions', metavar='PRESET|FILE',
+                    help='evaluate by condition: single, pairs, recorded, or a YAML list of '
+                         '{name, corrupted: [{modality, type, severity}]}')
+    ev.add_argument('--oracle-val-size', type=int, default=300,
+                    help='validation samples per condition for oracle_split (default 300)')
     ev.add_argument('--size', type=int, help='test-set size (default: the whole split)')
     ev.add_argument('--seed', type=int, default=0)
     ev.add_argument('--clean', action='store_true', help='evaluate on the clean test set (no corruption mix)')
     ev.add_argument('--device', default='auto')
     ev.add_argument('--json', help='write results JSON here')
-    ev.add_argument('--plot', help='write a PNG of accuracy against GFLOPs here')
-    ev.add_argument('--allocation-plot', help='write a PNG of mean layers per modality vs severity here')
+    ev.add_argument('--plot', help='write a PNG of accuracy against GFLOPs (by condition: accuracy per '
+                                   'condition) here')
+    ev.add_argument('--allocation-plot', help='write a PNG of mean layers per modality vs severity (by '
+                                              'condition: a heat map per condition) here')
     ev.set_defaults(func=_eval)
 
     data = sub.add_parser('data', help='dataset tools')

@@ -56,7 +56,8 @@ CORRUPTION_TYPES: Dict[str, Tuple[str, ...]] = {
 # Audio SNR mapping: severity (0, 1] -> [SNR_AT_ZERO_DB - SNR_SPAN_DB, SNR_AT_ZERO_DB) dB.
 # Bump when a corruption's effect or the sampler's draws change: caches of corrupted sets
 # (quality_estimators.evaluate.corrupted_test_set) key on it.
-CORRUPTION_VERSION = 1
+# 2: the sampler keeps samples' recorded tags (keep_recorded); untagged data is unchanged.
+CORRUPTION_VERSION = 2
 SNR_AT_ZERO_DB = 30.0
 SNR_SPAN_DB = 40.0
 # Reference power floor (-50 dBFS): a silent clip would otherwise get zero noise.
@@ -482,6 +483,11 @@ class CorruptionSampler:
       present modality (chosen uniformly among those with allowed types) is corrupted;
     * ``clean``: nothing is corrupted (labels still written).
 
+    ``keep_recorded`` (default): a (sample, modality) that the batch already tags as degraded
+    (``severity_<m>`` > 0, e.g. a recording's own condition from a folder dataset or a bag) is
+    real data about a real condition: it is left as it is, tag included, and any corruption
+    drawn for it is dropped. Untagged data is corrupted exactly as without the option.
+
     Severities are drawn uniformly from ``severity_levels`` when given, else ~U[severity_range].
     ``types`` restricts the allowed types per modality (None = all; an empty tuple keeps that
     modality clean).  Labels are written for every present modality, 0 when untouched.
@@ -494,6 +500,7 @@ class CorruptionSampler:
     severity_levels: Optional[Tuple[float, ...]] = None
     types: Optional[Mapping[str, Tuple[str, ...]]] = None
     babble_bank: Optional[np.ndarray] = dataclasses.field(default=None, repr=False)
+    keep_recorded: bool = True
 
     def __post_init__(self):
         if self.policy not in SAMPLER_POLICIES:
@@ -559,13 +566,25 @@ class CorruptionSampler:
             allowed = self.allowed_types(m)
             codes = np.zeros(n, np.int64)
             sev = np.zeros(n, np.float32)
+            # Masked after the draws: untagged data gets exactly what it got before the option.
+            recorded = self._recorded(batch, m, n)
             if allowed:
                 picks = np.array([ctype_index(m, t) for t in allowed])[
                     rng.integers(0, len(allowed), size=n)]
-                codes = np.where(corrupt[:, j], picks, 0)
-                sev = np.where(corrupt[:, j], self._severities(n, rng), 0.0)
+                codes = np.where(corrupt[:, j] & ~recorded, picks, 0)
+                sev = np.where(corrupt[:, j] & ~recorded, self._severities(n, rng), 0.0)
             out = apply_corruption(out, m, codes, sev, rng, babble_bank=self.babble_bank)
+            if recorded.any():   # untouched rows were labelled clean: put the recorded tags back
+                for key in (f'severity_{m}', f'ctype_{m}'):
+                    out[key] = np.where(recorded, batch[key], out[key]).astype(out[key].dtype)
         return out
+
+    def _recorded(self, batch: RawBatch, modality: str, n: int) -> np.ndarray:
+        """Samples whose ``modality`` the batch already tags as degraded (kept when asked)."""
+        key = f'severity_{modality}'
+        if not self.keep_recorded or key not in batch or f'ctype_{modality}' not in batch:
+            return np.zeros(n, bool)
+        return np.asarray(batch[key]) > 0
 
 
 def corruption_labels(batch: RawBatch) -> Dict[str, Tuple[List[str], np.ndarray]]:

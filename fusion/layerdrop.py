@@ -3,7 +3,9 @@
 Each modality draws its own keep-mask per batch (shared by the batch, as in fairseq and ADMN), so the
 step really skips the dropped blocks. Beyond ADMN, ``uniform_count`` samples the *number* of kept
 layers uniformly so that the small budgets the controller will hand out are trained as often as
-large ones (p = 0.2 alone almost never shows a 3-of-12 sub-network).
+large ones (p = 0.2 alone almost never shows a 3-of-12 sub-network), and ``absent_prob`` leaves
+whole modalities out, so that every modality and every pair learns to decide on its own: when a
+sensor is destroyed, the others then carry the decision if they are given the layers.
 """
 from __future__ import annotations
 
@@ -20,6 +22,8 @@ class LayerDropConfig:
     full_drop_prob: float = 0.1    # per modality per batch: keep only block 0 ("full-backbone drop")
     uniform_count: bool = True     # sample k ~ U{1..depth} kept blocks (block 0 + k-1 random others)
     uniform_count_prob: float = 0.5  # share of batches that use the uniform-count rule when enabled
+    absent_prob: float = 0.0       # per modality per batch: no block at all (token left out of fusion);
+                                   # never every modality at once
 
     def rate(self, epoch: float) -> float:
         """Drop rate at a (fractional) epoch."""
@@ -47,6 +51,14 @@ def sample_keep(modalities: Iterable[str], depth: int, batch: int, epoch: float,
         else:
             row = torch.rand(depth, generator=generator) >= cfg.rate(epoch)
         keep[m] = row.to(device).expand(batch, depth)
+    if cfg.absent_prob > 0 and keep:
+        names = list(keep)
+        absent = torch.rand(len(names), generator=generator) < cfg.absent_prob * warm
+        if absent.all():   # one modality stays, chosen uniformly
+            absent[int(torch.randint(len(names), (1,), generator=generator))] = False
+        for m, gone in zip(names, absent.tolist()):
+            if gone:
+                keep[m] = torch.zeros(batch, depth, dtype=torch.bool, device=device)
     return keep
 
 

@@ -10,7 +10,7 @@ every modality is missing.
 """
 from __future__ import annotations
 
-from typing import Dict, Mapping, Optional
+from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -80,15 +80,27 @@ class ADMNModel(nn.Module):
         present = [m for m in self.modalities if m in inputs]
         if not present:
             raise ValueError('inputs hold no modality')
-        batch = len(inputs[present[0]])
         keep = dict(keep or {})
-        tokens, valid = [self.null_token.expand(batch, -1, -1)], [torch.ones(batch, 1, dtype=torch.bool,
-                                                                              device=self.null_token.device)]
-        for m in present:
-            mask = keep.get(m)
-            cls = self.encoders[m](inputs[m], mask)
-            tokens.append((self.adapters[m](cls) + self.modality_embed[m])[:, None])
-            valid.append(torch.ones_like(valid[0]) if mask is None else (mask != 0).any(1, keepdim=True))
+        return self.fuse([self.modality_token(m, inputs[m], keep.get(m)) for m in present],
+                         len(inputs[present[0]]))
+
+    def modality_token(self, modality: str, x: torch.Tensor,
+                       mask: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        """One modality's fusion token ``[B, 1, fusion_dim]`` and whether it ran any layer ``[B, 1]``.
+
+        It depends on that modality's input and mask only, so a search over allocations (the
+        ``oracle_split`` reference) can reuse it across the other modalities' choices.
+        """
+        cls = self.encoders[modality](x, mask)
+        token = (self.adapters[modality](cls) + self.modality_embed[modality])[:, None]
+        valid = (torch.ones(len(x), 1, dtype=torch.bool, device=self.null_token.device) if mask is None
+                 else (mask != 0).any(1, keepdim=True))
+        return token, valid
+
+    def fuse(self, parts: Sequence[Tuple[torch.Tensor, torch.Tensor]], batch: int) -> torch.Tensor:
+        """Pooled fusion feature from :meth:`modality_token` outputs (present modalities, in order)."""
+        tokens = [self.null_token.expand(batch, -1, -1)] + [t for t, _ in parts]
+        valid = [torch.ones(batch, 1, dtype=torch.bool, device=self.null_token.device)] + [v for _, v in parts]
         x, valid = torch.cat(tokens, 1), torch.cat(valid, 1)
         for block in self.fusion:
             x = block(x, key_mask=valid)

@@ -51,6 +51,9 @@ class AugmentConfig:
     policy: str = 'independent'   # 'independent', 'one_at_a_time', or 'none'
     p_clean: float = 0.4
     start_epoch: int = 1          # train clean first, as ADMN does
+    # Samples a dataset tags as degraded (recorded conditions) keep their data and tags instead of
+    # getting a synthetic corruption on top; no effect on untagged data.
+    keep_recorded: bool = True
 
 
 @dataclass
@@ -83,7 +86,7 @@ def build_augment(cfg: AugmentConfig) -> Optional[Augment]:
     if cfg.policy == 'none':
         return None
     from datasets.corruptions import CorruptionSampler
-    return CorruptionSampler(policy=cfg.policy, p_clean=cfg.p_clean)
+    return CorruptionSampler(policy=cfg.policy, p_clean=cfg.p_clean, keep_recorded=cfg.keep_recorded)
 
 
 def fit_model_config(cfg: ModelConfig, data: LoadedDataset) -> ModelConfig:

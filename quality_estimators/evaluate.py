@@ -1,26 +1,37 @@
-"""Accuracy against budget for every allocation policy on a fixed, cached, corrupted test set.
+"""Accuracy against budget for every allocation policy on a fixed, cached, corrupted test set,
+or by condition (``--conditions``).
 
-    admn eval [--checkpoint F] --dataset synthetic --budgets 0.25,0.33,0.5,0.75,1.0 \
+    admn eval [--checkpoint F] [--dataset synthetic] --budgets 0.25,0.33,0.5,0.75,1.0 \
               --policies admn,naive,every_other,random,heuristic,full --json out.json --plot out.png
+    admn eval --conditions single|pairs|recorded|FILE.yaml --policies admn,naive,oracle_split ...
 
 Every policy is run with real layer skipping; ``gflops`` is the analytic cost of what ran (plus the
 controller's own cost for ``admn``). ``budget`` is a fraction of the full model's encoder cost in
-``budget_unit`` (layers or FLOPs).
+``budget_unit`` (layers or FLOPs). Without ``--dataset`` the checkpoint's own dataset is used; a
+checkpoint whose number of classes differs from the dataset's is refused.
+
+By condition (:func:`evaluate_conditions`, conditions from :mod:`datasets.conditions`): each
+condition is applied to the whole clean test split (recorded ones select their tagged samples) and
+every (policy, budget) cell is scored on it; ``oracle_split`` (:mod:`quality_estimators.oracle`)
+is available there only, since it picks a fixed split per condition on the validation split.
 """
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
 
 from datasets.cache import ArrayCache, content_digest, default_cache_root
-from datasets.registry import load_dataset
+from datasets.registry import LoadedDataset, load_dataset
 from datasets.sample import RawBatch, take
 from fusion.flops import CostModel
 from quality_estimators.budget import Budget
+from quality_estimators.oracle import POLICY_NAME as ORACLE_SPLIT
+from quality_estimators.oracle import OracleConfig
 
 def default_checkpoint(dataset: str) -> Path:
     """Where ``admn train defaults --dataset NAME`` puts the trained default for a built-in dataset."""
@@ -39,10 +50,15 @@ def corrupted_test_set(dataset: str, *, seed: int = 0, size: Optional[int] = Non
                        data_root: Optional[str] = None, clean: bool = False) -> RawBatch:
     """The test split with the standard corruption mix applied once, seeded, and cached on disk.
 
-    ``clean=True`` gives the same split uncorrupted (with all-zero corruption labels).
+    ``clean=True`` gives the same split uncorrupted (all-zero corruption labels). Either way
+    samples the dataset itself tags as degraded keep their data and tags (recorded conditions).
     """
-    from datasets.corruptions import CORRUPTION_VERSION, CorruptionSampler
     test = load_dataset(dataset, 'test', seed=seed, size=size, data_root=data_root).arrays
+    return _mixed(test, seed, clean)
+
+
+def _mixed(test: RawBatch, seed: int, clean: bool) -> RawBatch:
+    from datasets.corruptions import CORRUPTION_VERSION, CorruptionSampler
     # Keyed on the test arrays themselves: a folder or data root whose files changed, or a new
     # loader, gets a new set; no name or version could say that for data read from files.
     parts = {'test_content': content_digest(test), 'seed': seed,
@@ -53,6 +69,91 @@ def corrupted_test_set(dataset: str, *, seed: int = 0, size: Optional[int] = Non
         return sampler(test, np.random.default_rng(seed + 12345))
 
     return ArrayCache(default_cache_root() / 'eval', pcm_audio=False).get_or_create(parts, build)
+
+
+def checkpoint_dataset(meta: Dict[str, Any], checkpoint) -> str:
+    """The dataset a checkpoint was trained on (its metadata, else its training config's data)."""
+    name = meta.get('dataset') or (meta.get('train_config') or {}).get('data', {}).get('dataset')
+    if not name:
+        raise ValueError(f'{checkpoint} does not say which dataset it was trained on; pass --dataset')
+    return str(name)
+
+
+@dataclass
+class _Setup:
+    """What every evaluation cell needs, loaded once."""
+
+    checkpoint: str
+    dataset: str
+    model: Any
+    ctrl: Any
+    meta: Dict[str, Any]
+    pre: Any
+    cost: CostModel
+    device: torch.device
+    test: LoadedDataset
+
+
+def _setup(checkpoint, dataset: Optional[str], *, seed: int, size: Optional[int], device: str,
+           data_root: Optional[str]) -> _Setup:
+    from fusion.checkpoint import checkpoint_preprocessor
+    from fusion.device import resolve_device
+    from quality_estimators.train_controller import load_controller
+    checkpoint = checkpoint or default_checkpoint(dataset or 'synthetic')
+    dev = resolve_device(device)
+    model, ctrl, meta = load_controller(checkpoint, map_location=dev)
+    name = dataset or checkpoint_dataset(meta, checkpoint)
+    test = load_dataset(name, 'test', seed=seed, size=size, data_root=data_root)
+    if model.cfg.num_classes != test.num_classes:
+        trained_on = meta.get('dataset')
+        raise ValueError(f'{checkpoint} predicts {model.cfg.num_classes} classes but dataset {name!r} has '
+                         f'{test.num_classes}' + (f'; it was trained on {trained_on!r}' if trained_on else ''))
+    return _Setup(str(checkpoint), name, model, ctrl, meta, checkpoint_preprocessor(meta),
+                  CostModel.from_config(model.cfg), dev, test)
+
+
+def _check_policies(policies: Sequence[str], *, by_condition: bool) -> None:
+    from quality_estimators.policies import policy_spec_error
+    for spec in policies:
+        if spec == ORACLE_SPLIT:
+            if not by_condition:
+                raise ValueError(f'policy {ORACLE_SPLIT} picks a split per condition: it needs '
+                                 '--conditions PRESET|FILE')
+            continue
+        error = policy_spec_error(spec)
+        if error:
+            raise ValueError(error)
+
+
+class _Policies:
+    """Makes each cell's policy; the controller scorer is built once, on first use."""
+
+    def __init__(self, s: _Setup, seed: int):
+        self.s, self.seed, self._scorer = s, seed, None
+
+    def make(self, spec: str):
+        """(policy, extra GFLOP-counted FLOPs per sample) for one cell: a fresh policy per cell,
+        so a seeded random policy gives a cell the same numbers whatever else is evaluated."""
+        from quality_estimators.controller import controller_cost_flops
+        from quality_estimators.policies import make_policy
+        from quality_estimators.train_controller import make_scorer
+        s, extra = self.s, 0.0
+        if spec == 'admn':
+            if s.ctrl is None:
+                raise ValueError(f'{s.checkpoint} has no controller: policy admn needs a controller checkpoint')
+            if self._scorer is None:
+                self._scorer = make_scorer(s.ctrl, s.meta, s.model.modalities, s.device)
+            extra = controller_cost_flops(s.ctrl.cfg)
+        policy = make_policy(spec, modalities=s.model.modalities, depth=s.model.depth, cost_model=s.cost,
+                             seed=self.seed, controller=self._scorer)
+        return policy, extra
+
+
+def _row(spec: str, fraction: float, cell: Optional[Dict]) -> Dict:
+    if cell is None:   # nothing to score (oracle_split without validation samples)
+        return {'policy': spec, 'budget': float(fraction), 'metric': None, 'gflops': None, 'layers': None}
+    return {'policy': spec, 'budget': float(fraction), 'metric': round(cell['metric'], 5),
+            'gflops': round(cell['gflops'], 5), 'layers': {m: round(v, 3) for m, v in cell['layers'].items()}}
 
 
 @torch.inference_mode()
@@ -79,42 +180,107 @@ def evaluate_policy(model, pre, policy, test: RawBatch, budget: Budget, cost: Co
             'per_sample_layers': {m: np.concatenate(v) for m, v in layers.items()}}
 
 
-def evaluate(checkpoint, dataset: str, budgets: Sequence[float], policies: Sequence[str], *,
+def evaluate(checkpoint, dataset: Optional[str], budgets: Sequence[float], policies: Sequence[str], *,
              unit: str = 'layers', seed: int = 0, size: Optional[int] = None, device: str = 'auto',
              data_root: Optional[str] = None, clean: bool = False) -> Dict:
-    from fusion.device import resolve_device
-    from quality_estimators.controller import controller_cost_flops
-    from quality_estimators.policies import make_policy
-    from quality_estimators.train_controller import load_controller, make_scorer
-    dev = resolve_device(device)
-    model, ctrl, meta = load_controller(checkpoint, map_location=dev)
-    from fusion.checkpoint import checkpoint_preprocessor
-    pre = checkpoint_preprocessor(meta)
-    cost = CostModel.from_config(model.cfg)
-    test = corrupted_test_set(dataset, seed=seed, size=size, data_root=data_root, clean=clean)
+    """Every (policy, budget) cell on the standard corrupted (or the clean) test set.
+
+    ``checkpoint=None`` is the dataset's trained default; ``dataset=None`` the checkpoint's own.
+    """
+    _check_policies(policies, by_condition=False)
+    s = _setup(checkpoint, dataset, seed=seed, size=size, device=device, data_root=data_root)
+    test = _mixed(s.test.arrays, seed, clean)
+    make = _Policies(s, seed)
     results, allocations = [], {}
     for spec in policies:
-        scorer = None
-        extra = 0.0
-        if spec == 'admn':
-            if ctrl is None:
-                raise ValueError(f'{checkpoint} has no controller: policy admn needs a controller checkpoint')
-            scorer = make_scorer(ctrl, meta, model.modalities, dev)
-            extra = controller_cost_flops(ctrl.cfg)
         for fraction in budgets:
-            # A fresh policy per cell: a seeded random policy then gives a cell the same numbers
-            # whichever other budgets are evaluated with it.
-            policy = make_policy(spec, modalities=model.modalities, depth=model.depth, cost_model=cost,
-                                 seed=seed, controller=scorer)
-            cell = evaluate_policy(model, pre, policy, test, Budget(float(fraction), unit), cost,
-                                   extra_flops=extra, device=dev)
+            policy, extra = make.make(spec)
+            cell = evaluate_policy(s.model, s.pre, policy, test, Budget(float(fraction), unit), s.cost,
+                                   extra_flops=extra, device=s.device)
             allocations[(spec, float(fraction))] = cell.pop('per_sample_layers')
-            results.append({'policy': spec, 'budget': float(fraction), 'metric': round(cell['metric'], 5),
-                            'gflops': round(cell['gflops'], 5),
-                            'layers': {m: round(v, 3) for m, v in cell['layers'].items()}})
-    return {'dataset': dataset, 'checkpoint': str(checkpoint), 'budget_unit': unit, 'metric_name': 'accuracy',
-            'corruption': 'clean' if clean else 'standard', 'test_size': int(len(test['label'])), 'results': results, '_allocations': allocations,
-            '_test': test}
+            results.append(_row(spec, fraction, cell))
+    return {'dataset': s.dataset, 'checkpoint': s.checkpoint, 'budget_unit': unit, 'metric_name': 'accuracy',
+            'corruption': 'clean' if clean else 'standard', 'test_size': int(len(test['label'])),
+            'results': results, '_allocations': allocations, '_test': test}
+
+
+def evaluate_conditions(checkpoint, dataset: Optional[str], budgets: Sequence[float], policies: Sequence[str],
+                        conditions: Union[str, Sequence], *, unit: str = 'layers', seed: int = 0,
+                        size: Optional[int] = None, device: str = 'auto', data_root: Optional[str] = None,
+                        oracle: OracleConfig = OracleConfig()) -> Dict:
+    """Every (condition, policy, budget) cell; see the module docstring.
+
+    ``conditions`` is a preset name or YAML file (:func:`datasets.conditions.resolve_conditions`)
+    or a list of :class:`datasets.conditions.Condition`. The model is loaded once; each condition
+    set is built once and scored with :func:`evaluate_policy` for every cell. ``oracle_split``
+    chooses on up to ``oracle.val_size`` validation samples under the same condition.
+    """
+    from datasets.conditions import apply_condition, resolve_conditions
+    from quality_estimators.condition_report import summarise
+    from quality_estimators.oracle import FixedSplitPolicy, OracleSearch
+    _check_policies(policies, by_condition=True)
+    s = _setup(checkpoint, dataset, seed=seed, size=size, device=device, data_root=data_root)
+    conds = resolve_conditions(conditions, s.test.arrays) if isinstance(conditions, str) else list(conditions)
+    names = [c.name for c in conds]
+    if not conds or len(set(names)) != len(names):
+        raise ValueError(f'conditions must be a non-empty list with unique names, got {names}')
+    val = _ValidationSource(s.dataset, seed, data_root, oracle.val_size) if ORACLE_SPLIT in policies else None
+    make = _Policies(s, seed)
+    results = []
+    for cond in conds:
+        test = apply_condition(s.test.arrays, cond, seed)
+        val_cond = val.under(cond) if val is not None else None
+        # One search per condition: its encoder outputs are shared by every budget.
+        search = (OracleSearch(s.model, s.pre, val_cond, config=oracle, device=s.device)
+                  if val_cond is not None and len(val_cond['label']) else None)
+        where = {'condition': cond.name, 'corrupted': cond.describe(), 'samples': int(len(test['label']))}
+        for spec in policies:
+            for fraction in budgets:
+                budget = Budget(float(fraction), unit)
+                fields: Dict[str, Any] = {}
+                if spec != ORACLE_SPLIT:
+                    policy, extra = make.make(spec)
+                elif search is None:
+                    results.append({**where, **_row(spec, fraction, None),
+                                    'note': 'no validation samples under this condition'})
+                    continue
+                else:
+                    choice = search.choose(budget, s.cost)
+                    policy = FixedSplitPolicy(choice.candidate, s.model.modalities, s.model.depth, s.cost)
+                    extra = 0.0
+                    fields = {'split': dict(choice.candidate.split), 'realisation': choice.candidate.realisation,
+                              'val_metric': round(choice.val_metric, 5), 'val_size': choice.val_size}
+                cell = evaluate_policy(s.model, s.pre, policy, test, budget, s.cost, extra_flops=extra,
+                                       device=s.device)
+                cell.pop('per_sample_layers')
+                results.append({**where, **_row(spec, fraction, cell), **fields})
+    return {'dataset': s.dataset, 'budget_unit': unit, 'checkpoint': s.checkpoint, 'metric_name': 'accuracy',
+            'test_size': int(len(s.test)), 'seed': seed,
+            'conditions': [{'name': c.name, 'corrupted': c.describe(), 'recorded': c.recorded} for c in conds],
+            'results': results, 'summary': summarise(results)}
+
+
+class _ValidationSource:
+    """Validation samples for ``oracle_split``: the val split, loaded once, under each condition."""
+
+    def __init__(self, dataset: str, seed: int, data_root: Optional[str], size: int):
+        self.arrays = load_dataset(dataset, 'val', seed=seed, data_root=data_root).arrays
+        self.seed, self.size = seed, size
+
+    def under(self, condition) -> RawBatch:
+        """At most ``size`` samples (a seeded subset) with ``condition`` applied; recorded conditions
+        select their tagged samples from the whole split first."""
+        from datasets.conditions import apply_condition
+        if condition.recorded:
+            return self._subset(apply_condition(self.arrays, condition, self.seed))
+        return apply_condition(self._subset(self.arrays), condition, self.seed)
+
+    def _subset(self, arrays: RawBatch) -> RawBatch:
+        n = len(arrays['label'])
+        if n <= self.size:
+            return arrays
+        index = np.sort(np.random.default_rng([self.seed, 0x0AC1E]).permutation(n)[:self.size])
+        return take(arrays, index)
 
 
 def print_table(report: Dict) -> None:
@@ -178,10 +344,20 @@ def public(report: Dict) -> Dict:
 
 
 def run_eval_cli(args) -> int:
-    checkpoint = args.checkpoint or default_checkpoint(args.dataset)
     budgets = [float(b) for b in args.budgets.split(',') if b.strip()]
     policies = [p.strip() for p in args.policies.split(',') if p.strip()]
-    report = evaluate(checkpoint, args.dataset, budgets, policies, unit=args.budget_unit, seed=args.seed,
+    conditions = getattr(args, 'conditions', None)
+    if conditions:
+        from quality_estimators.condition_report import write_condition_report
+        if args.clean:
+            raise ValueError('--clean and --conditions do not mix: every condition preset has a clean row')
+        report = evaluate_conditions(args.checkpoint, args.dataset, budgets, policies, conditions,
+                                     unit=args.budget_unit, seed=args.seed, size=args.size, device=args.device,
+                                     oracle=OracleConfig(val_size=getattr(args, 'oracle_val_size', 300)))
+        write_condition_report(report, json_path=args.json, plot=args.plot,
+                               allocation_plot=getattr(args, 'allocation_plot', None))
+        return 0
+    report = evaluate(args.checkpoint, args.dataset, budgets, policies, unit=args.budget_unit, seed=args.seed,
                       size=args.size, device=args.device, clean=args.clean)
     write_report(report, json_path=args.json, plot=args.plot,
                  allocation_plot=getattr(args, 'allocation_plot', None))
@@ -202,4 +378,5 @@ def write_report(report: Dict, *, json_path=None, plot=None, allocation_plot=Non
         plot_allocation(report, allocation_plot)
 
 
-__all__: List[str] = ['evaluate', 'corrupted_test_set', 'default_checkpoint', 'run_eval_cli', 'write_report']
+__all__: List[str] = ['evaluate', 'evaluate_conditions', 'evaluate_policy', 'corrupted_test_set',
+                       'checkpoint_dataset', 'default_checkpoint', 'run_eval_cli', 'write_report']

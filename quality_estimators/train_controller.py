@@ -169,11 +169,13 @@ def candidate_loss(logits, model, inputs, labels, budget_abs: float, costs, cfg,
 
 
 def split_weights(n_modalities: int) -> np.ndarray:
-    """Share weights of the candidate splits ``[S, M]``: every vector in {0, 1, 2}^M but zero, one
-    per direction, the even split first. Weight 0 starves a modality (its first layer only)."""
+    """Share weights of the candidate splits ``[S, M]``: every vector in {0, 1, 2}^M (two
+    modalities: {0, 1, 2, 3}^M, for finer steps) but zero, one per direction, the even split first.
+    Weight 0 starves a modality (its first layer only)."""
     import itertools
+    levels = (1, 0, 2, 3) if n_modalities <= 2 else (1, 0, 2)
     seen, out = set(), []
-    for w in itertools.product((1, 0, 2), repeat=n_modalities):
+    for w in itertools.product(levels, repeat=n_modalities):
         w = np.array(w, dtype=np.float64)
         if not w.any():
             continue

@@ -40,8 +40,9 @@ def tiny_model_config(modalities: Sequence[str] = ('rgb', 'depth', 'audio'),
 
 def make_random_checkpoint(path, *, modalities: Sequence[str] = ('rgb', 'depth', 'audio'),
                            class_names: Sequence[str] = (), controller: bool = False,
-                           seed: int = 0) -> Path:
-    """An untrained tiny checkpoint as stage 1 writes it (plus a controller when asked)."""
+                           seed: int = 0, dataset: str = 'synthetic') -> Path:
+    """An untrained tiny checkpoint as stage 1 writes it (plus a controller when asked); its
+    metadata names ``dataset`` as the one it was trained on."""
     from datasets.synthetic import CLASS_NAMES
     from fusion.checkpoint import save_untrained
     from fusion.config import ModelConfig
@@ -60,7 +61,7 @@ def make_random_checkpoint(path, *, modalities: Sequence[str] = ('rgb', 'depth',
         extra = {'stage': 'controller', 'controller_config': ctrl.cfg.to_dict(),
                  'controller_state': ctrl.state_dict()}
     return save_untrained(path, ModelConfig.from_dict(tiny_model_config(modalities, len(names))),
-                          dataset='synthetic', class_names=names, seed=seed, **extra)
+                          dataset=dataset, class_names=names, seed=seed, **extra)
 
 
 def avdigits_available() -> bool:
