@@ -33,7 +33,7 @@ setup(
         (f'share/{PACKAGE}/launch', files('launch/*.launch.py')),
         (f'share/{PACKAGE}/config', files('config/*.yaml')),
     ],
-    package_data={'': ['*.yaml', '*.msg']},
+    package_data={'': ['*.yaml', '*.msg'], 'admn_ros': ['models/*.pt', 'models/SHA256SUMS']},
     include_package_data=True,
     install_requires=['setuptools'],
     extras_require={'test': ['pytest', 'hypothesis']},

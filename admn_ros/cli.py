@@ -34,9 +34,11 @@ def _train_controller(args) -> int:
 
 
 def _train_defaults(args) -> int:
-    from quality_estimators.defaults import train_defaults
+    from quality_estimators.defaults import ship, train_defaults
     path = train_defaults(args.dataset, device=args.device, progress=not args.no_progress)
     print(f'default for {args.dataset}: {path}')
+    if args.ship:
+        print(f'shipped as {ship(args.dataset, path)}')
     return 0
 
 
@@ -100,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     dflt.add_argument('--dataset', default='synthetic', choices=['synthetic', 'avdigits'])
     dflt.add_argument('--device', default='auto')
     dflt.add_argument('--no-progress', action='store_true')
+    dflt.add_argument('--ship', action='store_true',
+                      help='also copy it into the package (admn_ros/models/, half precision, SHA256SUMS)')
     dflt.set_defaults(func=_train_defaults)
 
     ev = sub.add_parser('eval', help='accuracy vs budget for allocation policies on a corrupted test set')

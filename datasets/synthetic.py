@@ -11,16 +11,17 @@ destroyed the other two still can, if they are read in depth.
 factor      RGB                         depth                            audio
 ==========  ==========================  ===============================  ===============================
 family (3)  **hue of the key objects**  distance band of the key pair    pitch register of the melody
-            (red / green / blue)        (bands overlap)                  (registers overlap)
+            (red / green / blue)        (adjacent bands)                 (adjacent registers)
 nearer (2)  nearer object looks         **which key object is nearer**   loudness trend: crescendo
             larger (noisy size ratio)   (the nearest thing in view)      (left) / decrescendo (right)
 contour(2)  key pair rises or falls     key pair rises or falls          **melody direction**
             left to right (noisy)       left to right (noisy)            (every step and glide)
 ==========  ==========================  ===============================  ===============================
 
-A secondary cue is right for most samples but drawn from overlapping ranges, so a single modality
-at full depth reaches well above chance but not the fused accuracy, and only fusion or a deep read
-of the remaining sensors recovers a destroyed one's factor. Nuisances: object shapes, poses,
+A secondary cue always points the right way but is faint for some samples and buried in
+nuisances, so a single modality at full depth reaches well above chance but not the fused
+accuracy, and only fusion or a deep read of the remaining sensors recovers a destroyed one's
+factor. Nuisances: object shapes, poses,
 textures and exact sizes, lighting, exposure, sensor noise, floor and wall appearance, wall
 presence, camera jitter; exact pitch, timbre, rhythm, vibrato, per-note loudness, a noise band and
 a hum.
@@ -68,13 +69,14 @@ _FLOOR, _WALL = len(_SHAPES), len(_SHAPES) + 1   # template ids of the two plane
 _HALF_WIDTH, _TOP, _FAR = 8.0, -6.0, 12.0
 _GRID_SPACING, _GRID_COLUMNS = 60.0, 8  # spacing >> scene extent: rays never reach a neighbour
 
-# Secondary cues (module docstring). Each range overlaps its neighbour or crosses zero on purpose:
-# right for most samples, ambiguous or misleading for some, so no single sensor is enough.
-_DEPTH_BANDS_M = np.array([[1.0, 1.5], [1.35, 1.85], [1.7, 2.2]])   # nearer key object, per family
-_SIZE_RATIO = (0.95, 1.45)            # apparent radius of the nearer key object / the farther one
-_RISE = (-0.02, 0.18)                 # right key object above the left one (x image size), rising
-_REGISTER_HZ = np.array([[150.0, 280.0], [230.0, 420.0], [340.0, 620.0]])  # base pitch, per family
-_LOUDNESS_STEP = (-0.05, 0.25)        # note level change per note: crescendo when the left is nearer
+# Secondary cues (module docstring): each points the right way, but some samples show it only
+# faintly (a small size ratio, a slight rise, a pitch near a register's edge, a flat loudness trend)
+# against the nuisances, so a sensor alone is right less often than the three together.
+_DEPTH_BANDS_M = np.array([[1.0, 1.45], [1.45, 1.9], [1.9, 2.35]])  # nearer key object, per family
+_SIZE_RATIO = (1.15, 1.8)             # apparent radius of the nearer key object / the farther one
+_RISE = (0.05, 0.22)                  # right key object above the left one (x image size), rising
+_REGISTER_HZ = np.array([[130.0, 210.0], [230.0, 370.0], [400.0, 650.0]])  # base pitch, per family
+_LOUDNESS_STEP = (0.08, 0.3)          # note level change per note: crescendo when the left is nearer
 
 
 @dataclass(frozen=True)
@@ -611,7 +613,7 @@ def _sample_sounds(rng, factors: np.ndarray, cfg: SyntheticConfig) -> Dict[str, 
     active_step = np.arange(1, k)[None, :] < n_notes[:, None]
     steps *= active_step
     semitones = np.concatenate([np.zeros((n, 1)), np.cumsum(steps, 1)], 1)
-    register = np.log(_REGISTER_HZ[family])           # the family's (overlapping) pitch register
+    register = np.log(_REGISTER_HZ[family])           # the family's pitch register
     f0 = np.exp(register[:, 0] + rng.random(n) * (register[:, 1] - register[:, 0]))
     freqs = f0[:, None] * 2.0 ** (semitones / 12)
 

@@ -22,8 +22,8 @@ class LayerDropConfig:
     full_drop_prob: float = 0.1    # per modality per batch: keep only block 0 ("full-backbone drop")
     uniform_count: bool = True     # sample k ~ U{1..depth} kept blocks (block 0 + k-1 random others)
     uniform_count_prob: float = 0.5  # share of batches that use the uniform-count rule when enabled
-    absent_prob: float = 0.0       # per modality per batch: no block at all (token left out of fusion);
-                                   # never every modality at once
+    absent_prob: float = 0.0       # per modality per sample: no block at all (token left out of
+                                   # fusion); never every modality of a sample at once
 
     def rate(self, epoch: float) -> float:
         """Drop rate at a (fractional) epoch."""
@@ -34,7 +34,8 @@ class LayerDropConfig:
 
 def sample_keep(modalities: Iterable[str], depth: int, batch: int, epoch: float, cfg: LayerDropConfig,
                 generator: torch.Generator, device=None) -> Dict[str, torch.Tensor]:
-    """One bool mask ``[batch, depth]`` per modality, identical across the batch."""
+    """One bool mask ``[batch, depth]`` per modality, identical across the batch except for the
+    samples that ``absent_prob`` leaves without that modality."""
     keep = {}
     warm = cfg.rate(epoch) / cfg.max_rate if cfg.max_rate > 0 else 1.0
     for m in modalities:
@@ -52,13 +53,17 @@ def sample_keep(modalities: Iterable[str], depth: int, batch: int, epoch: float,
             row = torch.rand(depth, generator=generator) >= cfg.rate(epoch)
         keep[m] = row.to(device).expand(batch, depth)
     if cfg.absent_prob > 0 and keep:
+        # Per sample, unlike the layer masks: every batch then mixes full, paired and single
+        # sensors, so each of those paths trains at every step (skipping still saves the compute).
         names = list(keep)
-        absent = torch.rand(len(names), generator=generator) < cfg.absent_prob * warm
-        if absent.all():   # one modality stays, chosen uniformly
-            absent[int(torch.randint(len(names), (1,), generator=generator))] = False
-        for m, gone in zip(names, absent.tolist()):
-            if gone:
-                keep[m] = torch.zeros(batch, depth, dtype=torch.bool, device=device)
+        absent = torch.rand(batch, len(names), generator=generator) < cfg.absent_prob * warm
+        everything = absent.all(1)
+        if everything.any():   # one modality stays, chosen uniformly
+            stay = torch.randint(len(names), (int(everything.sum()),), generator=generator)
+            absent[everything.nonzero().flatten(), stay] = False
+        absent = absent.to(device)
+        for i, m in enumerate(names):
+            keep[m] = keep[m] & ~absent[:, i, None]
     return keep
 
 

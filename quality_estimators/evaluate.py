@@ -31,20 +31,8 @@ from datasets.sample import RawBatch, take
 from fusion.flops import CostModel
 from quality_estimators.budget import Budget
 from quality_estimators.oracle import POLICY_NAME as ORACLE_SPLIT
+from quality_estimators.defaults import default_checkpoint
 from quality_estimators.oracle import OracleConfig
-
-def default_checkpoint(dataset: str) -> Path:
-    """Where ``admn train defaults --dataset NAME`` puts the trained default for a built-in dataset."""
-    packaged = Path(__file__).resolve().parent.parent / 'admn_ros' / 'models' / f'{dataset}.pt'
-    if packaged.exists():
-        return packaged
-    local = default_cache_root() / 'models' / dataset / 'controller.pt'
-    if local.exists():
-        return local
-    raise FileNotFoundError(
-        f'no trained default for dataset {dataset!r} (looked in {packaged} and {local}); '
-        f'make one with: admn train defaults --dataset {dataset}')
-
 
 def corrupted_test_set(dataset: str, *, seed: int = 0, size: Optional[int] = None,
                        data_root: Optional[str] = None, clean: bool = False) -> RawBatch:
