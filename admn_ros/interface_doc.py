@@ -142,6 +142,8 @@ NOTES: Dict[Tuple[str, str], str] = {
                                                '`datasets.bags.write_bag`); the recorded QoS '
                                                'when known, else reliable, `qos_depth`',
     ('evaluator', 'admn/prediction'): 'the type admn_fusion publishes here',
+    ('evaluator', 'ground_truth/corruption'): 'levels per stamp (noise_injector or a bag); the '
+                                              'report splits the run into corruption phases',
     ('*', '/diagnostics'): 'every second, one status per task (`<node>: <task>`)',
 }
 

@@ -158,7 +158,15 @@ def run_node(factory: Callable[[], Any], args: Optional[Sequence[str]] = None) -
             return 2
         executor.add_node(node)
         while rclpy.ok() and not getattr(node, 'finished', False):
-            executor.spin_once(timeout_sec=0.1)
+            try:
+                executor.spin_once(timeout_sec=0.1)
+            except RuntimeError:
+                # Ctrl-C landing while the events executor turns a message into Python surfaces as
+                # a RuntimeError ('Unable to convert call argument') rather than KeyboardInterrupt;
+                # once the signal has shut the context down, it is that shutdown, not a failure.
+                if rclpy.ok():
+                    raise
+                break
         code = int(getattr(node, 'exit_code', 0))
     except (KeyboardInterrupt, ExternalShutdownException):
         pass

@@ -389,6 +389,60 @@ def test_evaluator_matches_by_stamp_and_reports(ros, tmp_path):
     assert '| accuracy | 0.6667 |' in report.with_suffix('.md').read_text()
 
 
+def fake_allocation(layers, present=MODS):
+    keep = {m: np.arange(6) < n for m, n in layers.items()}
+    return SimpleNamespace(keep=keep, present=present, budget_fraction=0.5, budget_unit='layers',
+                           budget_spent=0.5)
+
+
+def test_evaluator_splits_the_report_into_corruption_phases(ros, tmp_path):
+    """Corruption records, allocations, predictions and labels joined by stamp (arriving in any
+    order): phases, the layer shift away from a dark camera, and the timeline plot."""
+    from admn_ros.nodes.evaluator import Evaluator
+    h = ros()
+    report = tmp_path / 'report.json'
+    ev = h.add(Evaluator(context=h.ctx, namespace=h.namespace, parameter_overrides=[
+        Parameter('report_path', value=str(report))]))
+    pubs = {name: h.publisher(kind, topic, 100) for name, kind, topic in (
+        ('label', DiagnosticArray, M.LABEL), ('pred', F.prediction_type(), F.PREDICTION),
+        ('alloc', DiagnosticArray, F.ALLOCATION), ('level', DiagnosticArray, M.CORRUPTION))}
+    assert h.spin_until(lambda: all(p.get_subscription_count() for p in pubs.values()), 5)
+    clean = {m: ('clean', 0.0) for m in MODS}
+    n = 12
+    for i in range(n):
+        stamp = (i + 1) * 200_000_000
+        dark = i >= 6
+        # Depth is absent from the frames: its (reported) holes must not split the phases.
+        levels = dict(clean, depth=('holes', 0.5), **({'rgb': ('low_light', 1.0)} if dark else {}))
+        layers = {'rgb': 1, 'depth': 0, 'audio': 5} if dark else {'rgb': 4, 'depth': 0, 'audio': 2}
+        header = M.header(stamp)
+        pubs['alloc'].publish(F.allocation_msg(fake_allocation(layers, ('rgb', 'audio')), MODS,
+                                               header))
+        pubs['pred'].publish(F.prediction_msg(fake_inference(i % 2), header))
+        pubs['label'].publish(M.label_msg(stamp, 0))
+        if i != 3:                      # stamp 3's record is lost: an 'unknown' phase
+            pubs['level'].publish(M.corruption_msg(stamp, levels))
+    assert h.spin_until(lambda: len(ev.frames()) == n and ev.summary()['matched'] == n, 5)
+    h.nodes.remove(ev)
+    h.executor.remove_node(ev)
+    ev.destroy_node()
+    data = json.loads(report.read_text())
+    assert [(p['label'], p['frames']) for p in data['phases']] == [
+        ('clean', 3), ('unknown', 1), ('clean', 2), ('rgb low_light 1.0', 6)]
+    assert data['phases'][3]['mean_layers'] == {'rgb': 1, 'audio': 5}
+    assert data['phases'][3]['accuracy'] == pytest.approx(0.5)
+    assert data['clean_layers'] == {'rgb': 4, 'audio': 2}
+    assert list(data['shift']) == ['rgb']
+    assert data['shift']['rgb']['ratio'] == pytest.approx(0.25)
+    assert data['shift']['rgb']['shifted'] is True
+    assert data['shift']['rgb']['others_change'] == {'audio': 3}
+    md = report.with_suffix('.md').read_text()
+    assert 'While rgb was degraded (low_light 1.0, frames 6-11' in md
+    assert 'layers left the degraded rgb: yes, ratio 0.25 (target <= 0.5)' in md
+    plot = tmp_path / 'report_timeline.png'
+    assert data['timeline_plot'] == str(plot) and plot.read_bytes()[:4] == b'\x89PNG'
+
+
 # --------------------------------------------------------------------------- budget_manager
 def test_budget_schedules_parse_strictly_and_step_in_time():
     from admn_ros.nodes.budget_manager import LoadFollower, parse_schedule

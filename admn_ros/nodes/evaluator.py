@@ -17,12 +17,21 @@ minus fusion's ``processing_ms`` - and ``preprocess_ms`` is reported too) and co
 * ``pending_labels``: labels still waiting (younger than ``drop_after_s``) at report time;
 * ``unmatched_predictions``: predictions whose label never came.
 
+It also subscribes ``ground_truth/corruption`` (one record per source stamp, from noise_injector
+or a recorded bag) and keeps, per prediction, the layers each present modality got, its corruption
+levels (matched by stamp like the label) and whether it was right. From these the report splits the
+run into corruption phases and says whether layers left each degraded sensor
+(:mod:`admn_ros.report`: ``phases``, ``shift``, ``clean_layers``); without corruption records both
+stay empty.
+
 Running numbers go to ``/diagnostics`` every second. On shutdown (Ctrl-C, SIGTERM, end of graph)
-it writes ``report_path`` (JSON) and the same path with ``.md`` (a Markdown table); with
+it writes ``report_path`` (JSON), the same path with ``.md`` (the metrics table, the phases, their
+sentences and the verdicts) and ``<stem>_timeline.png`` (layers and corruption over time); with
 ``report_path`` empty it writes nothing.
 """
 from __future__ import annotations
 
+import collections
 import json
 import sys
 import threading
@@ -36,12 +45,22 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
 from admn_ros import messages as M
+from admn_ros import report as R
 from admn_ros.node_utils import OK, STALE, Diagnostics, declare, exit_without_teardown, param, run_node
 from admn_ros.nodes.admn_fusion import (ALLOCATION, INFERENCE, PREDICTION, prediction_type,
                                         read_allocation, read_inference, read_prediction)
 
 NODE_NAME = 'evaluator'
 KEEP_PENDING = 10000  # unmatched entries remembered per stream
+KEEP_FRAMES = 100000  # per-frame records kept for the phase report (the oldest go first)
+
+
+def _warm_plotting() -> None:
+    try:
+        import matplotlib.backends.backend_agg  # noqa: F401
+        import matplotlib.figure  # noqa: F401
+    except Exception:  # the report will say so when it tries to plot
+        pass
 
 
 def percentile(values: List[float], q: float) -> Optional[float]:
@@ -62,6 +81,12 @@ class Evaluator(Node):
         declare(self, 'drop_after_s', 2.0,
                 'a label without a prediction this long (node clock) counts as a drop',
                 value_range=(0.0, 3600.0))
+        declare(self, 'severity_step', R.DEFAULT_SEVERITY_STEP,
+                'report phases: corruption severities are rounded to this step, so a ramp makes '
+                'a few phases rather than one per frame', value_range=(0.01, 1.0))
+        declare(self, 'degraded_severity', R.DEFAULT_MIN_SEVERITY,
+                'report shift: a modality counts as degraded from this severity on',
+                value_range=(0.01, 1.0))
         depth = declare(self, 'queue_depth', 1000, 'subscription depth (reliable KEEP_LAST)',
                         read_only=True, value_range=(1, 100000))
         qos = QoSProfile(depth=int(depth), reliability=ReliabilityPolicy.RELIABLE)
@@ -87,6 +112,10 @@ class Evaluator(Node):
         self.preprocess_ms: List[float] = []
         self.intake_ms: List[float] = []
         self.fusion_dropped = 0
+        # Per-frame records for the phase report, keyed by stamp (joined when the report is made).
+        self.frame_layers: collections.OrderedDict = collections.OrderedDict()  # present only
+        self.outcomes: collections.OrderedDict = collections.OrderedDict()      # prediction right?
+        self.levels: collections.OrderedDict = collections.OrderedDict()        # corruption
         self.started = time.monotonic()
         self._written = False
 
@@ -94,9 +123,14 @@ class Evaluator(Node):
         self.create_subscription(prediction_type(), PREDICTION, self._on_prediction, qos)
         self.create_subscription(DiagnosticArray, INFERENCE, self._on_inference, qos)
         self.create_subscription(DiagnosticArray, ALLOCATION, self._on_allocation, qos)
+        self.create_subscription(DiagnosticArray, M.CORRUPTION, self._on_corruption, qos)
         self.create_timer(0.5, self._expire)
         self.diagnostics = Diagnostics(self)
         self.diagnostics.add('evaluation', self._status)
+        if self.report_path:
+            # matplotlib's first import takes seconds on a busy machine: done now, in the
+            # background, rather than at shutdown inside bringup's SIGINT grace period.
+            threading.Thread(target=_warm_plotting, name='warm-plotting', daemon=True).start()
 
     # ------------------------------------------------------------------ matching
     def _now_s(self) -> float:
@@ -112,9 +146,16 @@ class Evaluator(Node):
         best = min(table, key=lambda s: abs(s - stamp))
         return best if abs(best - stamp) <= tol else None
 
-    def _score(self, predicted: int, truth: int) -> None:
+    def _score(self, predicted: int, truth: int, prediction_stamp: int) -> None:
         self.matched += 1
         self.correct += int(predicted == truth)
+        self._keep(self.outcomes, prediction_stamp, predicted == truth)
+
+    @staticmethod
+    def _keep(table: collections.OrderedDict, stamp: int, value: Any) -> None:
+        table[stamp] = value
+        if len(table) > KEEP_FRAMES:
+            table.popitem(last=False)
 
     def _on_label(self, msg) -> None:
         try:
@@ -126,7 +167,7 @@ class Evaluator(Node):
         with self._lock:
             key = self._find(self.predictions, stamp)
             if key is not None:
-                self._score(self.predictions.pop(key), class_id)
+                self._score(self.predictions.pop(key), class_id, key)
                 return
             self.labels[stamp] = class_id
             self.label_seen[stamp] = self._now_s()
@@ -149,7 +190,7 @@ class Evaluator(Node):
                 self.first_prediction_ns = stamp
             key = self._find(self.labels, stamp)
             if key is not None:
-                self._score(class_id, self.labels.pop(key))
+                self._score(class_id, self.labels.pop(key), stamp)
                 self.label_seen.pop(key, None)
                 return
             self.predictions[stamp] = class_id
@@ -183,6 +224,18 @@ class Evaluator(Node):
             self.allocations += 1
             for m, n in alloc['layers'].items():
                 self.layer_sums[m] = self.layer_sums.get(m, 0.0) + n
+            # Layers given to an absent sensor are no choice of the model's: left out of phases.
+            self._keep(self.frame_layers, alloc['stamp_ns'],
+                       {m: n for m, n in alloc['layers'].items() if alloc['present'].get(m, True)})
+
+    def _on_corruption(self, msg) -> None:
+        levels = M.read_corruption(msg)
+        if not levels:
+            self.get_logger().warning('ignoring a corruption message without levels',
+                                      throttle_duration_sec=5.0)
+            return
+        with self._lock:
+            self._keep(self.levels, M.stamp_to_ns(msg.header.stamp), levels)
 
     @staticmethod
     def _trim(table: Dict[int, Any], *others: Dict[int, Any]) -> None:
@@ -234,6 +287,27 @@ class Evaluator(Node):
                     out[f'{name}_p{q}'] = percentile(values, q)
         return out
 
+    def frames(self) -> List[R.Frame]:
+        """One record per allocation received, in stamp order, with its corruption levels (same
+        stamp, else the nearest within ``match_tolerance_s``) and its outcome when scored."""
+        with self._lock:
+            layers, outcomes = dict(self.frame_layers), dict(self.outcomes)
+            levels = dict(self.levels)
+        tol = int(round(float(param(self, 'match_tolerance_s')) * 1e9))
+        keys = sorted(levels)
+        out = []
+        for stamp in sorted(layers):
+            key = R.nearest(keys, stamp, tol)
+            out.append(R.Frame(stamp, layers[stamp], None if key is None else levels[key],
+                               outcomes.get(stamp)))
+        return out
+
+    def analysis(self, frames: Optional[List[R.Frame]] = None) -> Dict[str, Any]:
+        """Phases and layer shifts of the run so far (see :func:`admn_ros.report.analyse`)."""
+        return R.analyse(self.frames() if frames is None else frames,
+                         severity_step=float(param(self, 'severity_step')),
+                         min_severity=float(param(self, 'degraded_severity')))
+
     def _status(self):
         s = self.summary()
         values = {k: ('' if v is None else (f'{v:.4f}' if isinstance(v, float) else v))
@@ -250,14 +324,26 @@ class Evaluator(Node):
         s = self.summary()
         s['node'] = self.get_fully_qualified_name()
         json_path = Path(path)
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(s, indent=2) + '\n', encoding='utf-8')
+        plot_path = R.timeline_path(json_path)
+        frames = self.frames()
+        analysis = self.analysis(frames)
+        s['timeline_plot'] = str(plot_path) if frames else None
         rows = [(k, v) for k, v in s.items() if not isinstance(v, dict)]
         rows += [(f'mean layers {m}', v) for m, v in s['mean_layers'].items()]
+        s.update(analysis)
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(s, indent=2) + '\n', encoding='utf-8')
         lines = ['# admn_ros evaluation', '', '| metric | value |', '|---|---|']
         lines += [f'| {k} | {"-" if v is None else (f"{v:.4f}" if isinstance(v, float) else v)} |'
                   for k, v in rows]
+        lines += R.markdown(analysis, plot_path.name if frames else None)
         json_path.with_suffix('.md').write_text('\n'.join(lines) + '\n', encoding='utf-8')
+        # Last: the JSON and Markdown are on disk even if plotting fails or is cut short.
+        try:
+            R.plot_timeline(frames, analysis, plot_path)
+        except Exception as exc:  # a plotting failure must not lose the report written above
+            self._say(f'cannot write timeline plot {plot_path}: {type(exc).__name__}: {exc}',
+                      error=True)
         return json_path
 
     def destroy_node(self) -> None:
