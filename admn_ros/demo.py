@@ -38,6 +38,15 @@ def _ensure_default(out: Path, quick: bool) -> Path:
     return train_defaults('synthetic', out=out / 'quick_model', shrink=shrink)
 
 
+def demo_conditions():
+    """Clean, then each sensor destroyed alone (the conditions of the README's headline table)."""
+    from datasets.conditions import DESTROYING, Condition, condition_name
+    conditions = [Condition('clean', ())]
+    for corruption in DESTROYING:
+        conditions.append(Condition(condition_name([corruption]), (corruption,)))
+    return conditions
+
+
 def graph_overrides(checkpoint, schedule, report_path, samples: int) -> List[str]:
     """The ``noise_experiment`` overrides of the demo run."""
     # The injector takes a modality the schedule has no events for from its fixed levels, which
@@ -45,8 +54,10 @@ def graph_overrides(checkpoint, schedule, report_path, samples: int) -> List[str
     # report has all-clean frames to compare with.
     clean = [f'noise_injector.{m}.{k}={v}' for m in ('rgb', 'depth', 'audio')
              for k, v in (('type', 'clean'), ('severity', 0.0))]
+    budget = Path(schedule).with_name('demo_budget.yaml')   # a fixed third of the layers
     return [f'model:={checkpoint}', f'schedule:={schedule}', f'evaluator.report_path={report_path}',
-            f'sensor_source.dataset_size={samples}'] + clean
+            f'sensor_source.dataset_size={samples}', f'budget_manager.schedule_file={budget}',
+            'budget_manager.mode=schedule'] + clean
 
 
 def ros_summary(ros: dict, report_path: Path) -> str:
@@ -84,13 +95,13 @@ def main(args) -> int:
     checkpoint = _ensure_default(out, args.quick)
     print(f'[1/3] model: {checkpoint}', flush=True)
 
-    from quality_estimators.evaluate import evaluate, write_report
-    budgets = [0.25, 0.5, 1.0] if args.quick else [0.25, 0.33, 0.5, 0.75, 1.0]
-    report = evaluate(checkpoint, 'synthetic', budgets, ['admn', 'naive', 'every_other', 'heuristic', 'full'],
-                      size=200 if args.quick else 1000)
-    print('[2/3] offline evaluation on the corrupted synthetic test set', flush=True)
-    write_report(report, json_path=out / 'eval.json', plot=out / 'accuracy_vs_gflops.png',
-                 allocation_plot=out / 'allocation_vs_severity.png')
+    from quality_estimators.condition_report import write_condition_report
+    from quality_estimators.evaluate import evaluate_conditions
+    print('[2/3] offline: one sensor destroyed at a time, the whole synthetic test split each', flush=True)
+    report = evaluate_conditions(checkpoint, 'synthetic', [0.25, 0.33], ['admn', 'naive', 'every_other', 'full'],
+                                 demo_conditions(), size=200 if args.quick else 1000)
+    write_condition_report(report, json_path=out / 'eval.json', plot=out / 'accuracy_by_condition.png',
+                           allocation_plot=out / 'layers_by_condition.png')
 
     print('[3/3] ROS 2 graph: sensor_source -> noise_injector -> admn_fusion -> evaluator', flush=True)
     from admn_ros.bringup import run_graph

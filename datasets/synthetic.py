@@ -45,7 +45,7 @@ import numpy as np
 from datasets.sample import SAMPLE_RATE, RawBatch
 
 # Bump when the generated content changes, so on-disk caches built by older code are not reused.
-GENERATOR_VERSION = 4
+GENERATOR_VERSION = 5
 
 HUES = ('red', 'green', 'blue')
 NEARER = ('leftnear', 'rightnear')

@@ -14,7 +14,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -54,6 +54,9 @@ class AugmentConfig:
     # Samples a dataset tags as degraded (recorded conditions) keep their data and tags instead of
     # getting a synthetic corruption on top; no effect on untagged data.
     keep_recorded: bool = True
+    # Severities drawn from these levels (e.g. the evaluation mix 0.25/0.5/0.75/1.0) instead of
+    # uniformly in [0.1, 1]: a controller then sees destroyed sensors often enough to learn them.
+    severity_levels: Optional[Tuple[float, ...]] = None
 
 
 @dataclass
@@ -86,7 +89,9 @@ def build_augment(cfg: AugmentConfig) -> Optional[Augment]:
     if cfg.policy == 'none':
         return None
     from datasets.corruptions import CorruptionSampler
-    return CorruptionSampler(policy=cfg.policy, p_clean=cfg.p_clean, keep_recorded=cfg.keep_recorded)
+    levels = tuple(cfg.severity_levels) if cfg.severity_levels else None
+    return CorruptionSampler(policy=cfg.policy, p_clean=cfg.p_clean, keep_recorded=cfg.keep_recorded,
+                             severity_levels=levels)
 
 
 def fit_model_config(cfg: ModelConfig, data: LoadedDataset) -> ModelConfig:

@@ -179,3 +179,19 @@ def test_demo_schedule_alone_decides_the_corruption():
     assert injector['schedule_file'] == str(schedule)
     for m in ('rgb', 'depth', 'audio'):
         assert (injector[f'{m}.type'], injector[f'{m}.severity']) == ('clean', 0.0)
+
+
+def test_demo_runs_at_a_fixed_budget_and_scores_each_destroyed_sensor():
+    """A load-following budget would move the layers too; the demo fixes it at a third."""
+    import yaml
+
+    from admn_ros.demo import demo_conditions, graph_overrides
+    from admn_ros.graph import config_dir, get_graph, parse_overrides
+    schedule = config_dir() / 'demo_schedule.yaml'
+    params = get_graph('noise_experiment').parameters(
+        parse_overrides(graph_overrides('/m.pt', schedule, 'r.json', 40)))['budget_manager']
+    assert params['mode'] == 'schedule'
+    assert yaml.safe_load(open(params['schedule_file'])) == [[0.0, 0.33]]
+    names = [c.name for c in demo_conditions()]
+    assert names == ['clean', 'rgb:low_light:1.0', 'rgb:occlusion:1.0', 'depth:blocked:1.0',
+                     'audio:muted:1.0', 'audio:white_noise:1.0']
