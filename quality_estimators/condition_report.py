@@ -166,10 +166,79 @@ def plot_condition_layers(report: Dict, path) -> bool:
     return True
 
 
+def quality_awareness(report: Dict, policy: str = 'admn', fixed: Sequence[str] = ('naive', 'every_other'),
+                      reference: str = 'oracle_split') -> List[Dict]:
+    """Per budget, what says whether ``policy`` follows quality, from a saved report:
+
+    * ``shift``: per destroying condition evaluated, the degraded modality's mean layers against
+      its clean count (``ratio``) and whether it is at most half of that (or 1, its always-on
+      first layer, where half would be less);
+    * ``single_vs_reference``: mean accuracy over the single-modality conditions, minus
+      ``reference``'s (when evaluated);
+    * ``destroying_vs_fixed``: mean over the destroying conditions, minus the better of the
+      ``fixed`` policies' means over the same conditions;
+    * ``clean_vs_fixed``: clean accuracy minus the best fixed policy's;
+    * ``worst_vs_naive``: the lowest per-condition difference to ``naive`` and where it is.
+    Differences are in accuracy (0.01 = 1 point).
+    """
+    results = [r for r in report['results'] if r['metric'] is not None]
+    summary = {(r['budget'], r['policy']): r for r in summarise(results)}
+    out = []
+    for budget in _budgets(results):
+        cell = {(r['condition'], r['policy']): r for r in results if r['budget'] == budget}
+        if ('clean', policy) not in cell:
+            continue
+        clean = cell['clean', policy]
+        shift = []
+        for r in results:
+            if r['budget'] != budget or r['policy'] != policy or len(r['corrupted']) != 1:
+                continue
+            m, t, sev = _corruptions(r)[0]
+            if (m, t, sev) not in DESTROYING:
+                continue
+            before, after = clean['layers'][m], r['layers'][m]
+            shift.append({'condition': r['condition'], 'modality': m, 'clean_layers': before,
+                          'layers': after, 'ratio': round(after / before, 3) if before else None,
+                          'follows': bool(after <= max(1.0, before / 2) + 1e-9)})
+        row = {'budget': budget, 'policy': policy, 'shift': shift}
+        mine = summary[budget, policy]
+        if (budget, reference) in summary and mine['single_mean'] is not None:
+            row['single_vs_reference'] = round(mine['single_mean'] - summary[budget, reference]['single_mean'], 5)
+        means = [summary[budget, f]['destroying_mean'] for f in fixed if (budget, f) in summary]
+        if means and None not in means and mine['destroying_mean'] is not None:
+            row['destroying_vs_fixed'] = round(mine['destroying_mean'] - max(means), 5)
+        clean_fixed = [cell['clean', f]['metric'] for f in fixed if ('clean', f) in cell]
+        if clean_fixed:
+            row['clean_vs_fixed'] = round(clean['metric'] - max(clean_fixed), 5)
+        gaps = [(cell[c, policy]['metric'] - cell[c, 'naive']['metric'], c)
+                for c, p in cell if p == policy and (c, 'naive') in cell]
+        if gaps:
+            gap, where = min(gaps)
+            row['worst_vs_naive'] = {'difference': round(gap, 5), 'condition': where}
+        out.append(row)
+    return out
+
+
+def print_quality_awareness(rows: Sequence[Dict]) -> None:
+    for row in rows:
+        moved = ', '.join(f"{s['modality']} {s['clean_layers']:.1f}->{s['layers']:.1f} in {s['condition']}"
+                          f"{'' if s['follows'] else ' (not halved)'}" for s in row['shift'])
+        print(f"budget {row['budget']:g} {row['policy']}: layers {moved or '-'}")
+        parts = [f"{k.replace('_', ' ')} {row[k] * 100:+.1f} pts" for k in
+                 ('single_vs_reference', 'destroying_vs_fixed', 'clean_vs_fixed') if k in row]
+        if 'worst_vs_naive' in row:
+            w = row['worst_vs_naive']
+            parts.append(f"worst vs naive {w['difference'] * 100:+.1f} pts ({w['condition']})")
+        print('  ' + '; '.join(parts))
+
+
 def write_condition_report(report: Dict, *, json_path=None, plot=None, allocation_plot=None) -> None:
     """Print the tables and summary; write the JSON, the accuracy plot (``plot``) and the layer
     heat map (``allocation_plot``, when admn or oracle_split was evaluated) where asked."""
     print_condition_table(report)
+    if any(r['policy'] == 'admn' for r in report['results']):
+        report = dict(report, quality_awareness=quality_awareness(report))
+        print_quality_awareness(report['quality_awareness'])
     if json_path:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         with open(json_path, 'w') as f:
@@ -180,5 +249,5 @@ def write_condition_report(report: Dict, *, json_path=None, plot=None, allocatio
         plot_condition_layers(report, allocation_plot)
 
 
-__all__ = ['summarise', 'print_condition_table', 'plot_condition_accuracy', 'plot_condition_layers',
+__all__ = ['summarise', 'quality_awareness', 'print_condition_table', 'plot_condition_accuracy', 'plot_condition_layers',
            'write_condition_report']

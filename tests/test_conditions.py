@@ -368,3 +368,34 @@ def test_eval_refuses_a_checkpoint_with_other_classes(tmp_path, capsys, extra, m
 def test_eval_refusals(tensors_checkpoint, capsys, args, match):
     assert _run(['--checkpoint', str(tensors_checkpoint), '--budgets', '1.0', '--device', 'cpu', *args]) == 2
     assert match in capsys.readouterr().err
+
+
+def _row(condition, policy, metric, layers, corrupted=()):
+    return {'condition': condition, 'policy': policy, 'budget': 0.33, 'metric': metric, 'gflops': 0.0,
+            'layers': layers, 'corrupted': [{'modality': m, 'type': t, 'severity': s} for m, t, s in corrupted]}
+
+
+def test_quality_awareness_reads_the_shift_and_the_margins_off_a_report():
+    from quality_estimators.condition_report import quality_awareness
+    dark = [('rgb', 'low_light', 1.0)]
+    noisy = [('audio', 'white_noise', 1.0)]
+    blur = [('rgb', 'gaussian_blur', 0.5)]   # degraded, not destroyed: no shift asked
+    rows = [_row('clean', 'admn', 0.90, {'rgb': 4.0, 'audio': 4.0}),
+            _row('dark', 'admn', 0.70, {'rgb': 1.5, 'audio': 6.5}, dark),
+            _row('noisy', 'admn', 0.80, {'rgb': 5.0, 'audio': 3.0}, noisy),
+            _row('blur', 'admn', 0.85, {'rgb': 4.0, 'audio': 4.0}, blur)]
+    for policy, clean, dark_acc, noisy_acc, blur_acc in (('naive', 0.88, 0.60, 0.81, 0.87),
+                                                         ('every_other', 0.89, 0.62, 0.76, 0.86),
+                                                         ('oracle_split', 0.90, 0.66, 0.80, 0.86)):
+        rows += [_row('clean', policy, clean, {}), _row('dark', policy, dark_acc, {}, dark),
+                 _row('noisy', policy, noisy_acc, {}, noisy), _row('blur', policy, blur_acc, {}, blur)]
+    (row,) = quality_awareness({'results': rows})
+    assert [(s['modality'], s['ratio'], s['follows']) for s in row['shift']] == [
+        ('rgb', 0.375, True), ('audio', 0.75, False)]
+    # admn 0.75 / 0.7833 over (dark, noisy) / all singles; every_other 0.69 and naive 0.705 over
+    # the destroying ones; oracle 0.7733 over the singles.
+    assert row['destroying_vs_fixed'] == pytest.approx(0.75 - 0.705)
+    assert row['single_vs_reference'] == pytest.approx((0.70 + 0.80 + 0.85) / 3 - (0.66 + 0.80 + 0.86) / 3,
+                                                       abs=1e-5)
+    assert row['clean_vs_fixed'] == pytest.approx(0.90 - 0.89)
+    assert row['worst_vs_naive'] == {'difference': pytest.approx(-0.02), 'condition': 'blur'}
