@@ -162,9 +162,10 @@ def run_node(factory: Callable[[], Any], args: Optional[Sequence[str]] = None) -
                 executor.spin_once(timeout_sec=0.1)
             except RuntimeError:
                 # Ctrl-C landing while the events executor turns a message into Python surfaces as
-                # a RuntimeError ('Unable to convert call argument') rather than KeyboardInterrupt;
-                # once the signal has shut the context down, it is that shutdown, not a failure.
-                if rclpy.ok():
+                # a RuntimeError ('Unable to convert call argument') rather than KeyboardInterrupt,
+                # sometimes a moment before the signal handler has shut the context down: if that
+                # shutdown follows, it is the shutdown, not a failure.
+                if not _context_shuts_down(rclpy, within_s=1.0):
                     raise
                 break
         code = int(getattr(node, 'exit_code', 0))
@@ -176,6 +177,15 @@ def run_node(factory: Callable[[], Any], args: Optional[Sequence[str]] = None) -
             node.destroy_node()
         rclpy.try_shutdown()
     return code
+
+
+def _context_shuts_down(rclpy, within_s: float) -> bool:
+    deadline = time.monotonic() + within_s
+    while rclpy.ok():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 class RateMonitor:
