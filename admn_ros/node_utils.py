@@ -1,9 +1,9 @@
 """Helpers every admn_ros node shares: parameter declaration, the ``main()`` runner, diagnostics.
 
 Parameters are always declared with a default and a :class:`ParameterDescriptor` (description,
-range, read-only flag) so ``ros2 param describe`` and rclpy's own range checks work (ros.md §2.1).
-Diagnostics follow ``diagnostic_updater`` semantics without the package, which has no pip wheel
-(ros.md §3): one ``DiagnosticArray`` on the absolute ``/diagnostics`` topic, one status per task.
+range, read-only flag) so ``ros2 param describe`` and rclpy's own range checks work.
+Diagnostics follow ``diagnostic_updater`` semantics without the package, which has no pip wheel:
+one ``DiagnosticArray`` on the absolute ``/diagnostics`` topic, one status per task.
 """
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ def declare(node, name: str, default: Any, description: str, *, read_only: bool 
 
 
 def param(node, name: str) -> Any:
-    """Live value of a declared parameter (never a stale copy, ros.md §2.1); arrays as lists."""
+    """Live value of a declared parameter (never a stale copy); arrays as lists."""
     value = node.get_parameter(name).value
     if value is None:
         return []

@@ -290,7 +290,7 @@ def audio_common_to_array(msg: Any, info: Any) -> np.ndarray:
 
 
 class PcmReassembler:
-    """Re-chunks a PCM byte stream whose buffers may end mid-frame (ros.md §6).
+    """Re-chunks a PCM byte stream whose buffers may end mid-frame.
 
     ``push(data)`` returns the whole frames available so far as float32 ``[C, n]`` and keeps the
     leftover bytes for the next buffer.

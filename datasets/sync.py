@@ -1,7 +1,7 @@
 """Approximate time synchronisation of several message streams, without ROS.
 
 :class:`ApproxSync` re-implements the contract of the *Python* ``message_filters``
-``ApproximateTimeSynchronizer`` (ros.md §4), not the C++ ApproximateTime policy. On each
+``ApproximateTimeSynchronizer``, not the C++ ApproximateTime policy. On each
 ``add(i, stamp_ns, msg)``, under one lock:
 
 1. ``queues[i][stamp_ns] = msg`` (one dict per input, so an equal stamp overwrites); while the

@@ -106,8 +106,8 @@ def tiny_stage1(tmp_path_factory) -> Path:
 # --------------------------------------------------------------------------- ROS helpers
 class RosHarness:
     """Nodes under test plus a probe node in one private context and one executor, all in one
-    namespace, spun in bounded loops (ros.md §11). Probe subscriptions are deep (500), so
-    count-sensitive tests never lose messages to the queue (platform.md pitfall 6)."""
+    namespace, spun in bounded loops. Probe subscriptions are deep (500), so
+    count-sensitive tests never lose messages to the queue."""
 
     def __init__(self, ctx, namespace: str = ''):
         import rclpy

@@ -530,3 +530,16 @@ def test_graph_config_sections_of_these_nodes_are_declared_parameters(ros, model
             finally:
                 node.destroy_node()
     assert checked >= 8
+
+
+def test_diagnostics_count_drops_of_an_empty_queue(ros, model):
+    """An empty queue is falsy (it has a length): its drops must still be reported."""
+    from admn_ros.fusion_engine import FrameQueue
+    h = ros()
+    fusion = fusion_node(h, model)
+    queue = FrameQueue(1)
+    queue.dropped = 102
+    fusion.queue = queue
+    assert len(queue) == 0
+    _, _, values = fusion._diag_inference()
+    assert values['dropped'] == 102

@@ -1,6 +1,6 @@
 """admn_fusion: the adaptive-depth multimodal classifier as a lifecycle node.
 
-Lifecycle (ros.md §2.3): **configure** loads the checkpoint (``model_path``; when empty, the
+Lifecycle (docs/ros.md): **configure** loads the checkpoint (``model_path``; when empty, the
 trained default of ``dataset`` from ``admn train defaults``) on ``device`` and builds the shared
 preprocessing, the allocation ``policy`` and the cost model; **activate** subscribes the sensor
 topics and starts the worker; **deactivate** stops both and frees the model (and cached CUDA
@@ -640,7 +640,8 @@ class AdmnFusion(LifecycleNode):
     def _diag_inference(self):
         p50, p95 = self.latency.get(50, 95)
         (m50,) = self.model_time.get(50)
-        dropped = self.queue.dropped if self.queue else 0
+        # `is not None`: the queue has __len__, so an empty one is falsy and would read as 0 drops.
+        dropped = self.queue.dropped if self.queue is not None else 0
         values = {'processed': self.processed, 'dropped': dropped, 'failed': self.failed,
                   'latency_ms_p50': f'{p50:.2f}', 'latency_ms_p95': f'{p95:.2f}',
                   'model_ms_p50': f'{m50:.2f}'}

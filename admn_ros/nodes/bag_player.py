@@ -1,6 +1,6 @@
 """bag_player: replays a rosbag2 (sqlite3 or mcap, read with ``rosbags``) like ``ros2 bag play``.
 
-Semantics mirrored from ``ros2 bag play`` (ros.md §10): messages go out in bag-timestamp order,
+Semantics mirrored from ``ros2 bag play``: messages go out in bag-timestamp order,
 paced by the gaps between bag timestamps divided by ``rate``; ``start_offset`` seconds into the
 bag; ``delay_s`` before each pass; ``loop`` restarts at the end; ``topics`` is an include list;
 ``remappings`` renames topics (``old:=new``); header stamps are never rewritten. With ``clock_hz``
