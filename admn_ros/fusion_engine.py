@@ -246,6 +246,9 @@ class FrameQueue:
             return len(self._items)
 
 
+SYNC_HORIZON_NS = 1_000_000_000
+
+
 class ModalitySync:
     """Approximate time sync over the live modalities, dropping quiet ones (module docstring)."""
 
@@ -266,12 +269,21 @@ class ModalitySync:
         self._last_seen: Dict[str, Optional[float]] = {m: None for m in self.modalities}
         self._expect_since = clock()            # every modality is expected from here on
         self.live: Tuple[str, ...] = self.modalities
+        self._evicted_before = 0
         self._sync = self._new_sync(self.live)
         self.frames = 0
 
     # ------------------------------------------------------------------ internals
     def _new_sync(self, live: Tuple[str, ...]) -> ApproxSync:
-        return ApproxSync(len(live), self.queue_size, self.slop_ns, self._emit_for(live))
+        # Entries a second (or a slop, if longer) away from every other stream's newest stamp can
+        # never match: evicting them keeps a few bad stamps from stalling the sync for good.
+        horizon = max(SYNC_HORIZON_NS, self.slop_ns)
+        return ApproxSync(len(live), self.queue_size, self.slop_ns, self._emit_for(live), horizon_ns=horizon)
+
+    def evicted(self) -> int:
+        """Inputs refused or deleted as unmatchable so far (see :class:`datasets.sync.ApproxSync`)."""
+        with self._lock:
+            return self._evicted_before + (sum(self._sync.stats.evicted) if self._sync is not None else 0)
 
     def _emit_for(self, live: Tuple[str, ...]):
         def emit(*inputs: Input) -> None:
@@ -291,6 +303,8 @@ class ModalitySync:
     def _rebuild(self, live: Tuple[str, ...]) -> None:
         """Switch to a new live set, re-matching what the kept inputs still have queued."""
         old_live, old = self.live, self._sync
+        if old is not None:
+            self._evicted_before += sum(old.stats.evicted)
         kept = []
         for i, m in enumerate(old_live):
             if m in live and old is not None:
@@ -366,6 +380,8 @@ class ModalitySync:
             self._last_seen = {m: None for m in self.modalities}
             self._expect_since = self._clock()
             self.live = self.modalities
+            if self._sync is not None:
+                self._evicted_before += sum(self._sync.stats.evicted)
             self._sync = self._new_sync(self.live)
 
 

@@ -543,3 +543,23 @@ def test_diagnostics_count_drops_of_an_empty_queue(ros, model):
     assert len(queue) == 0
     _, _, values = fusion._diag_inference()
     assert values['dropped'] == 102
+
+
+def test_far_future_stamps_on_one_camera_do_not_stall_predictions(ros, model):
+    """Stamps an hour ahead on the camera (more than sync_queue_size of them) used to fill its sync
+    queue for good; they are now refused, counted, and predictions go on within a second."""
+    h = ros()
+    fusion = fusion_node(h, model, sync_queue_size=5)
+    feeder = Feeder(h)
+    preds = h.listen(F.prediction_type(), F.PREDICTION)
+    feeder.run(10, until=lambda: len(preds) >= 3)
+    future = h.probe.get_clock().now().nanoseconds + 3600 * 10 ** 9
+    for k in range(10):   # one at a time: the best-effort input queue (depth 5) would drop some
+        feeder.pubs['rgb'].publish(M.rgb_msg(feeder.samples[0]['rgb'], future + k * 10 ** 6))
+        h.spin_for(0.05)
+    glitch = time.monotonic()
+    n = len(preds)
+    feeder.run(3.0, until=lambda: len(preds) >= n + 5)
+    assert len(preds) >= n + 5, 'predictions stalled after the far-future stamps'
+    assert time.monotonic() - glitch < 2.0
+    assert fusion.sync.evicted() >= 5   # most of them: best effort may lose a few on the way

@@ -150,3 +150,46 @@ def test_emitted_sets_respect_slop_and_use_each_message_once(arrivals, queue_siz
         seen |= set(msgs)
     assert sync.stats.matched == len(out)
     assert sum(sync.pending()) + 3 * len(out) + sum(sync.stats.dropped) <= len(arrivals)
+
+
+def test_far_future_stamps_on_one_input_no_longer_stall_the_sync():
+    """Upstream semantics: a full queue of far-future stamps deletes every later valid message
+    (the smallest stamp goes first), so nothing matches again. With a horizon they are refused."""
+    def run(horizon):
+        out, cb = collector()
+        sync = ApproxSync(2, 10, 20 * MS, cb, horizon_ns=horizon)
+        t = 0
+        for _ in range(5):                       # a healthy start
+            sync.add(0, t, ('a', t))
+            sync.add(1, t, ('b', t))
+            t += 100 * MS
+        for k in range(10):                      # a camera glitch: ten stamps an hour ahead
+            sync.add(0, 3600 * SEC + k * MS, ('a', 'future'))
+        before = len(out)
+        for _ in range(20):
+            sync.add(0, t, ('a', t))
+            sync.add(1, t, ('b', t))
+            t += 100 * MS
+        return len(out) - before, sync.stats.evicted
+    assert run(None) == (0, [0, 0])              # the documented upstream stall
+    resumed, evicted = run(1 * SEC)
+    assert resumed == 20 and evicted == [10, 0]
+
+
+def test_entries_left_behind_by_every_other_input_are_evicted_and_counted():
+    out, cb = collector()
+    sync = ApproxSync(3, 100, 20 * MS, cb, horizon_ns=1 * SEC)
+    sync.add(0, 0, 'lonely')                     # its partners never come
+    for t in range(1, 30):
+        stamp = t * 100 * MS
+        for i in (1, 2):
+            sync.add(i, stamp, (i, stamp))
+    assert sync.pending()[0] == 0 and sync.stats.evicted == [1, 0, 0]
+    # With input 0's only stamp judged unmatchable, nothing is known of it: 1 and 2 keep waiting
+    # (admn_fusion drops a quiet input from the sync after modality_timeout_s).
+    assert sync.pending()[1:] == [29, 29]
+
+
+def test_horizon_must_cover_the_slop():
+    with pytest.raises(ValueError, match='horizon_ns'):
+        ApproxSync(2, 1, 100 * MS, lambda *a: None, horizon_ns=10 * MS)

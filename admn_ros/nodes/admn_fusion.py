@@ -631,7 +631,8 @@ class AdmnFusion(LifecycleNode):
             return OK, 'not configured', {}
         idle = time.monotonic() - self._last_set
         values = {'sets': self.sync.frames, 'live': ','.join(self.sync.live),
-                  'pending': self.sync.pending(), 'seconds_since_last_set': f'{idle:.1f}',
+                  'pending': self.sync.pending(), 'evicted': self.sync.evicted(),
+                  'seconds_since_last_set': f'{idle:.1f}',
                   'slop_s': param(self, 'sync_slop_s')}
         if self.active and idle > 5.0 and any(r.count for r in self.rates.values()):
             return WARN, f'nothing synchronised for {idle:.0f} s (clocks or slop?)', values
