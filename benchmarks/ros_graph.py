@@ -88,7 +88,7 @@ def _run(args, work: Path) -> Dict:
     import rclpy
 
     from admn_ros.bringup import Bringup
-    from admn_ros.nodes.admn_fusion import PREDICTION, prediction_type
+    from admn_ros.fusion_contract import PREDICTION, prediction_type
 
     checkpoint = Path(args.checkpoint) if args.checkpoint else default_checkpoint(work)
     policy = args.policy or ('admn' if has_controller(checkpoint) else 'naive')

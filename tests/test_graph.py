@@ -312,3 +312,16 @@ def test_bringup_processes_talk_and_stop_cleanly_on_sigint(ros_context, tmp_path
     for pid in map(int, re.findall(r'\(pid (\d+)\)', out)):
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_no_node_imports_another_node():
+    """What nodes share (topics, QoS, message encoders) lives in modules, not in other nodes."""
+    import ast
+    from pathlib import Path
+    nodes = Path(__file__).resolve().parent.parent / 'admn_ros' / 'nodes'
+    for path in nodes.glob('*.py'):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                assert not node.module.startswith('admn_ros.nodes'), (path.name, node.module)
+                if node.module == 'admn_ros':
+                    assert 'nodes' not in {a.name for a in node.names}, path.name

@@ -16,7 +16,7 @@ rclpy = pytest.importorskip('rclpy')
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 
-from admn_ros.nodes import admn_fusion as F  # noqa: E402
+from admn_ros import fusion_contract as F  # noqa: E402
 from datasets import topics as T  # noqa: E402
 from quality_estimators.budget import Budget  # noqa: E402
 from tests.fixtures_models import (RosHarness, make_random_checkpoint,  # noqa: E402, F401

@@ -18,7 +18,7 @@ from std_msgs.msg import Float32  # noqa: E402
 
 from admn_ros import graph as G  # noqa: E402
 from admn_ros import messages as M  # noqa: E402
-from admn_ros.nodes import admn_fusion as F  # noqa: E402
+from admn_ros import fusion_contract as F  # noqa: E402
 from admn_ros.node_utils import EXECUTOR_ENV, executor_kind, make_executor  # noqa: E402
 from admn_ros.nodes.admn_fusion import AdmnFusion  # noqa: E402
 from tests.fixtures_models import RosHarness, make_random_checkpoint, sample_frame  # noqa: E402

@@ -29,7 +29,7 @@ from rclpy.node import Node
 from std_msgs.msg import Float32
 
 from admn_ros.node_utils import OK, WARN, Diagnostics, declare, exit_without_teardown, param, run_node
-from admn_ros.nodes.admn_fusion import BUDGET, budget_qos
+from admn_ros.fusion_contract import BUDGET, budget_qos
 
 NODE_NAME = 'budget_manager'
 MODES = ('auto', 'schedule', 'load')

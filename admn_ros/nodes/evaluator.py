@@ -47,8 +47,8 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from admn_ros import messages as M
 from admn_ros import report as R
 from admn_ros.node_utils import OK, STALE, Diagnostics, declare, exit_without_teardown, param, run_node
-from admn_ros.nodes.admn_fusion import (ALLOCATION, INFERENCE, PREDICTION, prediction_type,
-                                        read_allocation, read_inference, read_prediction)
+from admn_ros.fusion_contract import (ALLOCATION, INFERENCE, PREDICTION, prediction_type,
+                                     read_allocation, read_inference, read_prediction)
 
 NODE_NAME = 'evaluator'
 KEEP_PENDING = 10000  # unmatched entries remembered per stream
