@@ -2,10 +2,12 @@
 
 1. Load the trained default (shipped in ``admn_ros/models/``, else the local cache; with neither,
    train it first with the shipped configs, as ``admn train defaults --dataset synthetic`` does).
-2. Offline: accuracy against budget for the learned controller and the baselines on the fixed
-   corrupted test set (table, JSON and plot in ``--out``).
+2. Offline: each sensor destroyed alone over the whole test split (and clean), the learned
+   controller against the fixed rules at a quarter and a third of the layers: accuracy and the
+   layers each sensor got (table, JSON and plots in ``--out``).
 3. Online: the ROS 2 node graph ``noise_experiment`` (synthetic camera, depth and microphone ->
-   noise injector following a corruption schedule -> admn_fusion -> evaluator) across processes,
+   noise injector following a corruption schedule -> admn_fusion at a fixed third of the layers ->
+   evaluator) across processes,
    then the evaluator's report in words: what each corruption phase did to the layers, whether
    layers left each degraded sensor, and where the timeline plot is.
 """
