@@ -3,7 +3,7 @@
 Images go through :mod:`datasets.rosmsg_codec` (the pure-numpy codec also used for bags), so a frame
 published live and a frame read from a bag decode the same way.
 
-Audio convention (docs/ros.md): mono or multi-channel PCM in a ``sensor_msgs/Image`` with encoding
+Audio convention (docs/nodes.md): mono or multi-channel PCM in a ``sensor_msgs/Image`` with encoding
 ``16SC1`` (S16, full scale 32768, one row per channel, width = samples), ``header.stamp`` = capture
 time of the first sample, sample rate fixed at :data:`datasets.sample.SAMPLE_RATE`. When the
 ros-drivers flavour of ``audio_common_msgs`` imports, :func:`audio_stamped_msg` additionally builds
@@ -215,7 +215,7 @@ def sensor_qos(reliability: int = 2, depth: int = 5):
     """Input QoS: sensor-data profile (KEEP_LAST, VOLATILE) with the reliability parameter applied.
 
     Best effort (2, the default) matches both reliable and best-effort publishers; a reliable
-    subscriber silently never matches a best-effort publisher (docs/ros.md).
+    subscriber silently never matches a best-effort publisher (docs/nodes.md).
     """
     from rclpy.qos import QoSProfile, qos_profile_sensor_data, ReliabilityPolicy
     if reliability not in RELIABILITY_NAMES:

@@ -133,7 +133,7 @@ class ApproxSync:
         (only once every other input has been heard: before that nothing can be judged)."""
         for j, queue in enumerate(self.queues):
             others = self._others_newest(j)
-            if not queue or len(others) < self.n_inputs - 1 or not others:
+            if not queue or not others or len(others) < self.n_inputs - 1:
                 continue
             low, high = min(others) - self.horizon_ns, max(others) + self.horizon_ns
             gone = [s for s in queue if s < low or s > high]

@@ -3,7 +3,7 @@
 Every scene shows two large *key* objects (one in each image half), up to two small distractors,
 a checkered floor and sometimes a back wall, and comes with a one-second sound. The class is the
 combination of three factors (3 x 2 x 2 = 12 classes). Each factor has a *primary* cue that one
-modality sees cleanly and *secondary* cues, deliberately noisy, in the other two, so the sensors
+modality sees cleanly and fainter *secondary* cues in the other two, so the sensors
 overlap as a robot's do: every modality alone can tell most classes apart, and when one is
 destroyed the other two still can, if they are read in depth.
 
@@ -13,9 +13,9 @@ factor      RGB                         depth                            audio
 family (3)  **hue of the key objects**  distance band of the key pair    pitch register of the melody
             (red / green / blue)        (adjacent bands)                 (adjacent registers)
 nearer (2)  nearer object looks         **which key object is nearer**   loudness trend: crescendo
-            larger (noisy size ratio)   (the nearest thing in view)      (left) / decrescendo (right)
+            larger (size ratio)         (the nearest thing in view)      (left) / decrescendo (right)
 contour(2)  key pair rises or falls     key pair rises or falls          **melody direction**
-            left to right (noisy)       left to right (noisy)            (every step and glide)
+            left to right               left to right                    (every step and glide)
 ==========  ==========================  ===============================  ===============================
 
 A secondary cue always points the right way but is faint for some samples and buried in
@@ -246,7 +246,7 @@ def _sample_scenes(rng, factors: np.ndarray, cfg: SyntheticConfig) -> Dict[str, 
     slots = 2 + n_dis + 2
 
     # Key objects: one per image half. The pair rises (right one higher) or falls with the contour,
-    # and the nearer one tends to look larger: both secondary cues, noisy by design.
+    # and the nearer one looks larger: both secondary cues, faint for some samples by design.
     left_near = (nearer == 0)[:, None]
     u = np.stack([rng.uniform(0.2, 0.4, n), rng.uniform(0.6, 0.8, n)], 1) * size
     rise = np.where(contour == 0, 1.0, -1.0) * rng.uniform(*_RISE, n)

@@ -1,6 +1,6 @@
 """Topic names, message types and frame ids shared by the bag I/O and the ROS nodes.
 
-Conventions (docs/ros.md):
+Conventions (docs/nodes.md):
 
 - RGB: ``sensor_msgs/msg/Image`` ``rgb8`` (``bgr8``/``rgba8``/``bgra8`` accepted on read).
 - Depth: ``sensor_msgs/msg/Image`` ``32FC1`` in metres, NaN = invalid (REP 118); ``16UC1``

@@ -30,9 +30,10 @@ from datasets.registry import LoadedDataset, load_dataset
 from datasets.sample import RawBatch, take
 from fusion.flops import CostModel
 from quality_estimators.budget import Budget
-from quality_estimators.oracle import POLICY_NAME as ORACLE_SPLIT
 from quality_estimators.defaults import default_checkpoint
+from quality_estimators.oracle import POLICY_NAME as ORACLE_SPLIT
 from quality_estimators.oracle import OracleConfig
+
 
 def corrupted_test_set(dataset: str, *, seed: int = 0, size: Optional[int] = None,
                        data_root: Optional[str] = None, clean: bool = False) -> RawBatch:

@@ -150,16 +150,23 @@ def candidate_masks(budget_abs: float, costs: np.ndarray, depth: int, count: int
     return masks
 
 
+@torch.no_grad()
+def losses_under(model, inputs, labels, masks: np.ndarray) -> torch.Tensor:
+    """Per-sample task loss ``[C, B]`` of the frozen model under each allocation ``masks[c]``
+    (``[C, M, D]``, model order), every sample running the same layers."""
+    n = len(labels)
+    masks_t = torch.as_tensor(masks, device=labels.device)
+    return torch.stack([
+        F.cross_entropy(model(inputs, {m: mask[i].expand(n, -1) for i, m in enumerate(model.modalities)}
+                              ).float(), labels, reduction='none')
+        for mask in masks_t])
+
+
 def candidate_loss(logits, model, inputs, labels, budget_abs: float, costs, cfg, rng):
     """The ``candidates`` allocation loss (module docstring) for logits ``[B, M, D]`` in model order."""
-    mods, n = model.modalities, len(labels)
     masks = candidate_masks(budget_abs, costs, model.depth, cfg.candidates, rng)
+    losses = losses_under(model, inputs, labels, masks)                          # [C, B]
     with torch.no_grad():
-        losses = torch.stack([
-            F.cross_entropy(model(inputs, {m: torch.as_tensor(mask[i], device=labels.device).expand(n, -1)
-                                           for i, m in enumerate(mods)}).float(), labels,
-                            reduction='none')
-            for mask in masks])                                                   # [C, B]
         weight = torch.softmax(-losses / cfg.candidate_temperature, dim=0)
         target = torch.einsum('cb,cmd->bmd', weight,
                               torch.as_tensor(masks, dtype=torch.float32, device=labels.device))
@@ -203,20 +210,14 @@ def split_candidates(budget_abs: float, costs: np.ndarray, depth: int, count: in
 def split_loss(logits, model, inputs, labels, budget_abs: float, costs, cfg, rng):
     """The ``splits`` allocation loss (module docstring) for logits ``[B, M, D]`` in model order."""
     from quality_estimators.policies import evenly_spaced_indices
-    n, depth = len(labels), model.depth
+    depth = model.depth
     splits = split_candidates(budget_abs, costs, depth, cfg.candidates, rng)
     masks = np.zeros((len(splits), len(model.modalities), depth), dtype=bool)
     for c, counts in enumerate(splits):
         for i, k in enumerate(counts):
             masks[c, i, evenly_spaced_indices(int(k), depth)] = True
-    masks_t = torch.as_tensor(masks, device=labels.device)
-    with torch.no_grad():
-        losses = torch.stack([
-            F.cross_entropy(model(inputs, {m: mask[i].expand(n, -1) for i, m in enumerate(model.modalities)}
-                                  ).float(), labels, reduction='none')
-            for mask in masks_t])                                                 # [S, B]
-        target = torch.softmax(-losses / cfg.candidate_temperature, dim=0)
-    free = masks_t.clone()
+    target = torch.softmax(-losses_under(model, inputs, labels, masks) / cfg.candidate_temperature, dim=0)
+    free = torch.as_tensor(masks, device=labels.device)
     free[:, :, 0] = False   # layer 0 runs in every split: it cannot tell them apart
     scores = torch.einsum('bmd,smd->sb', logits.float(), free.float())
     return -(target * torch.log_softmax(scores, dim=0)).sum(0).mean()

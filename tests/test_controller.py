@@ -239,26 +239,31 @@ def test_training_moves_layers_to_the_clean_modality(toy_model, relaxation):
     assert min(before) < 0.8 and min(after) > 0.8, (before, after)
 
 
-@pytest.mark.slow
-def test_candidate_loss_moves_layers_to_the_clean_modality(toy_model):
-    """The same learning task through ``allocation_loss: candidates``: whole allocations scored by
-    the frozen model, the controller's logits fitted to the loss-weighted mix of them."""
-    from quality_estimators.train_controller import ControllerTrainConfig, candidate_loss
+def train_on_whole_allocations(toy_model, loss_fn, cfg):
+    """(clean share before, after) 150 steps of a whole-allocation loss on the toy task."""
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     ctrl = AllocationController(ctrl_config(depth=TOY_DEPTH))
-    cfg = ControllerTrainConfig(allocation_loss='candidates', candidates=6)
     copt = torch.optim.Adam(ctrl.parameters(), 1e-3)
     fraction = torch.full((64,), TOY_BUDGET / (2 * TOY_DEPTH))
     before = clean_share_of_free_layers(ctrl, rng)
     for _ in range(150):
         x, y, _ = toy_batch(64, rng)
         logits, _, _ = ctrl(x, fraction)
-        loss = candidate_loss(logits, toy_model, x, y, TOY_BUDGET, np.ones(2), cfg, rng)
+        loss = loss_fn(logits, toy_model, x, y, TOY_BUDGET, np.ones(2), cfg, rng)
         copt.zero_grad()
         loss.backward()
         copt.step()
-    after = clean_share_of_free_layers(ctrl, rng)
+    return before, clean_share_of_free_layers(ctrl, rng)
+
+
+@pytest.mark.slow
+def test_candidate_loss_moves_layers_to_the_clean_modality(toy_model):
+    """The same learning task through ``allocation_loss: candidates``: whole allocations scored by
+    the frozen model, the controller's logits fitted to the loss-weighted mix of them."""
+    from quality_estimators.train_controller import ControllerTrainConfig, candidate_loss
+    cfg = ControllerTrainConfig(allocation_loss='candidates', candidates=6)
+    before, after = train_on_whole_allocations(toy_model, candidate_loss, cfg)
     assert min(before) < 0.8 and min(after) > 0.8, (before, after)
 
 
@@ -268,21 +273,8 @@ def test_split_loss_moves_layer_counts_away_from_the_noise_modality(toy_model):
     Half the samples have rgb as pure noise, half audio; on exactly those samples the trained
     controller's counts leave the noise modality."""
     from quality_estimators.train_controller import ControllerTrainConfig, split_loss
-    torch.manual_seed(0)
-    rng = np.random.default_rng(0)
-    ctrl = AllocationController(ctrl_config(depth=TOY_DEPTH))
     cfg = ControllerTrainConfig(allocation_loss='splits', candidates=6, candidate_temperature=0.25)
-    copt = torch.optim.Adam(ctrl.parameters(), 1e-3)
-    fraction = torch.full((64,), TOY_BUDGET / (2 * TOY_DEPTH))
-    before = clean_share_of_free_layers(ctrl, rng)
-    for _ in range(150):
-        x, y, _ = toy_batch(64, rng)
-        logits, _, _ = ctrl(x, fraction)
-        loss = split_loss(logits, toy_model, x, y, TOY_BUDGET, np.ones(2), cfg, rng)
-        copt.zero_grad()
-        loss.backward()
-        copt.step()
-    after = clean_share_of_free_layers(ctrl, rng)
+    before, after = train_on_whole_allocations(toy_model, split_loss, cfg)
     assert min(before) < 0.8 and min(after) > 0.8, (before, after)
 
 

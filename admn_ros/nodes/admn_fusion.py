@@ -1,6 +1,6 @@
 """admn_fusion: the adaptive-depth multimodal classifier as a lifecycle node.
 
-Lifecycle (docs/ros.md): **configure** loads the checkpoint (``model_path``; when empty, the
+Lifecycle (docs/nodes.md): **configure** loads the checkpoint (``model_path``; when empty, the
 trained default of ``dataset`` from ``admn train defaults``) on ``device`` and builds the shared
 preprocessing, the allocation ``policy`` and the cost model; **activate** subscribes the sensor
 topics and starts the worker; **deactivate** stops both and frees the model (and cached CUDA
