@@ -11,6 +11,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # lib/admn_ros/ (setup.cfg), where `ros2 run admn_ros <node>` looks.
 NODES = ['sensor_source', 'noise_injector', 'admn_fusion', 'budget_manager', 'bag_player', 'evaluator']
 
+# The core folders install inside the package (admn_ros.fusion, admn_ros.datasets, ...): a
+# top-level `datasets` would collide with the common ML package of that name.
+CORE = ('fusion', 'quality_estimators', 'datasets', 'benchmarks')
+PACKAGES = find_packages(include=['admn_ros', 'admn_ros.*']) + [
+    f'{PACKAGE}.{p}' for p in find_packages(include=[f'{c}*' for c in CORE])]
+PACKAGE_DIR = {f'{PACKAGE}.{c}': c for c in CORE}
+
 
 def files(pattern):
     """Paths for ``data_files`` (relative to the package root, as setuptools wants them). A pattern
@@ -26,7 +33,8 @@ def files(pattern):
 setup(
     name=PACKAGE,
     version='0.1.0',
-    packages=find_packages(include=['admn_ros*', 'fusion*', 'quality_estimators*', 'datasets*', 'benchmarks*']),
+    packages=PACKAGES,
+    package_dir=PACKAGE_DIR,
     data_files=[
         ('share/ament_index/resource_index/packages', files(f'resource/{PACKAGE}')),
         (f'share/{PACKAGE}', files('package.xml')),

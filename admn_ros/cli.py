@@ -10,7 +10,7 @@ from typing import List, Optional
 
 
 def _train_stage1(args) -> int:
-    from fusion.stage1 import Stage1Config, train_stage1
+    from admn_ros.fusion.stage1 import Stage1Config, train_stage1
     cfg = Stage1Config.from_yaml(args.config)
     if args.device:
         cfg.device = args.device
@@ -22,7 +22,7 @@ def _train_stage1(args) -> int:
 
 
 def _train_controller(args) -> int:
-    from quality_estimators.train_controller import ControllerTrainConfig, train_controller
+    from admn_ros.quality_estimators.train_controller import ControllerTrainConfig, train_controller
     cfg = ControllerTrainConfig.from_yaml(args.config)
     if args.device:
         cfg.device = args.device
@@ -34,7 +34,7 @@ def _train_controller(args) -> int:
 
 
 def _train_defaults(args) -> int:
-    from quality_estimators.defaults import ship, train_defaults
+    from admn_ros.quality_estimators.defaults import ship, train_defaults
     path = train_defaults(args.dataset, device=args.device, progress=not args.no_progress)
     print(f'default for {args.dataset}: {path}')
     if args.ship:
@@ -43,28 +43,28 @@ def _train_defaults(args) -> int:
 
 
 def _eval(args) -> int:
-    from quality_estimators.evaluate import run_eval_cli
+    from admn_ros.quality_estimators.evaluate import run_eval_cli
     return run_eval_cli(args)
 
 
 def _bench_latency(args) -> int:
-    from benchmarks.latency import main as bench
+    from admn_ros.benchmarks.latency import main as bench
     return bench(['--json', args.json] + (['--checkpoint', args.checkpoint] if args.checkpoint else [])
                  + ['--runs', str(args.runs)])
 
 
 def _bench_ros(args) -> int:
-    from benchmarks.ros_graph import main as bench
+    from admn_ros.benchmarks.ros_graph import main as bench
     return bench(args.extra)
 
 
 def _bench_generation(args) -> int:
-    from benchmarks.generation import main as bench
+    from admn_ros.benchmarks.generation import main as bench
     return bench(args.extra)
 
 
 def _data_preview(args) -> int:
-    from datasets.preview import write_preview
+    from admn_ros.datasets.preview import write_preview
     for path in write_preview(args.dataset, args.out, n=args.n, seed=args.seed):
         print(path)
     return 0

@@ -20,8 +20,8 @@ from typing import List
 
 
 def _ensure_default(out: Path, quick: bool) -> Path:
-    from quality_estimators.defaults import train_defaults
-    from quality_estimators.evaluate import default_checkpoint
+    from admn_ros.quality_estimators.defaults import train_defaults
+    from admn_ros.quality_estimators.evaluate import default_checkpoint
     try:
         return default_checkpoint('synthetic')
     except FileNotFoundError:
@@ -42,7 +42,7 @@ def _ensure_default(out: Path, quick: bool) -> Path:
 
 def demo_conditions():
     """Clean, then each sensor destroyed alone (the conditions of the README's headline table)."""
-    from datasets.conditions import DESTROYING, Condition, condition_name
+    from admn_ros.datasets.conditions import DESTROYING, Condition, condition_name
     conditions = [Condition('clean', ())]
     for corruption in DESTROYING:
         conditions.append(Condition(condition_name([corruption]), (corruption,)))
@@ -97,8 +97,8 @@ def main(args) -> int:
     checkpoint = _ensure_default(out, args.quick)
     print(f'[1/3] model: {checkpoint}', flush=True)
 
-    from quality_estimators.condition_report import write_condition_report
-    from quality_estimators.evaluate import evaluate_conditions
+    from admn_ros.quality_estimators.condition_report import write_condition_report
+    from admn_ros.quality_estimators.evaluate import evaluate_conditions
     print('[2/3] offline: one sensor destroyed at a time, the whole synthetic test split each', flush=True)
     report = evaluate_conditions(checkpoint, 'synthetic', [0.25, 0.33], ['admn', 'naive', 'every_other', 'full'],
                                  demo_conditions(), size=200 if args.quick else 1000)
@@ -107,7 +107,8 @@ def main(args) -> int:
 
     print('[3/3] ROS 2 graph: sensor_source -> noise_injector -> admn_fusion -> evaluator', flush=True)
     from admn_ros.bringup import run_graph
-    from admn_ros.graph import config_dir, parse_overrides
+    from admn_ros.graph import parse_overrides
+    from admn_ros.paths import config_dir
     report_path = out / 'ros_report.json'
     samples = 40 if args.quick else 150
     schedule = config_dir() / 'demo_schedule.yaml'  # the source tree's, or share/ once installed

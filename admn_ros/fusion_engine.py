@@ -8,13 +8,13 @@ Data flow (the node only adds subscriptions, parameters and message building aro
     worker thread: FrameQueue.get() -> FusionEngine.infer(frame, budget) -> Inference -> publish
 
 * **Decoding** turns Image-like messages (rclpy or rosbags objects) into the raw-sample contract of
-  :mod:`datasets.sample` and refuses bad input with :class:`RejectedInput` (a ValueError naming the
+  :mod:`admn_ros.datasets.sample` and refuses bad input with :class:`RejectedInput` (a ValueError naming the
   problem): unsupported encodings, inconsistent buffers, absurd sizes, negative depth, non-finite
   or out-of-range audio. Depth NaN/inf are valid "no reading" values (REP 117/118) and pass.
 * **RollingAudio** keeps the last ``clip_seconds`` of a chunked audio stream. A chunk continues the
   buffer only when its stamp is where the previous chunk ended (within a tolerance); anything else
   (a new whole clip, a gap, a jump back) starts afresh, so per-event clips are never glued together.
-* **ModalitySync** runs :class:`datasets.sync.ApproxSync` over the modalities that are *live*. A
+* **ModalitySync** runs :class:`admn_ros.datasets.sync.ApproxSync` over the modalities that are *live*. A
   modality silent for ``timeout_s`` (steady clock: liveness is about arrivals, not stamps) is
   dropped and the queued messages of the others are re-matched without it, so its share of the
   budget goes to the others; its next message brings it back. After a fully idle spell (or at
@@ -39,8 +39,8 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from datasets.sample import MODALITIES, SAMPLE_RATE, RawBatch
-from datasets.sync import ApproxSync
+from admn_ros.datasets.sample import MODALITIES, SAMPLE_RATE, RawBatch
+from admn_ros.datasets.sync import ApproxSync
 
 RGB_ENCODINGS = ('rgb8', 'bgr8', 'rgba8', 'bgra8', 'mono8')
 DEPTH_ENCODINGS = ('32FC1', '16UC1')
@@ -69,7 +69,7 @@ def _check_image_size(modality: str, arr: np.ndarray, limits: InputLimits) -> No
 
 
 def _decode(modality: str, msg: Any, encodings: Sequence[str]) -> np.ndarray:
-    from datasets.rosmsg_codec import image_to_array
+    from admn_ros.datasets.rosmsg_codec import image_to_array
     encoding = str(getattr(msg, 'encoding', ''))
     if encoding not in encodings:
         raise RejectedInput(f'{modality} encoding {encoding!r} not accepted; use one of '
@@ -281,7 +281,7 @@ class ModalitySync:
         return ApproxSync(len(live), self.queue_size, self.slop_ns, self._emit_for(live), horizon_ns=horizon)
 
     def evicted(self) -> int:
-        """Inputs refused or deleted as unmatchable so far (see :class:`datasets.sync.ApproxSync`)."""
+        """Inputs refused or deleted as unmatchable so far (see :class:`admn_ros.datasets.sync.ApproxSync`)."""
         with self._lock:
             return self._evicted_before + (sum(self._sync.stats.evicted) if self._sync is not None else 0)
 
@@ -438,7 +438,7 @@ def resolve_model_path(model_path: str, dataset: str) -> str:
         if not path.is_file():
             raise FileNotFoundError(f'model_path {str(path)!r} does not exist')
         return str(path)
-    from quality_estimators.evaluate import default_checkpoint
+    from admn_ros.quality_estimators.evaluate import default_checkpoint
     try:
         return str(default_checkpoint(dataset))
     except FileNotFoundError as exc:
@@ -451,11 +451,11 @@ class FusionEngine:
     def __init__(self, cfg: EngineConfig):
         import torch
 
-        from fusion.checkpoint import checkpoint_preprocessor
-        from fusion.device import resolve_device
-        from fusion.flops import CostModel
-        from quality_estimators.policies import make_policy
-        from quality_estimators.train_controller import load_controller, make_scorer
+        from admn_ros.fusion.checkpoint import checkpoint_preprocessor
+        from admn_ros.fusion.device import resolve_device
+        from admn_ros.fusion.flops import CostModel
+        from admn_ros.quality_estimators.policies import make_policy
+        from admn_ros.quality_estimators.train_controller import load_controller, make_scorer
 
         self.cfg = cfg
         self.path = resolve_model_path(cfg.model_path, cfg.dataset)
@@ -485,7 +485,7 @@ class FusionEngine:
                 raise ValueError(f'{self.path} holds no controller, which policy admn needs; train '
                                  'one (admn train controller) or pick a baseline policy such as '
                                  'heuristic, naive, every_other or full')
-            from quality_estimators.controller import controller_cost_flops
+            from admn_ros.quality_estimators.controller import controller_cost_flops
             scorer = make_scorer(ctrl, meta, self.model_modalities, self.device)
             self.controller_flops = float(controller_cost_flops(ctrl.cfg))
         # The policy sees every modality of the model: the budget is a fraction of the full
@@ -500,14 +500,14 @@ class FusionEngine:
         """One pass over a blank sample, so lazy imports, filterbanks and first-call allocations
         are paid at load time rather than by the first real frame. The policy itself is not
         called (a random policy's stream must start with the first real frame)."""
-        from quality_estimators.budget import Budget
+        from admn_ros.quality_estimators.budget import Budget
         size = 2 * self.preprocessor.cfg.image_size
         blank = {'rgb': np.zeros((1, size, size, 3), np.uint8),
                  'depth': np.ones((1, size, size), np.float32),
                  'audio': np.zeros((1, self.clip_samples), np.float32)}
         batch = {m: blank[m] for m in self.modalities}
         if self.cfg.quality:
-            from quality_estimators.estimators import modality_quality
+            from admn_ros.quality_estimators.estimators import modality_quality
             modality_quality(batch)
         if self._scorer is not None:
             self._scorer.scores(batch, Budget(1.0), tuple(batch))
@@ -543,12 +543,12 @@ class FusionEngine:
     # ------------------------------------------------------------------ one frame
     def estimate_quality(self, frame: Frame) -> Dict[str, float]:
         """Per-modality quality estimates in [0, 1] (classical estimators) for one frame."""
-        from quality_estimators.estimators import modality_quality
+        from admn_ros.quality_estimators.estimators import modality_quality
         return {m: float(q[0]) for m, q in modality_quality(self.batch_of(frame)).items()}
 
     def infer(self, frame: Frame, budget, with_quality: Optional[bool] = None,
               account: bool = True) -> Inference:
-        """Allocate under ``budget`` (a :class:`quality_estimators.budget.Budget`) and run.
+        """Allocate under ``budget`` (a :class:`admn_ros.quality_estimators.budget.Budget`) and run.
 
         ``with_quality`` (default: the config's ``quality``) adds the quality estimates and
         ``account`` the executed GFLOPs and budget spent (:meth:`account`). A node turns both off

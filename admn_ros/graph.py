@@ -29,8 +29,9 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 import yaml
 
 from admn_ros.messages import CORRUPTED_TOPICS, SENSOR_TOPICS
+from admn_ros.paths import PACKAGE, config_dir
 
-PACKAGE = 'admn_ros'
+
 PARAMS_KEY = 'ros__parameters'
 
 
@@ -200,19 +201,6 @@ def get_graph(name: str) -> GraphSpec:
 
 
 # --------------------------------------------------------------------------- config files
-def config_dir() -> Path:
-    """``config/`` of a source checkout, else the installed ``share/admn_ros/config`` (found through
-    the ament index after colcon, or under the Python prefix after a plain pip install)."""
-    source = Path(__file__).resolve().parent.parent / 'config'
-    if source.is_dir():
-        return source
-    try:
-        from ament_index_python.packages import get_package_share_directory
-        return Path(get_package_share_directory(PACKAGE)) / 'config'
-    except Exception:  # not installed through colcon, or AMENT_PREFIX_PATH unset
-        return Path(sys.prefix) / 'share' / PACKAGE / 'config'
-
-
 def flatten(params: Mapping[str, Any], prefix: str = '') -> Dict[str, Any]:
     """Nested YAML maps -> dotted parameter names, as rclpy reads them (``rgb: {type: x}`` ->
     ``rgb.type``)."""

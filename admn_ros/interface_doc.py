@@ -4,7 +4,7 @@ Each node class is built in-process on a private rclpy context (``ROS_DOMAIN_ID`
 environment, discovery limited to this host) with a few cheap overrides: sensor_source reads the
 ``tensors`` dataset, admn_fusion loads a tiny untrained checkpoint (so its configure/activate
 publishers and subscriptions exist), bag_player opens a tiny bag written by
-:func:`datasets.bags.write_bag`, evaluator writes no report. From each live node come
+:func:`admn_ros.datasets.bags.write_bag`, evaluator writes no report. From each live node come
 
 * its parameters: name, type, read-only flag, range, choices and description from the live
   :class:`ParameterDescriptor`, and the default *as the code declares it* (recorded when the node
@@ -151,9 +151,9 @@ NOTES: Dict[Tuple[str, str], str] = {
 def _tiny_checkpoint(path: Path) -> Path:
     """An untrained tiny stage-1 checkpoint (rgb, depth, audio): the fusion node only has to
     configure and activate, not to be right."""
-    from datasets.sample import MODALITIES
-    from fusion.checkpoint import save_untrained
-    from fusion.config import ModelConfig
+    from admn_ros.datasets.sample import MODALITIES
+    from admn_ros.fusion.checkpoint import save_untrained
+    from admn_ros.fusion.config import ModelConfig
 
     chans = {'rgb': 3, 'depth': 1, 'audio': 1}
     encoder = {'input_size': [64, 64], 'patch_size': 16, 'dim': 16, 'depth': 2, 'heads': 2,
@@ -165,8 +165,8 @@ def _tiny_checkpoint(path: Path) -> Path:
 
 
 def _tiny_bag(path: Path) -> Path:
-    from datasets.bags import write_bag
-    from datasets.registry import load_dataset
+    from admn_ros.datasets.bags import write_bag
+    from admn_ros.datasets.registry import load_dataset
     return write_bag(path, load_dataset('tensors', 'test', size=2))
 
 

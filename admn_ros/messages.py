@@ -1,11 +1,11 @@
 """rclpy message builders and readers, and the QoS choices every node uses.
 
-Images go through :mod:`datasets.rosmsg_codec` (the pure-numpy codec also used for bags), so a frame
+Images go through :mod:`admn_ros.datasets.rosmsg_codec` (the pure-numpy codec also used for bags), so a frame
 published live and a frame read from a bag decode the same way.
 
 Audio convention (docs/nodes.md): mono or multi-channel PCM in a ``sensor_msgs/Image`` with encoding
 ``16SC1`` (S16, full scale 32768, one row per channel, width = samples), ``header.stamp`` = capture
-time of the first sample, sample rate fixed at :data:`datasets.sample.SAMPLE_RATE`. When the
+time of the first sample, sample rate fixed at :data:`admn_ros.datasets.sample.SAMPLE_RATE`. When the
 ros-drivers flavour of ``audio_common_msgs`` imports, :func:`audio_stamped_msg` additionally builds
 ``AudioDataStamped`` (S16LE interleaved bytes).
 
@@ -20,8 +20,8 @@ from typing import Any, Dict, Tuple
 
 import numpy as np
 
-from datasets import topics as T
-from datasets.sample import SAMPLE_RATE
+from admn_ros.datasets import topics as T
+from admn_ros.datasets.sample import SAMPLE_RATE
 
 # input_reliability parameter values, as in yolo_ros: 0 system default, 1 reliable, 2 best effort.
 RELIABILITY_NAMES = {0: 'system_default', 1: 'reliable', 2: 'best_effort'}
@@ -57,7 +57,7 @@ def ns_to_stamp(ns: int):
     """Integer nanoseconds -> ``builtin_interfaces.msg.Time`` (ValueError when negative)."""
     from builtin_interfaces.msg import Time
 
-    from datasets.rosmsg_codec import split_stamp
+    from admn_ros.datasets.rosmsg_codec import split_stamp
     sec, nanosec = split_stamp(ns)
     return Time(sec=sec, nanosec=nanosec)
 
@@ -72,7 +72,7 @@ def image_msg(arr: np.ndarray, encoding: str, stamp_ns: int, frame_id: str = '')
     """numpy array -> ``sensor_msgs/Image`` (data assigned as ``bytes``: 1000x faster)."""
     from sensor_msgs.msg import Image
 
-    from datasets.rosmsg_codec import image_fields
+    from admn_ros.datasets.rosmsg_codec import image_fields
     msg = Image(header=header(stamp_ns, frame_id))
     for key, value in image_fields(np.ascontiguousarray(arr), encoding).items():
         setattr(msg, key, value)
@@ -81,7 +81,7 @@ def image_msg(arr: np.ndarray, encoding: str, stamp_ns: int, frame_id: str = '')
 
 def read_image(msg) -> np.ndarray:
     """``sensor_msgs/Image`` -> numpy (RGB uint8 HxWx3, or float32 metres for depth)."""
-    from datasets.rosmsg_codec import image_to_array
+    from admn_ros.datasets.rosmsg_codec import image_to_array
     return image_to_array(msg)
 
 
@@ -113,7 +113,7 @@ def audio_msg(audio: np.ndarray, stamp_ns: int, frame_id: str = T.FRAME_IDS['aud
     """
     from sensor_msgs.msg import Image
 
-    from datasets.rosmsg_codec import audio_to_image_fields
+    from admn_ros.datasets.rosmsg_codec import audio_to_image_fields
     msg = Image(header=header(stamp_ns, frame_id))
     for key, value in audio_to_image_fields(audio, encoding).items():
         setattr(msg, key, value)
@@ -123,7 +123,7 @@ def audio_msg(audio: np.ndarray, stamp_ns: int, frame_id: str = T.FRAME_IDS['aud
 def read_audio(msg) -> np.ndarray:
     """Audio message -> float32 [C, T] (Image convention, or ``AudioDataStamped`` taken as S16LE
     mono: the stamped message carries no format)."""
-    from datasets.rosmsg_codec import audio_common_to_array, audio_from_image
+    from admn_ros.datasets.rosmsg_codec import audio_common_to_array, audio_from_image
     if hasattr(msg, 'audio'):
         return audio_common_to_array(msg, AUDIO_INFO)
     return audio_from_image(msg)
@@ -142,7 +142,7 @@ def audio_stamped_msg(audio: np.ndarray, stamp_ns: int, frame_id: str = T.FRAME_
     """``audio_common_msgs/AudioDataStamped``, S16LE interleaved (only when the package imports)."""
     from audio_common_msgs.msg import AudioDataStamped
 
-    from datasets.rosmsg_codec import audio_to_image_fields
+    from admn_ros.datasets.rosmsg_codec import audio_to_image_fields
     fields = audio_to_image_fields(audio, '16SC1')
     rows = np.frombuffer(fields['data'], '<i2').reshape(fields['height'], fields['width'])
     msg = AudioDataStamped(header=header(stamp_ns, frame_id))

@@ -1,7 +1,7 @@
 """Generation speed of the embedded synthetic world (issue #3: >= 500 samples/s on 2 cores).
 
     admn bench generation [--samples 512] [--workers 1 2] [--json generation.json]
-    python -m benchmarks.generation [--samples N] [--workers W ...] [--json OUT]
+    python -m admn_ros.benchmarks.generation [--samples N] [--workers W ...] [--json OUT]
 
 * ``throughput``: samples/s of ``datasets.synthetic.generate`` per thread count (median and best
   of ``--repeats`` runs after a warm-up of the same size), and CPU ms per sample (process time
@@ -23,7 +23,7 @@ import statistics
 import time
 from typing import Dict, Iterator, List, Optional, Sequence
 
-from datasets import synthetic
+from admn_ros.datasets import synthetic
 
 TARGET_SAMPLES_PER_S = 500.0   # issue #3, at the default config on 2 cores
 # Stage name -> the generator's functions whose time it counts.

@@ -20,10 +20,10 @@ from typing import Dict, List, Optional
 
 import torch
 
-from fusion.config import ModelConfig
-from fusion.flops import CostModel
-from fusion.layerdrop import evenly_spaced
-from fusion.model import ADMNModel
+from admn_ros.fusion.config import ModelConfig
+from admn_ros.fusion.flops import CostModel
+from admn_ros.fusion.layerdrop import evenly_spaced
+from admn_ros.fusion.model import ADMNModel
 
 BUDGETS = (0.25, 0.33, 0.5, 0.75, 1.0)
 
@@ -123,7 +123,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument('--runs', type=int, default=50)
     args = p.parse_args(argv)
     if args.checkpoint:
-        from fusion.checkpoint import load_checkpoint
+        from admn_ros.fusion.checkpoint import load_checkpoint
         model, _ = load_checkpoint(args.checkpoint)
     else:
         model = ADMNModel(ModelConfig())

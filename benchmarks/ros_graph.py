@@ -51,13 +51,13 @@ def bench_graph() -> GraphSpec:
 
 def default_checkpoint(out_dir: Path) -> Path:
     """The trained synthetic default, else an untrained default-architecture model in out_dir."""
-    from quality_estimators.evaluate import default_checkpoint as trained_default
+    from admn_ros.quality_estimators.evaluate import default_checkpoint as trained_default
     try:
         return trained_default('synthetic')
     except FileNotFoundError:
-        from datasets.synthetic import CLASS_NAMES
-        from fusion.checkpoint import save_untrained
-        from fusion.config import ModelConfig
+        from admn_ros.datasets.synthetic import CLASS_NAMES
+        from admn_ros.fusion.checkpoint import save_untrained
+        from admn_ros.fusion.config import ModelConfig
         print('no trained default (admn train defaults): timing an untrained model of the '
               'default architecture', file=sys.stderr)
         return save_untrained(out_dir / 'untrained.pt', ModelConfig(num_classes=len(CLASS_NAMES)),
@@ -65,7 +65,7 @@ def default_checkpoint(out_dir: Path) -> Path:
 
 
 def has_controller(path: Path) -> bool:
-    from fusion.checkpoint import read_checkpoint
+    from admn_ros.fusion.checkpoint import read_checkpoint
     return 'controller_state' in read_checkpoint(path).get('extra', {})
 
 

@@ -2,4 +2,4 @@
 
 Never imports rclpy.
 """
-from datasets.sample import MODALITIES, SAMPLE_RATE  # noqa: F401
+from admn_ros.datasets.sample import MODALITIES, SAMPLE_RATE  # noqa: F401

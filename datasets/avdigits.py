@@ -38,8 +38,8 @@ from typing import List, Sequence, Tuple
 
 import numpy as np
 
-from datasets.cache import default_cache_root
-from datasets.sample import SAMPLE_RATE, RawBatch
+from admn_ros.datasets.cache import default_cache_root
+from admn_ros.datasets.sample import SAMPLE_RATE, RawBatch
 
 SPLITS = ('train', 'val', 'test')
 SPEAKER_SPLITS = {

@@ -1,6 +1,6 @@
 """rosbag2 recording and replay of raw batches with ``rosbags`` (no ROS install needed).
 
-**Layout written by** :func:`write_bag` (topics and encodings in :mod:`datasets.topics`):
+**Layout written by** :func:`write_bag` (topics and encodings in :mod:`admn_ros.datasets.topics`):
 sample ``i`` is stamped ``t_i = start_ns + round(i * 1e9 / rate_hz)`` and every message of that
 sample carries ``header.stamp == t_i`` and bag log time ``t_i`` - except audio chunks: a clip is
 sent as one message, or with ``audio_chunk=n`` as chunks of ``n`` samples where chunk ``k`` is
@@ -17,7 +17,7 @@ reassembled into clips: a chunk continues the current clip when it starts where 
 (within one sample period) and no other stream (RGB, depth, label) has a message stamped at that
 instant; multi-channel audio is averaged to mono and resampled to 16 kHz with soxr. Clips of
 different lengths are zero-padded at the end to the longest. Streams are then matched by header
-stamp with :class:`datasets.sync.ApproxSync` fed in log-time order (the messages a live node
+stamp with :class:`admn_ros.datasets.sync.ApproxSync` fed in log-time order (the messages a live node
 would see), and the samples come out sorted by the anchor's stamp (RGB if present, else the
 first stream). A continuous microphone stream (one long clip) is not windowed per frame here.
 
@@ -34,12 +34,12 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from datasets import topics as T
-from datasets.rosmsg_codec import (audio_from_image, audio_to_image_fields, header_stamp_ns,
+from admn_ros.datasets import topics as T
+from admn_ros.datasets.rosmsg_codec import (audio_from_image, audio_to_image_fields, header_stamp_ns,
                                    image_fields, image_to_array, pcm_bytes_to_array,
                                    pcm_frame_bytes, split_stamp)
-from datasets.sample import MODALITIES, SAMPLE_RATE, RawBatch, batch_size, present_modalities
-from datasets.sync import ApproxSync
+from admn_ros.datasets.sample import MODALITIES, SAMPLE_RATE, RawBatch, batch_size, present_modalities
+from admn_ros.datasets.sync import ApproxSync
 
 DEFAULT_START_NS = 1_700_000_000_000_000_000   # fixed, so written bags are reproducible
 STORAGES = ('mcap', 'sqlite3')
@@ -76,7 +76,7 @@ def make_typestore():
     if _STORE is None:
         from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
-        from datasets.msg import audio_common_definitions
+        from admn_ros.datasets.msg import audio_common_definitions
 
         store = get_typestore(Stores.ROS2_KILTED)
         types = {}
@@ -132,7 +132,7 @@ def _check_batch(batch: RawBatch) -> Tuple[int, Tuple[str, ...]]:
 
 def _corruption_names(batch: RawBatch) -> Dict[str, List[str]]:
     """Per-modality corruption type names for every sample, from ``ctype_<m>`` labels."""
-    from datasets.corruptions import corruption_labels
+    from admn_ros.datasets.corruptions import corruption_labels
     return {m: names for m, (names, _) in corruption_labels(batch).items()}
 
 
@@ -240,7 +240,7 @@ def apply_schedule(batch: RawBatch, schedule: Any, *, rate_hz: float = 10.0,
                    rng: Optional[np.random.Generator] = None, seed: int = 0) -> RawBatch:
     """Corrupt sample ``i`` with ``schedule.level_at(i / rate_hz)`` (levels for absent
     modalities are ignored; modalities the schedule omits are labelled clean)."""
-    from datasets.corruptions import apply_corruption
+    from admn_ros.datasets.corruptions import apply_corruption
 
     if not rate_hz > 0:
         raise ValueError(f'rate_hz must be > 0, got {rate_hz}')
@@ -529,7 +529,7 @@ def _stack(names: List[str], rows: List[List[Any]], path: Path) -> RawBatch:
 
 
 def _corruption_labels(levels: List[Dict[str, Tuple[str, float]]], path: Path) -> RawBatch:
-    from datasets.corruptions import CORRUPTION_TYPES
+    from admn_ros.datasets.corruptions import CORRUPTION_TYPES
 
     modalities = [m for m in MODALITIES if any(m in lv for lv in levels)]
     unknown = {name for lv in levels for name in lv} - set(MODALITIES)

@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 
-from datasets.sample import RawBatch, batch_size, take
+from admn_ros.datasets.sample import RawBatch, batch_size, take
 
 CACHE_ENV = 'ADMN_CACHE_DIR'
 CACHE_FORMAT = 1       # bump when the on-disk layout changes

@@ -37,8 +37,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from datasets.corruptions import CORRUPTION_TYPES, apply_corruption
-from datasets.sample import MODALITIES, RawBatch, batch_size, present_modalities, take
+from admn_ros.datasets.corruptions import CORRUPTION_TYPES, apply_corruption
+from admn_ros.datasets.sample import MODALITIES, RawBatch, batch_size, present_modalities, take
 
 PRESETS = ('single', 'pairs', 'recorded')
 SINGLE_SEVERITIES = (1.0, 0.5)
@@ -248,7 +248,7 @@ def apply_condition(test_arrays: RawBatch, condition: Condition, seed: int = 0) 
     """The test split under ``condition``; a new batch, ``test_arrays`` is not changed.
 
     Synthetic: every sample gets each listed corruption (via
-    :func:`datasets.corruptions.apply_corruption`, which writes ``severity_<m>`` / ``ctype_<m>``);
+    :func:`admn_ros.datasets.corruptions.apply_corruption`, which writes ``severity_<m>`` / ``ctype_<m>``);
     other modalities keep their recorded tags, or are labelled clean where the data has none.
     Deterministic for a given ``seed``. Recorded: the samples with exactly those tags, unchanged.
     """

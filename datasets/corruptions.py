@@ -44,7 +44,7 @@ import cv2
 import numpy as np
 import scipy.fft
 
-from datasets.sample import MODALITIES, SAMPLE_RATE, RawBatch, batch_size, present_modalities
+from admn_ros.datasets.sample import MODALITIES, SAMPLE_RATE, RawBatch, batch_size, present_modalities
 
 CORRUPTION_TYPES: Dict[str, Tuple[str, ...]] = {
     'rgb': ('clean', 'gaussian_noise', 'low_light', 'gaussian_blur', 'motion_blur', 'occlusion',

@@ -43,7 +43,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from datasets.sample import MODALITIES, SAMPLE_RATE, RawBatch, batch_size, present_modalities
+from admn_ros.datasets.sample import MODALITIES, SAMPLE_RATE, RawBatch, batch_size, present_modalities
 
 CLASSES_FILE = 'classes.txt'
 _RGB_FILES = ('rgb.png', 'rgb.jpg')
@@ -154,7 +154,7 @@ def _parse_conditions(conditions: Any, where: str) -> Dict[str, Tuple[int, float
         return {}
     if not isinstance(conditions, dict):
         raise ValueError(f'{where}: conditions must map modality -> {{type, severity}}')
-    from datasets.corruptions import CORRUPTION_TYPES
+    from admn_ros.datasets.corruptions import CORRUPTION_TYPES
 
     out = {}
     for m, tag in conditions.items():
@@ -295,7 +295,7 @@ def _stack_audio(clips: List[np.ndarray], clip_seconds: Optional[float]) -> np.n
     if clip_seconds is not None:
         if not clip_seconds > 0:
             raise ValueError(f'clip_seconds must be > 0, got {clip_seconds}')
-        from datasets.avdigits import fit_clip
+        from admn_ros.datasets.avdigits import fit_clip
         length = int(round(clip_seconds * SAMPLE_RATE))
         return np.stack([fit_clip(c, length) for c in clips]).astype(np.float32)
     out = np.zeros((len(clips), max(len(c) for c in clips)), np.float32)
@@ -322,8 +322,8 @@ def write_folder(path, split: str, batch, class_names: Sequence[str] = (), *,
     import soundfile as sf
     import yaml
 
-    from datasets.corruptions import corruption_labels
-    from datasets.rosmsg_codec import depth_to_mm
+    from admn_ros.datasets.corruptions import corruption_labels
+    from admn_ros.datasets.rosmsg_codec import depth_to_mm
 
     if hasattr(batch, 'arrays'):   # a LoadedDataset
         class_names = class_names or getattr(batch, 'class_names', ())

@@ -37,7 +37,7 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from datasets.sample import MODALITIES, SAMPLE_RATE, RawBatch, present_modalities
+from admn_ros.datasets.sample import MODALITIES, SAMPLE_RATE, RawBatch, present_modalities
 
 RGB_MEAN = (0.485, 0.456, 0.406)  # ImageNet statistics: fixed, dataset-independent
 RGB_STD = (0.229, 0.224, 0.225)

@@ -2,7 +2,7 @@
 
 One row per sample; columns RGB, depth (colour-mapped, invalid pixels black) and the log-mel
 spectrogram the models see, for the modalities present. The corrupted grid uses the standard
-evaluation mix (:meth:`datasets.corruptions.CorruptionSampler.standard`) and names the corruption
+evaluation mix (:meth:`admn_ros.datasets.corruptions.CorruptionSampler.standard`) and names the corruption
 above each panel.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import List, Optional
 
 import numpy as np
 
-from datasets.sample import RawBatch, present_modalities
+from admn_ros.datasets.sample import RawBatch, present_modalities
 
 _TITLES = {'rgb': 'RGB', 'depth': 'depth (m)', 'audio': 'log-mel'}
 
@@ -20,7 +20,7 @@ _TITLES = {'rgb': 'RGB', 'depth': 'depth (m)', 'audio': 'log-mel'}
 def write_preview(dataset_name: str, out_dir, n: int = 8, seed: int = 0, *, split: str = 'val',
                   data_root=None) -> List[Path]:
     """Write ``<dataset>_clean.png`` (and ``<dataset>_corrupted.png``) into ``out_dir``; return the paths."""
-    from datasets.registry import load_dataset
+    from admn_ros.datasets.registry import load_dataset
     if isinstance(n, bool) or int(n) != n or n <= 0:
         raise ValueError(f'n must be a positive integer, got {n!r}')
     data = load_dataset(dataset_name, split, seed=seed, size=int(n), data_root=data_root)
@@ -39,7 +39,7 @@ def write_preview(dataset_name: str, out_dir, n: int = 8, seed: int = 0, *, spli
 def _corrupt(arrays: RawBatch, seed: int) -> Optional[RawBatch]:
     """The standard corruption mix, or None when the corruption module is unavailable."""
     try:
-        from datasets.corruptions import CorruptionSampler
+        from admn_ros.datasets.corruptions import CorruptionSampler
     except ImportError:
         return None
     sampler = CorruptionSampler.standard() if hasattr(CorruptionSampler, 'standard') else CorruptionSampler()
@@ -54,7 +54,7 @@ def _corruption_label(arrays: RawBatch, modality: str, i: int) -> str:
     if code == 0 or severity == 0:
         return 'clean'
     try:
-        from datasets.corruptions import CORRUPTION_TYPES
+        from admn_ros.datasets.corruptions import CORRUPTION_TYPES
         name = CORRUPTION_TYPES[modality][code]
     except (ImportError, KeyError, IndexError):
         name = f'type {code}'
@@ -65,7 +65,7 @@ def _write_grid(arrays: RawBatch, class_names, path: Path, title: str) -> Path:
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    from datasets.preprocess import DB_MEAN, DB_STD, Preprocessor, PreprocessConfig
+    from admn_ros.datasets.preprocess import DB_MEAN, DB_STD, Preprocessor, PreprocessConfig
 
     modalities = present_modalities(arrays)
     n = len(arrays['label'])

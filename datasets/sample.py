@@ -14,7 +14,7 @@ key          dtype / shape                meaning
 Any modality key may be absent (AV-digits has no depth; a user's folder may have only audio).
 Corruption labels ride along as ``severity_<modality>`` (float32 ``[B]``, 0 = clean) and
 ``ctype_<modality>`` (int64 ``[B]``, index into that modality's corruption-type list, 0 = clean).
-Nothing here imports torch: the batch becomes tensors only in :mod:`datasets.preprocess`.
+Nothing here imports torch: the batch becomes tensors only in :mod:`admn_ros.datasets.preprocess`.
 """
 from __future__ import annotations
 

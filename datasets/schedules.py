@@ -4,7 +4,7 @@ A :class:`Schedule` holds one *track* per modality; every track answers
 ``level_at(t) -> (ctype, severity)`` and the schedule answers
 ``level_at(t) -> {modality: (ctype, severity)}`` for every modality in ``MODALITIES``
 (modalities without a track are clean).  A level whose severity is 0 always reads
-``('clean', 0.0)``, matching the labels :func:`datasets.corruptions.apply_corruption` writes.
+``('clean', 0.0)``, matching the labels :func:`admn_ros.datasets.corruptions.apply_corruption` writes.
 
 Tracks (times in seconds; a breakpoint belongs to the segment that starts there):
 
@@ -36,7 +36,7 @@ from typing import Any, Dict, List, Mapping, Sequence, Tuple, Union
 
 import yaml
 
-from datasets.sample import MODALITIES
+from admn_ros.datasets.sample import MODALITIES
 
 Level = Tuple[str, float]
 CLEAN: Level = ('clean', 0.0)
@@ -50,7 +50,7 @@ def _check_time(value: Any, what: str) -> float:
 
 def check_level(modality: str, ctype: Any, severity: Any) -> Level:
     """Validate one level against ``CORRUPTION_TYPES``; severity 0 becomes ``('clean', 0.0)``."""
-    from datasets.corruptions import CORRUPTION_TYPES
+    from admn_ros.datasets.corruptions import CORRUPTION_TYPES
 
     if modality not in CORRUPTION_TYPES:
         raise ValueError(f'unknown modality {modality!r}; known: {tuple(CORRUPTION_TYPES)}')
@@ -368,7 +368,7 @@ def apply_levels(batch, levels: Mapping[str, Level], rng, *, babble_bank=None):
     Labels are written for every present modality (clean ones included); levels for absent
     modalities are ignored, since a schedule always names all of them.
     """
-    from datasets.corruptions import apply_corruption
+    from admn_ros.datasets.corruptions import apply_corruption
 
     out = dict(batch)
     for m in MODALITIES:

@@ -42,7 +42,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from datasets.sample import SAMPLE_RATE, RawBatch
+from admn_ros.datasets.sample import SAMPLE_RATE, RawBatch
 
 # Bump when the generated content changes, so on-disk caches built by older code are not reused.
 GENERATOR_VERSION = 5

@@ -12,7 +12,7 @@ class Attention(nn.Module):
     """Multi-head self-attention through ``scaled_dot_product_attention``.
 
     Written out (rather than ``nn.MultiheadAttention``) so FLOP counters see every matmul under the
-    MATH backend and the analytic cost model in :mod:`fusion.flops` can mirror it line by line.
+    MATH backend and the analytic cost model in :mod:`admn_ros.fusion.flops` can mirror it line by line.
     """
 
     def __init__(self, dim: int, heads: int):

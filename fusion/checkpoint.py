@@ -14,8 +14,8 @@ from typing import Any, Dict, Tuple
 
 import torch
 
-from fusion.config import ModelConfig
-from fusion.model import ADMNModel
+from admn_ros.fusion.config import ModelConfig
+from admn_ros.fusion.model import ADMNModel
 
 FORMAT = 'admn_ros.checkpoint'
 VERSION = 1
@@ -39,9 +39,9 @@ def save_checkpoint(path, model: ADMNModel, **extra: Any) -> Path:
 
 
 def state_digest(model: ADMNModel) -> str:
-    """SHA-256 of a model's weights (:func:`datasets.cache.content_digest` of its state dict): says
+    """SHA-256 of a model's weights (:func:`admn_ros.datasets.cache.content_digest` of its state dict): says
     which stage-1 model a controller run was trained on."""
-    from datasets.cache import content_digest
+    from admn_ros.datasets.cache import content_digest
     state = getattr(model, 'module', model).state_dict()
     return content_digest({name: t.detach().cpu().numpy() for name, t in state.items()})
 
@@ -50,7 +50,7 @@ def save_untrained(path, cfg: ModelConfig, *, dataset: str, class_names, seed: i
                    **extra: Any) -> Path:
     """A stage-1 checkpoint of an untrained model (seeded) with the default preprocessing: for
     timing, wiring and tests, where the nodes only have to load a model, not to be right."""
-    from datasets.preprocess import PreprocessConfig
+    from admn_ros.datasets.preprocess import PreprocessConfig
     torch.manual_seed(seed)
     model = ADMNModel(cfg)
     meta = {'stage': 'stage1', 'dataset': dataset, 'class_names': list(class_names),
@@ -79,9 +79,9 @@ def read_checkpoint(path, map_location='cpu') -> Dict[str, Any]:
 
 
 def checkpoint_preprocessor(meta: Dict[str, Any]):
-    """The :class:`datasets.preprocess.Preprocessor` a checkpoint was trained with (its ``extra``)."""
-    from datasets.preprocess import PreprocessConfig, Preprocessor
-    from fusion.config import from_dict
+    """The :class:`admn_ros.datasets.preprocess.Preprocessor` a checkpoint was trained with (its ``extra``)."""
+    from admn_ros.datasets.preprocess import PreprocessConfig, Preprocessor
+    from admn_ros.fusion.config import from_dict
     return Preprocessor(from_dict(PreprocessConfig, meta.get('preprocess') or {}))
 
 

@@ -16,8 +16,8 @@ from typing import Optional
 import torch
 from torch import nn
 
-from fusion.blocks import Block
-from fusion.config import EncoderConfig
+from admn_ros.fusion.blocks import Block
+from admn_ros.fusion.config import EncoderConfig
 
 
 class PatchEmbed(nn.Module):

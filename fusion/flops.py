@@ -11,7 +11,7 @@ from typing import Dict, Iterable, Mapping, Optional
 
 import numpy as np
 
-from fusion.config import EncoderConfig, ModelConfig
+from admn_ros.fusion.config import EncoderConfig, ModelConfig
 
 
 def block_flops(tokens: int, dim: int, mlp_ratio: float = 4.0) -> float:
@@ -34,7 +34,7 @@ def patch_embed_flops(cfg: EncoderConfig) -> float:
 
 @dataclass
 class CostModel:
-    """Per-sample FLOPs of each part of an :class:`~fusion.model.ADMNModel`."""
+    """Per-sample FLOPs of each part of an :class:`~admn_ros.fusion.model.ADMNModel`."""
 
     block_flops: Dict[str, float]      # one encoder block of modality m
     embed_flops: Dict[str, float]      # patch embedding of modality m

@@ -15,10 +15,10 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from fusion.blocks import Block, Mlp, init_residual_branch
-from fusion.config import ModelConfig
-from fusion.encoder import AdaptiveDepthEncoder
-from fusion.heads import build_head
+from admn_ros.fusion.blocks import Block, Mlp, init_residual_branch
+from admn_ros.fusion.config import ModelConfig
+from admn_ros.fusion.encoder import AdaptiveDepthEncoder
+from admn_ros.fusion.heads import build_head
 
 Keep = Mapping[str, torch.Tensor]
 

@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 import yaml
 
-from fusion.device import resolve_device
+from admn_ros.fusion.device import resolve_device
 
 
 @dataclass

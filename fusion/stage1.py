@@ -20,15 +20,15 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from datasets.preprocess import PreprocessConfig, Preprocessor
-from datasets.registry import LoadedDataset, load_dataset
-from datasets.sample import RawBatch, take
-from fusion.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
-from fusion.config import ModelConfig, from_dict
-from fusion.device import autocast
-from fusion.layerdrop import LayerDropConfig, evenly_spaced, sample_keep
-from fusion.model import ADMNModel
-from fusion.runtime import CsvLog, Runtime, init_runtime, load_yaml, seed_everything
+from admn_ros.datasets.preprocess import PreprocessConfig, Preprocessor
+from admn_ros.datasets.registry import LoadedDataset, load_dataset
+from admn_ros.datasets.sample import RawBatch, take
+from admn_ros.fusion.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
+from admn_ros.fusion.config import ModelConfig, from_dict
+from admn_ros.fusion.device import autocast
+from admn_ros.fusion.layerdrop import LayerDropConfig, evenly_spaced, sample_keep
+from admn_ros.fusion.model import ADMNModel
+from admn_ros.fusion.runtime import CsvLog, Runtime, init_runtime, load_yaml, seed_everything
 
 Augment = Callable[[RawBatch, np.random.Generator], RawBatch]
 
@@ -46,7 +46,7 @@ class DataConfig:
 
 @dataclass
 class AugmentConfig:
-    """Corruption augmentation through :class:`datasets.corruptions.CorruptionSampler`."""
+    """Corruption augmentation through :class:`admn_ros.datasets.corruptions.CorruptionSampler`."""
 
     policy: str = 'independent'   # 'independent', 'one_at_a_time', or 'none'
     p_clean: float = 0.4
@@ -88,7 +88,7 @@ class Stage1Config:
 def build_augment(cfg: AugmentConfig) -> Optional[Augment]:
     if cfg.policy == 'none':
         return None
-    from datasets.corruptions import CorruptionSampler
+    from admn_ros.datasets.corruptions import CorruptionSampler
     levels = tuple(cfg.severity_levels) if cfg.severity_levels else None
     return CorruptionSampler(policy=cfg.policy, p_clean=cfg.p_clean, keep_recorded=cfg.keep_recorded,
                              severity_levels=levels)

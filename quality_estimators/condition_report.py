@@ -1,6 +1,6 @@
 """Output of evaluation by condition: summary, printed tables, JSON and plots.
 
-Works on the report of :func:`quality_estimators.evaluate.evaluate_conditions` only (plain JSON
+Works on the report of :func:`admn_ros.quality_estimators.evaluate.evaluate_conditions` only (plain JSON
 data), so a saved report can be re-plotted without the model.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from datasets.conditions import DESTROYING
+from admn_ros.datasets.conditions import DESTROYING
 
 # Policies whose allocation the tables and the heat map show next to their accuracy.
 ALLOCATION_POLICIES = ('admn', 'oracle_split')
@@ -31,7 +31,7 @@ def _corruptions(row) -> tuple:
 
 def summarise(results: Sequence[Dict]) -> List[Dict]:
     """Per budget and policy: mean accuracy over the single-modality conditions and over the
-    destroying ones (:data:`datasets.conditions.DESTROYING`, those evaluated), with counts;
+    destroying ones (:data:`admn_ros.datasets.conditions.DESTROYING`, those evaluated), with counts;
     cells without a metric are left out, a mean over nothing is None."""
     out = []
     for budget in _budgets(results):

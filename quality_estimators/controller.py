@@ -6,7 +6,7 @@
     CLS -> corruption head: per-modality severity (regression) and corruption type (classification)
 
 Beyond ADMN the budget (fraction and unit) is an *input*, so one set of weights serves every budget,
-and the discrete choice is the exact strict knapsack of :func:`quality_estimators.budget.select_layers`
+and the discrete choice is the exact strict knapsack of :func:`admn_ros.quality_estimators.budget.select_layers`
 (layer costs may differ per modality). Training makes it differentiable with a straight-through
 estimator around one of two relaxations (``relaxation``):
 
@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fusion.blocks import Block
-from quality_estimators.budget import select_layers
+from admn_ros.fusion.blocks import Block
+from admn_ros.quality_estimators.budget import select_layers
 
 UNITS = ('layers', 'flops')
 
@@ -179,7 +179,7 @@ def straight_through_mask(logits: torch.Tensor, layer_cost, budget_abs, present:
 
 def controller_cost_flops(cfg: ControllerConfig) -> float:
     """Analytic FLOPs of one controller forward pass (all modalities present), as in fusion.flops."""
-    from fusion.flops import block_flops
+    from admn_ros.fusion.flops import block_flops
     s, e = cfg.view_size, cfg.embed_dim
     total = 0.0
     for m in cfg.modalities:

@@ -16,10 +16,10 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
-from datasets.cache import default_cache_root
+from admn_ros.datasets.cache import default_cache_root
+from admn_ros.paths import config_dir, models_dir
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / 'config'
-MODELS_DIR = Path(__file__).resolve().parent.parent / 'admn_ros' / 'models'
+MODELS_DIR = models_dir()
 CHECKSUMS = MODELS_DIR / 'SHA256SUMS'
 PREFERENCE_ENV = 'ADMN_DEFAULT_MODEL'   # 'shipped' (default) or 'cache'
 
@@ -77,7 +77,7 @@ def ship(dataset: str, source=None) -> Path:
     """
     import torch
 
-    from fusion.checkpoint import read_checkpoint
+    from admn_ros.fusion.checkpoint import read_checkpoint
     source = Path(source) if source is not None else cached_checkpoint(dataset)
     payload = read_checkpoint(source)
     payload['state_dict'] = _half(payload['state_dict'])
@@ -103,11 +103,11 @@ def train_defaults(dataset: str, *, device: str = 'auto', progress: bool = True,
     """Both stages with the shipped configs into ``out`` (default: the default's cache folder);
     returns the controller checkpoint. ``shrink(stage1_cfg, controller_cfg)`` may edit the configs
     first (the demo's --quick smoke run makes them tiny)."""
-    from fusion.stage1 import Stage1Config, train_stage1
-    from quality_estimators.train_controller import ControllerTrainConfig, train_controller
+    from admn_ros.fusion.stage1 import Stage1Config, train_stage1
+    from admn_ros.quality_estimators.train_controller import ControllerTrainConfig, train_controller
     out = Path(out) if out is not None else default_cache_root() / 'models' / dataset
-    s1 = Stage1Config.from_yaml(str(CONFIG_DIR / f'stage1_{dataset}.yaml'))
-    c = ControllerTrainConfig.from_yaml(str(CONFIG_DIR / f'controller_{dataset}.yaml'))
+    s1 = Stage1Config.from_yaml(str(config_dir() / f'stage1_{dataset}.yaml'))
+    c = ControllerTrainConfig.from_yaml(str(config_dir() / f'controller_{dataset}.yaml'))
     s1.device = c.device = device
     if shrink is not None:
         shrink(s1, c)

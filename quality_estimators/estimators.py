@@ -2,7 +2,7 @@
 
 Each modality gets a few cheap statistics, each mapped to a score in [0, 1]; the modality's quality
 is their product, so any single defect pulls it down.  Everything works on the raw-batch contract of
-:mod:`datasets.sample` and is vectorised over the batch (OpenCV runs the whole batch as channels).
+:mod:`admn_ros.datasets.sample` and is vectorised over the batch (OpenCV runs the whole batch as channels).
 
 ========  ===========  =====================================================================
 modality  component    statistic
@@ -32,7 +32,7 @@ from typing import Dict
 import cv2
 import numpy as np
 
-from datasets.sample import RawBatch, SAMPLE_RATE
+from admn_ros.datasets.sample import RawBatch, SAMPLE_RATE
 
 # Gaussian MAD -> sigma: median(|N(0, s^2)|) = 0.6745 s.
 _MAD_TO_SIGMA = 1.0 / 0.6745

@@ -10,9 +10,9 @@ controller's own cost for ``admn``). ``budget`` is a fraction of the full model'
 ``budget_unit`` (layers or FLOPs). Without ``--dataset`` the checkpoint's own dataset is used; a
 checkpoint whose number of classes differs from the dataset's is refused.
 
-By condition (:func:`evaluate_conditions`, conditions from :mod:`datasets.conditions`): each
+By condition (:func:`evaluate_conditions`, conditions from :mod:`admn_ros.datasets.conditions`): each
 condition is applied to the whole clean test split (recorded ones select their tagged samples) and
-every (policy, budget) cell is scored on it; ``oracle_split`` (:mod:`quality_estimators.oracle`)
+every (policy, budget) cell is scored on it; ``oracle_split`` (:mod:`admn_ros.quality_estimators.oracle`)
 is available there only, since it picks a fixed split per condition on the validation split.
 """
 from __future__ import annotations
@@ -25,14 +25,14 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from datasets.cache import ArrayCache, content_digest, default_cache_root
-from datasets.registry import LoadedDataset, load_dataset
-from datasets.sample import RawBatch, take
-from fusion.flops import CostModel
-from quality_estimators.budget import Budget
-from quality_estimators.defaults import default_checkpoint
-from quality_estimators.oracle import POLICY_NAME as ORACLE_SPLIT
-from quality_estimators.oracle import OracleConfig
+from admn_ros.datasets.cache import ArrayCache, content_digest, default_cache_root
+from admn_ros.datasets.registry import LoadedDataset, load_dataset
+from admn_ros.datasets.sample import RawBatch, take
+from admn_ros.fusion.flops import CostModel
+from admn_ros.quality_estimators.budget import Budget
+from admn_ros.quality_estimators.defaults import default_checkpoint
+from admn_ros.quality_estimators.oracle import POLICY_NAME as ORACLE_SPLIT
+from admn_ros.quality_estimators.oracle import OracleConfig
 
 
 def corrupted_test_set(dataset: str, *, seed: int = 0, size: Optional[int] = None,
@@ -47,7 +47,7 @@ def corrupted_test_set(dataset: str, *, seed: int = 0, size: Optional[int] = Non
 
 
 def _mixed(test: RawBatch, seed: int, clean: bool) -> RawBatch:
-    from datasets.corruptions import CORRUPTION_VERSION, CorruptionSampler
+    from admn_ros.datasets.corruptions import CORRUPTION_VERSION, CorruptionSampler
     # Keyed on the test arrays themselves: a folder or data root whose files changed, or a new
     # loader, gets a new set; no name or version could say that for data read from files.
     parts = {'test_content': content_digest(test), 'seed': seed,
@@ -85,9 +85,9 @@ class _Setup:
 
 def _setup(checkpoint, dataset: Optional[str], *, seed: int, size: Optional[int], device: str,
            data_root: Optional[str]) -> _Setup:
-    from fusion.checkpoint import checkpoint_preprocessor
-    from fusion.device import resolve_device
-    from quality_estimators.train_controller import load_controller
+    from admn_ros.fusion.checkpoint import checkpoint_preprocessor
+    from admn_ros.fusion.device import resolve_device
+    from admn_ros.quality_estimators.train_controller import load_controller
     checkpoint = checkpoint or default_checkpoint(dataset or 'synthetic')
     dev = resolve_device(device)
     model, ctrl, meta = load_controller(checkpoint, map_location=dev)
@@ -102,7 +102,7 @@ def _setup(checkpoint, dataset: Optional[str], *, seed: int, size: Optional[int]
 
 
 def _check_policies(policies: Sequence[str], *, by_condition: bool) -> None:
-    from quality_estimators.policies import policy_spec_error
+    from admn_ros.quality_estimators.policies import policy_spec_error
     for spec in policies:
         if spec == ORACLE_SPLIT:
             if not by_condition:
@@ -123,9 +123,9 @@ class _Policies:
     def make(self, spec: str):
         """(policy, extra GFLOP-counted FLOPs per sample) for one cell: a fresh policy per cell,
         so a seeded random policy gives a cell the same numbers whatever else is evaluated."""
-        from quality_estimators.controller import controller_cost_flops
-        from quality_estimators.policies import make_policy
-        from quality_estimators.train_controller import make_scorer
+        from admn_ros.quality_estimators.controller import controller_cost_flops
+        from admn_ros.quality_estimators.policies import make_policy
+        from admn_ros.quality_estimators.train_controller import make_scorer
         s, extra = self.s, 0.0
         if spec == 'admn':
             if s.ctrl is None:
@@ -199,14 +199,14 @@ def evaluate_conditions(checkpoint, dataset: Optional[str], budgets: Sequence[fl
                         oracle: OracleConfig = OracleConfig()) -> Dict:
     """Every (condition, policy, budget) cell; see the module docstring.
 
-    ``conditions`` is a preset name or YAML file (:func:`datasets.conditions.resolve_conditions`)
-    or a list of :class:`datasets.conditions.Condition`. The model is loaded once; each condition
+    ``conditions`` is a preset name or YAML file (:func:`admn_ros.datasets.conditions.resolve_conditions`)
+    or a list of :class:`admn_ros.datasets.conditions.Condition`. The model is loaded once; each condition
     set is built once and scored with :func:`evaluate_policy` for every cell. ``oracle_split``
     chooses on up to ``oracle.val_size`` validation samples under the same condition.
     """
-    from datasets.conditions import apply_condition, resolve_conditions
-    from quality_estimators.condition_report import summarise
-    from quality_estimators.oracle import FixedSplitPolicy, OracleSearch
+    from admn_ros.datasets.conditions import apply_condition, resolve_conditions
+    from admn_ros.quality_estimators.condition_report import summarise
+    from admn_ros.quality_estimators.oracle import FixedSplitPolicy, OracleSearch
     _check_policies(policies, by_condition=True)
     s = _setup(checkpoint, dataset, seed=seed, size=size, device=device, data_root=data_root)
     conds = resolve_conditions(conditions, s.test.arrays) if isinstance(conditions, str) else list(conditions)
@@ -259,7 +259,7 @@ class _ValidationSource:
     def under(self, condition) -> RawBatch:
         """At most ``size`` samples (a seeded subset) with ``condition`` applied; recorded conditions
         select their tagged samples from the whole split first."""
-        from datasets.conditions import apply_condition
+        from admn_ros.datasets.conditions import apply_condition
         if condition.recorded:
             return self._subset(apply_condition(self.arrays, condition, self.seed))
         return apply_condition(self._subset(self.arrays), condition, self.seed)
@@ -337,7 +337,7 @@ def run_eval_cli(args) -> int:
     policies = [p.strip() for p in args.policies.split(',') if p.strip()]
     conditions = getattr(args, 'conditions', None)
     if conditions:
-        from quality_estimators.condition_report import write_condition_report
+        from admn_ros.quality_estimators.condition_report import write_condition_report
         if args.clean:
             raise ValueError('--clean and --conditions do not mix: every condition preset has a clean row')
         report = evaluate_conditions(args.checkpoint, args.dataset, budgets, policies, conditions,

@@ -12,8 +12,8 @@ Candidates:
   strict budget (``'flops'`` weighs a layer by the cost model's per-layer FLOPs); only splits that
   fill the budget are tried, i.e. no modality could take one more layer (as every other policy
   spends its budget);
-* realisations: ``evenly_spaced`` (:func:`~quality_estimators.policies.evenly_spaced_indices`,
-  LayerDrop's survivors) and ``naive`` (:func:`~quality_estimators.policies.naive_layer_indices`,
+* realisations: ``evenly_spaced`` (:func:`~admn_ros.quality_estimators.policies.evenly_spaced_indices`,
+  LayerDrop's survivors) and ``naive`` (:func:`~admn_ros.quality_estimators.policies.naive_layer_indices`,
   the layer rule of the ``naive`` policy: first layer, last layers, then every other one);
   where both give the same layers the pair is tried once, as ``evenly_spaced``.
 
@@ -36,9 +36,9 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 import torch
 
-from datasets.sample import RawBatch, take
-from quality_estimators.budget import ROUND_OFF_RTOL, Budget, absolute_budget, unit_costs
-from quality_estimators.policies import Policy, evenly_spaced_indices, naive_layer_indices
+from admn_ros.datasets.sample import RawBatch, take
+from admn_ros.quality_estimators.budget import ROUND_OFF_RTOL, Budget, absolute_budget, unit_costs
+from admn_ros.quality_estimators.policies import Policy, evenly_spaced_indices, naive_layer_indices
 
 POLICY_NAME = 'oracle_split'
 REALISATIONS = {'evenly_spaced': evenly_spaced_indices, 'naive': naive_layer_indices}
@@ -139,7 +139,7 @@ class OracleSearch:
     """The validation side of ``oracle_split`` for one condition: :meth:`choose` per budget.
 
     Validation samples are preprocessed once, and each modality's fusion token is computed once
-    per set of layers (:meth:`fusion.model.ADMNModel.modality_token`) and reused by every
+    per set of layers (:meth:`admn_ros.fusion.model.ADMNModel.modality_token`) and reused by every
     candidate and budget that runs that set: a candidate then costs one small fusion pass.
     """
 

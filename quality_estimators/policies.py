@@ -15,14 +15,14 @@ a key; absent ones are all False).  Specs:
 ``random``       random scores through the exact selector (seeded, reproducible); a layer's
                  score is its cost times U[1, 2), so no modality is favoured for being cheap
 ``heuristic``    budget split in proportion to the classical quality of each modality
-                 (:func:`quality_estimators.estimators.modality_quality`), evenly spaced layers
+                 (:func:`admn_ros.quality_estimators.estimators.modality_quality`), evenly spaced layers
 ``share:<w:..>`` a fixed prior: the budget split in the ratio of one weight per configured
                  modality (``share:1:1:1`` is ``every_other``; ``share:1:0`` gives the first
                  modality all but the others' layer 0), evenly spaced layers
 ``admn``         ``controller.scores(batch, budget, present) -> [B, M, D]`` through the selector
 ===============  ===========================================================================
 
-Every policy except ``full`` ends in :func:`~quality_estimators.budget.select_layers`: the rule
+Every policy except ``full`` ends in :func:`~admn_ros.quality_estimators.budget.select_layers`: the rule
 based ones turn their choice into scores (+1 chosen, -1 not), which the exact selector reproduces
 because the choice fits the budget; the selector is what guarantees the budget is never exceeded.
 A budget in ``'flops'`` weighs each layer by ``cost_model.block_flops[m]``; without a cost model
@@ -34,8 +34,8 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from datasets.sample import RawBatch, batch_size
-from quality_estimators.budget import ROUND_OFF_RTOL, Budget, absolute_budget, select_layers, unit_costs
+from admn_ros.datasets.sample import RawBatch, batch_size
+from admn_ros.quality_estimators.budget import ROUND_OFF_RTOL, Budget, absolute_budget, select_layers, unit_costs
 
 POLICY_NAMES = ('full', 'naive', 'every_other', 'unimodal', 'random', 'heuristic', 'admn', 'share')
 # The spec forms, for messages and parameter descriptions.
@@ -314,7 +314,7 @@ class HeuristicPolicy(EveryOtherPolicy):
         self.quality_config = quality_config
 
     def _weights(self, batch, mask):
-        from quality_estimators.estimators import QualityConfig, modality_quality
+        from admn_ros.quality_estimators.estimators import QualityConfig, modality_quality
         needed = [m for i, m in enumerate(self.modalities) if mask[:, i].any()]
         missing = [m for m in needed if m not in batch]
         if missing:
@@ -356,7 +356,7 @@ class SharePolicy(EveryOtherPolicy):
 def policy_spec_error(spec: str) -> str:
     """Why ``spec`` is not a policy spec ('' when it is one); what needs a model (a controller,
     the number of modalities) is checked when the policy is made."""
-    from datasets.sample import MODALITIES
+    from admn_ros.datasets.sample import MODALITIES
     name, _, arg = str(spec).partition(':')
     if name not in POLICY_NAMES or (name in ('unimodal', 'share')) != bool(arg):
         return f'policy must be one of {POLICY_SPECS}, got {spec!r}'
@@ -391,7 +391,7 @@ class AdmnPolicy(Policy):
     ``controller.scores(batch, budget, present, inputs=None)`` must return [B, M, D] scores in
     configured modality order (numpy or torch); ``inputs`` are the caller's model inputs, if any.
     The selector maximises their sum, so only positive scores are worth spending budget on (see
-    :func:`~quality_estimators.budget.select_layers`).
+    :func:`~admn_ros.quality_estimators.budget.select_layers`).
     """
 
     name = 'admn'

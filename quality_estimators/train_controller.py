@@ -40,16 +40,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from datasets.registry import load_dataset
-from datasets.sample import take
-from fusion.checkpoint import (CheckpointError, checkpoint_preprocessor, load_checkpoint, read_checkpoint,
+from admn_ros.datasets.registry import load_dataset
+from admn_ros.datasets.sample import take
+from admn_ros.fusion.checkpoint import (CheckpointError, checkpoint_preprocessor, load_checkpoint, read_checkpoint,
                                save_checkpoint, state_digest)
-from fusion.config import from_dict
-from fusion.flops import CostModel
-from fusion.runtime import CsvLog, init_runtime, load_yaml, seed_everything
-from fusion.stage1 import AugmentConfig, DataConfig, _plain, _progress, check_same_config
-from quality_estimators.budget import ROUND_OFF_RTOL, UNITS
-from quality_estimators.controller import (AllocationController, ControllerConfig, ControllerScorer,
+from admn_ros.fusion.config import from_dict
+from admn_ros.fusion.flops import CostModel
+from admn_ros.fusion.runtime import CsvLog, init_runtime, load_yaml, seed_everything
+from admn_ros.fusion.stage1 import AugmentConfig, DataConfig, _plain, _progress, check_same_config
+from admn_ros.quality_estimators.budget import ROUND_OFF_RTOL, UNITS
+from admn_ros.quality_estimators.controller import (AllocationController, ControllerConfig, ControllerScorer,
                                            straight_through_mask)
 
 
@@ -140,7 +140,7 @@ def candidate_masks(budget_abs: float, costs: np.ndarray, depth: int, count: int
     """``count`` allocations ``[C, M, D]`` that fill ``budget_abs`` strictly, counts from
     :func:`candidate_counts`; the layers evenly spaced for even ``c``, random for odd ``c``; layer 0
     of every modality always."""
-    from quality_estimators.policies import evenly_spaced_indices
+    from admn_ros.quality_estimators.policies import evenly_spaced_indices
     masks = np.zeros((count, len(costs), depth), dtype=bool)
     for c in range(count):
         for i, k in enumerate(candidate_counts(budget_abs, costs, depth, rng)):
@@ -196,7 +196,7 @@ def split_weights(n_modalities: int) -> np.ndarray:
 def split_candidates(budget_abs: float, costs: np.ndarray, depth: int, count: int, rng) -> np.ndarray:
     """Distinct count splits ``[S, M]`` (``S <= count``) that fill ``budget_abs`` strictly: the even
     split always, then a random draw of the others of :func:`split_weights`."""
-    from quality_estimators.policies import split_counts
+    from admn_ros.quality_estimators.policies import split_counts
     weights = split_weights(len(costs))
     present = np.ones((len(weights), len(costs)), dtype=bool)
     counts = split_counts(np.full(len(weights), budget_abs), np.asarray(costs, np.float64), weights,
@@ -209,7 +209,7 @@ def split_candidates(budget_abs: float, costs: np.ndarray, depth: int, count: in
 
 def split_loss(logits, model, inputs, labels, budget_abs: float, costs, cfg, rng):
     """The ``splits`` allocation loss (module docstring) for logits ``[B, M, D]`` in model order."""
-    from quality_estimators.policies import evenly_spaced_indices
+    from admn_ros.quality_estimators.policies import evenly_spaced_indices
     depth = model.depth
     splits = split_candidates(budget_abs, costs, depth, cfg.candidates, rng)
     masks = np.zeros((len(splits), len(model.modalities), depth), dtype=bool)
@@ -280,7 +280,7 @@ def train_controller(cfg: ControllerTrainConfig, stage1, out_dir, *, resume: boo
     mods = model.modalities
     ccfg = ControllerConfig(**{**cfg.controller.__dict__, 'modalities': tuple(mods), 'depth': model.depth})
     ctrl = AllocationController(ccfg).to(rt.device)
-    from fusion.stage1 import build_augment
+    from admn_ros.fusion.stage1 import build_augment
     augment = build_augment(cfg.augment)
     log = CsvLog(out / 'metrics.csv')
     n = len(train.arrays['label'])

@@ -4,7 +4,7 @@
   4 layers per modality, patch 16), optionally with an untrained allocation controller, in
   milliseconds. Allocation, budgets, skipping, sync and message flow do not need a trained model.
 * ``tiny_stage1`` trains a tiny model (dim 64, 4 layers, patch 16) with LayerDrop through
-  :func:`fusion.stage1.train_stage1` (~25 s on 2 shared cores), for the tests that need
+  :func:`admn_ros.fusion.stage1.train_stage1` (~25 s on 2 shared cores), for the tests that need
   predictions above chance. It trains on AV-digits (real MNIST digits + spoken digits, rgb and
   audio, 10 classes), which such a small model learns in a few epochs (test accuracy ~0.4 against
   chance 0.1); the synthetic world needs all three modalities by design and a few thousand
@@ -43,16 +43,16 @@ def make_random_checkpoint(path, *, modalities: Sequence[str] = ('rgb', 'depth',
                            seed: int = 0, dataset: str = 'synthetic') -> Path:
     """An untrained tiny checkpoint as stage 1 writes it (plus a controller when asked); its
     metadata names ``dataset`` as the one it was trained on."""
-    from datasets.synthetic import CLASS_NAMES
-    from fusion.checkpoint import save_untrained
-    from fusion.config import ModelConfig
+    from admn_ros.datasets.synthetic import CLASS_NAMES
+    from admn_ros.fusion.checkpoint import save_untrained
+    from admn_ros.fusion.config import ModelConfig
 
     names = list(class_names or CLASS_NAMES)
     extra = {}
     if controller:
         import torch
 
-        from quality_estimators.controller import AllocationController, ControllerConfig
+        from admn_ros.quality_estimators.controller import AllocationController, ControllerConfig
         torch.manual_seed(seed + 1)
         ctrl = AllocationController(ControllerConfig(
             modalities=tuple(modalities), in_chans={m: 3 if m == 'rgb' else 1 for m in modalities},
@@ -66,7 +66,7 @@ def make_random_checkpoint(path, *, modalities: Sequence[str] = ('rgb', 'depth',
 
 def avdigits_available() -> bool:
     try:
-        from datasets.registry import load_dataset
+        from admn_ros.datasets.registry import load_dataset
         load_dataset('avdigits', 'test', size=2)
     except (FileNotFoundError, ValueError, OSError):
         return False
@@ -75,9 +75,9 @@ def avdigits_available() -> bool:
 
 def build_tiny_stage1(out_dir: Path) -> Path:
     """Train (or reuse) the tiny AV-digits stage-1 checkpoint under ``out_dir``."""
-    from fusion.config import ModelConfig
-    from fusion.layerdrop import LayerDropConfig
-    from fusion.stage1 import AugmentConfig, DataConfig, Stage1Config, train_stage1
+    from admn_ros.fusion.config import ModelConfig
+    from admn_ros.fusion.layerdrop import LayerDropConfig
+    from admn_ros.fusion.stage1 import AugmentConfig, DataConfig, Stage1Config, train_stage1
 
     path = Path(out_dir) / 'model.pt'
     if path.is_file():

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from datasets import avdigits as av
+from admn_ros.datasets import avdigits as av
 
 ROOT = av.resolve_data_root()
 pytestmark = pytest.mark.skipif(not (ROOT / 'fsdd').is_dir(),

@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 
-from datasets import topics as T
-from datasets.bags import (DEFAULT_START_NS, BagError, apply_schedule, make_typestore, read_bag,
+from admn_ros.datasets import topics as T
+from admn_ros.datasets.bags import (DEFAULT_START_NS, BagError, apply_schedule, make_typestore, read_bag,
                            write_bag, write_schedule_bag)
-from datasets.rosmsg_codec import image_fields, split_stamp
+from admn_ros.datasets.rosmsg_codec import image_fields, split_stamp
 
 CLASSES = ['cat', 'dog', 'bird']
 
@@ -229,7 +229,7 @@ def test_schedule_bag_labels_follow_the_schedule(tmp_path):
 
 
 def test_real_schedule_object(tmp_path):
-    schedules = pytest.importorskip('datasets.schedules')
+    schedules = pytest.importorskip('admn_ros.datasets.schedules')
     schedule = schedules.Schedule.scripted([(0.15, 'audio', 'muted', 1.0)])
     batch = {k: v for k, v in make_batch(3).items() if not k.startswith(('severity', 'ctype'))}
     got = read_bag(write_schedule_bag(tmp_path / 'bag', batch, schedule, rate_hz=10.0,
@@ -239,7 +239,7 @@ def test_real_schedule_object(tmp_path):
 
 
 def test_image_audio_wins_over_audio_common_and_partial_frames_fail(tmp_path):
-    from datasets.rosmsg_codec import audio_to_image_fields
+    from admn_ros.datasets.rosmsg_codec import audio_to_image_fields
 
     store = make_typestore()
     wave = np.linspace(-0.5, 0.5, 320, dtype=np.float32)

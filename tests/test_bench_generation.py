@@ -1,8 +1,8 @@
 """The generation benchmark: its stage clock must account for the run and leave the generator intact."""
 import json
 
-from benchmarks import generation
-from datasets import synthetic
+from admn_ros.benchmarks import generation
+from admn_ros.datasets import synthetic
 
 
 def test_stage_breakdown_adds_up_and_restores_the_generator():

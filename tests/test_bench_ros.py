@@ -5,7 +5,7 @@ contract (its JSON keys, every node exiting cleanly) and that its numbers hang t
 """
 import json
 
-from benchmarks import ros_graph
+from admn_ros.benchmarks import ros_graph
 from tests.fixtures_models import make_random_checkpoint
 
 

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
-from quality_estimators import budget as budget_mod
-from quality_estimators.budget import (ROUND_OFF_RTOL, Budget, absolute_budget, select_layers,
+from admn_ros.quality_estimators import budget as budget_mod
+from admn_ros.quality_estimators.budget import (ROUND_OFF_RTOL, Budget, absolute_budget, select_layers,
                                        selection_cost, unit_costs)
 
 SETTINGS = settings(max_examples=120, deadline=None, database=None)

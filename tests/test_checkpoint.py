@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from fusion.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
-from fusion.model import ADMNModel
+from admn_ros.fusion.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
+from admn_ros.fusion.model import ADMNModel
 from tests.test_model import inputs, small_config
 
 

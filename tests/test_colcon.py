@@ -59,9 +59,9 @@ def test_installed_copy_runs_from_the_install_and_finds_its_config_through_the_a
     prefix = build(tmp_path)
     site = next((prefix / 'lib').glob('python3*/site-packages'))
     env = dict(os.environ, PYTHONPATH=str(site), AMENT_PREFIX_PATH=str(prefix))
-    probe = ('import importlib.metadata as md, admn_ros, admn_ros.graph as g\n'
+    probe = ('import importlib.metadata as md, admn_ros, admn_ros.paths\n'
              'dist = md.distribution("admn_ros")\n'
-             'print(admn_ros.__file__); print(g.config_dir()); print(dist.locate_file(""))\n'
+             'print(admn_ros.__file__); print(admn_ros.paths.config_dir()); print(dist.locate_file(""))\n'
              'eps = dist.entry_points.select(group="console_scripts")\n'
              'for ep in sorted(eps, key=lambda e: e.name): print(ep.name, ep.value)')
     out = subprocess.run([sys.executable, '-c', probe], cwd=tmp_path, env=env,

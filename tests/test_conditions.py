@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from datasets.conditions import (Condition, apply_condition, load_conditions, preset_conditions,
+from admn_ros.datasets.conditions import (Condition, apply_condition, load_conditions, preset_conditions,
                                  recorded_conditions, recorded_mask, resolve_conditions)
-from datasets.corruptions import CORRUPTION_TYPES, CorruptionSampler, ctype_index
-from datasets.registry import load_dataset
-from datasets.sample import take
+from admn_ros.datasets.corruptions import CORRUPTION_TYPES, CorruptionSampler, ctype_index
+from admn_ros.datasets.registry import load_dataset
+from admn_ros.datasets.sample import take
 from tests.fixtures_models import make_random_checkpoint
 
 FOUR = [f'class{i}' for i in range(4)]   # the 'tensors' dataset's classes
@@ -171,8 +171,8 @@ def test_apply_condition_on_recorded_data(tensors_test):
 # ---------------------------------------------------------------------------- oracle_split
 
 def test_oracle_candidates_fill_the_budget_in_layers_and_flops():
-    from quality_estimators.budget import Budget
-    from quality_estimators.oracle import candidate_splits, candidates
+    from admn_ros.quality_estimators.budget import Budget
+    from admn_ros.quality_estimators.oracle import candidate_splits, candidates
     mods = ('rgb', 'depth', 'audio')
     splits = candidate_splits(mods, mods, 12, Budget(1 / 3), [5.0, 1.0, 1.0])
     assert len(splits) == 55 and all(sum(s.values()) == 12 and min(s.values()) >= 1 for s in splits)
@@ -194,9 +194,9 @@ def test_oracle_candidates_fill_the_budget_in_layers_and_flops():
 
 
 def test_fixed_split_policy_runs_exactly_its_layers():
-    from quality_estimators.budget import Budget
-    from quality_estimators.oracle import Candidate, FixedSplitPolicy
-    from quality_estimators.policies import naive_layer_indices
+    from admn_ros.quality_estimators.budget import Budget
+    from admn_ros.quality_estimators.oracle import Candidate, FixedSplitPolicy
+    from admn_ros.quality_estimators.policies import naive_layer_indices
     cand = Candidate((('rgb', 3), ('depth', 1), ('audio', 2)), 'naive')
     policy = FixedSplitPolicy(cand, ('rgb', 'depth', 'audio'), 12)
     keep = policy.allocate({'label': np.zeros(2)}, Budget(0.25), ('rgb', 'depth', 'audio'))
@@ -207,12 +207,12 @@ def test_fixed_split_policy_runs_exactly_its_layers():
 def test_oracle_split_chooses_on_validation_only(tmp_path, monkeypatch, tensors_test):
     """Validation labels make candidate A perfect and test labels make B perfect: the oracle must
     pick A and score A's test accuracy (had it looked at the test split it would pick B)."""
-    from datasets.registry import LoadedDataset
-    from fusion.checkpoint import checkpoint_preprocessor, load_checkpoint, save_checkpoint
-    from fusion.flops import CostModel
-    from quality_estimators import evaluate as ev
-    from quality_estimators.budget import Budget
-    from quality_estimators.oracle import candidates
+    from admn_ros.datasets.registry import LoadedDataset
+    from admn_ros.fusion.checkpoint import checkpoint_preprocessor, load_checkpoint, save_checkpoint
+    from admn_ros.fusion.flops import CostModel
+    from admn_ros.quality_estimators import evaluate as ev
+    from admn_ros.quality_estimators.budget import Budget
+    from admn_ros.quality_estimators.oracle import candidates
     model, meta = load_checkpoint(make_random_checkpoint(tmp_path / 'u.pt', class_names=FOUR, dataset='tensors'))
     torch.manual_seed(0)
     for p in model.parameters():   # large random weights: predictions vary with input and layers
@@ -247,8 +247,8 @@ def test_oracle_split_chooses_on_validation_only(tmp_path, monkeypatch, tensors_
 # ------------------------------------------------------------------------- recorded tags
 
 def test_recorded_tags_survive_evaluation(tmp_path, tensors_test):
-    from datasets.folder import write_folder
-    from quality_estimators.evaluate import corrupted_test_set, evaluate_conditions
+    from admn_ros.datasets.folder import write_folder
+    from admn_ros.quality_estimators.evaluate import corrupted_test_set, evaluate_conditions
     root = tmp_path / 'rec'
     tagged = take(_tagged(tensors_test), slice(0, 24))
     write_folder(root, 'test', tagged, FOUR)
@@ -267,7 +267,7 @@ def test_recorded_tags_survive_evaluation(tmp_path, tensors_test):
     assert rows['clean', 'oracle_split']['metric'] is None and 'note' in rows['clean', 'oracle_split']
     oracle = next(s for s in report['summary'] if s['policy'] == 'oracle_split')
     assert oracle['single_count'] == 2 and oracle['destroying_count'] == 1   # muted audio at 1.0
-    from quality_estimators.condition_report import write_condition_report
+    from admn_ros.quality_estimators.condition_report import write_condition_report
     write_condition_report(report, plot=tmp_path / 'a.png', allocation_plot=tmp_path / 'h.png')
     assert (tmp_path / 'h.png').is_file()
     assert all(c['recorded'] for c in report['conditions'])
@@ -282,7 +282,7 @@ def test_recorded_tags_survive_evaluation(tmp_path, tensors_test):
 
 
 def test_training_augment_keeps_recorded_tags(tensors_test):
-    from fusion.stage1 import AugmentConfig, build_augment
+    from admn_ros.fusion.stage1 import AugmentConfig, build_augment
     tagged = _tagged(tensors_test)
     augment = build_augment(AugmentConfig(p_clean=0.0))
     out = augment(tagged, np.random.default_rng(0))
@@ -376,7 +376,7 @@ def _row(condition, policy, metric, layers, corrupted=()):
 
 
 def test_quality_awareness_reads_the_shift_and_the_margins_off_a_report():
-    from quality_estimators.condition_report import quality_awareness
+    from admn_ros.quality_estimators.condition_report import quality_awareness
     dark = [('rgb', 'low_light', 1.0)]
     noisy = [('audio', 'white_noise', 1.0)]
     blur = [('rgb', 'gaussian_blur', 0.5)]   # degraded, not destroyed: no shift asked

@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
 
-from fusion.config import EncoderConfig, ModelConfig
-from fusion.model import ADMNModel
-from quality_estimators.controller import (AllocationController, ControllerConfig, controller_cost_flops,
+from admn_ros.fusion.config import EncoderConfig, ModelConfig
+from admn_ros.fusion.model import ADMNModel
+from admn_ros.quality_estimators.controller import (AllocationController, ControllerConfig, controller_cost_flops,
                                            relaxed_k_hot, straight_through_mask)
 from tests.fixtures_models import tiny_stage1  # noqa: F401
 
@@ -70,9 +70,9 @@ def test_one_controller_serves_every_budget():
 
 
 def test_scorer_gives_the_same_scores_with_the_model_inputs():
-    from datasets.preprocess import PreprocessConfig, Preprocessor
-    from quality_estimators.budget import Budget
-    from quality_estimators.controller import ControllerScorer
+    from admn_ros.datasets.preprocess import PreprocessConfig, Preprocessor
+    from admn_ros.quality_estimators.budget import Budget
+    from admn_ros.quality_estimators.controller import ControllerScorer
     torch.manual_seed(0)
     pre = Preprocessor(PreprocessConfig(controller_size=16))
     scorer = ControllerScorer(AllocationController(ctrl_config()), pre, MODS)
@@ -85,7 +85,7 @@ def test_scorer_gives_the_same_scores_with_the_model_inputs():
 
 
 def test_controller_cost_is_tiny_compared_with_the_model():
-    from fusion.flops import CostModel
+    from admn_ros.fusion.flops import CostModel
     cost = CostModel.from_config(ModelConfig())
     full = cost.total_flops({m: np.ones(12) for m in cost.modalities})[0]
     assert controller_cost_flops(ControllerConfig()) <= 0.02 * full
@@ -261,7 +261,7 @@ def train_on_whole_allocations(toy_model, loss_fn, cfg):
 def test_candidate_loss_moves_layers_to_the_clean_modality(toy_model):
     """The same learning task through ``allocation_loss: candidates``: whole allocations scored by
     the frozen model, the controller's logits fitted to the loss-weighted mix of them."""
-    from quality_estimators.train_controller import ControllerTrainConfig, candidate_loss
+    from admn_ros.quality_estimators.train_controller import ControllerTrainConfig, candidate_loss
     cfg = ControllerTrainConfig(allocation_loss='candidates', candidates=6)
     before, after = train_on_whole_allocations(toy_model, candidate_loss, cfg)
     assert min(before) < 0.8 and min(after) > 0.8, (before, after)
@@ -272,7 +272,7 @@ def test_split_loss_moves_layer_counts_away_from_the_noise_modality(toy_model):
     """``allocation_loss: splits``: whole count splits ranked by what they cost the frozen model.
     Half the samples have rgb as pure noise, half audio; on exactly those samples the trained
     controller's counts leave the noise modality."""
-    from quality_estimators.train_controller import ControllerTrainConfig, split_loss
+    from admn_ros.quality_estimators.train_controller import ControllerTrainConfig, split_loss
     cfg = ControllerTrainConfig(allocation_loss='splits', candidates=6, candidate_temperature=0.25)
     before, after = train_on_whole_allocations(toy_model, split_loss, cfg)
     assert min(before) < 0.8 and min(after) > 0.8, (before, after)
@@ -283,8 +283,8 @@ def test_split_loss_moves_layer_counts_away_from_the_noise_modality(toy_model):
        depth=st.integers(2, 12), count=st.integers(1, 20), seed=st.integers(0, 2 ** 16))
 def test_split_candidates_are_distinct_strict_and_start_with_the_even_split(fraction, costs, depth, count,
                                                                             seed):
-    from quality_estimators.policies import split_counts
-    from quality_estimators.train_controller import split_candidates
+    from admn_ros.quality_estimators.policies import split_counts
+    from admn_ros.quality_estimators.train_controller import split_candidates
     costs = np.asarray(costs)
     budget = fraction * depth * costs.sum()
     if costs.sum() > budget:
@@ -303,7 +303,7 @@ def test_split_candidates_are_distinct_strict_and_start_with_the_even_split(frac
 @given(budget=st.floats(0.0, 40.0), costs=st.lists(st.floats(0.2, 3.0), min_size=1, max_size=3),
        depth=st.integers(1, 12), seed=st.integers(0, 2 ** 16))
 def test_candidate_allocations_are_strict_and_keep_layer_0(budget, costs, depth, seed):
-    from quality_estimators.train_controller import candidate_masks
+    from admn_ros.quality_estimators.train_controller import candidate_masks
     costs = np.asarray(costs)
     budget = max(budget, float(costs.sum()))   # the always-on layer 0s must fit (as in training)
     masks = candidate_masks(budget, costs, depth, 5, np.random.default_rng(seed))
@@ -322,9 +322,9 @@ def test_candidate_allocations_are_strict_and_keep_layer_0(budget, costs, depth,
 def test_train_controller_logs_resumes_and_writes_a_loadable_checkpoint(tiny_stage1, tmp_path,
                                                                         monkeypatch,
                                                                         allocation_loss):
-    from fusion.checkpoint import CheckpointError
-    from fusion.stage1 import AugmentConfig, DataConfig
-    from quality_estimators.train_controller import (ControllerTrainConfig, load_controller,
+    from admn_ros.fusion.checkpoint import CheckpointError
+    from admn_ros.fusion.stage1 import AugmentConfig, DataConfig
+    from admn_ros.quality_estimators.train_controller import (ControllerTrainConfig, load_controller,
                                                      train_controller)
     cfg = ControllerTrainConfig(
         data=DataConfig(dataset='avdigits', train_split='val', train_size=64),
@@ -342,7 +342,7 @@ def test_train_controller_logs_resumes_and_writes_a_loadable_checkpoint(tiny_sta
     assert [r.split(',')[0] for r in rows[1:]] == ['1', '2', '3']
     # A run interrupted after epoch 2 and resumed lands where an uninterrupted one does (the
     # Gumbel noise stream included).
-    import quality_estimators.train_controller as tc
+    import admn_ros.quality_estimators.train_controller as tc
     real_save, saved = tc.save_checkpoint, []
 
     def save_then_stop(path, *args, **kwargs):
@@ -374,9 +374,9 @@ def test_train_controller_logs_resumes_and_writes_a_loadable_checkpoint(tiny_sta
 def test_train_controller_without_corruption_labels_skips_the_warm_up_steps(tiny_stage1, tmp_path):
     # augment.policy none: the warm-up epoch has no corruption labels to learn from; it must
     # leave the controller untouched rather than fail on a loss without a gradient.
-    from fusion.checkpoint import read_checkpoint
-    from fusion.stage1 import AugmentConfig, DataConfig
-    from quality_estimators.train_controller import (ControllerTrainConfig, load_controller,
+    from admn_ros.fusion.checkpoint import read_checkpoint
+    from admn_ros.fusion.stage1 import AugmentConfig, DataConfig
+    from admn_ros.quality_estimators.train_controller import (ControllerTrainConfig, load_controller,
                                                      train_controller)
     cfg = ControllerTrainConfig(
         data=DataConfig(dataset='avdigits', train_split='val', train_size=64),

@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from datasets.corruptions import (CORRUPTION_TYPES, CorruptionSampler, apply_corruption,
+from admn_ros.datasets.corruptions import (CORRUPTION_TYPES, CorruptionSampler, apply_corruption,
                                   ctype_index, severity_to_snr_db)
 
 B, H, W, T = 8, 32, 32, 4000

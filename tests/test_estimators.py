@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from datasets.corruptions import CORRUPTION_TYPES, apply_corruption
-from datasets.synthetic import generate
-from quality_estimators.estimators import (QualityConfig, audio_clipped_fraction, audio_dropout_fraction,
+from admn_ros.datasets.corruptions import CORRUPTION_TYPES, apply_corruption
+from admn_ros.datasets.synthetic import generate
+from admn_ros.quality_estimators.estimators import (QualityConfig, audio_clipped_fraction, audio_dropout_fraction,
                                            audio_level_stats, component_scores, depth_noise_sigma,
                                            depth_valid_fraction, image_noise_sigma, image_sharpness,
                                            modality_quality)

@@ -43,7 +43,7 @@ def test_eval_writes_the_documented_json_table_and_plots(controller_checkpoint, 
 
 
 def test_clean_and_corrupted_test_sets_are_the_same_split(tmp_path, monkeypatch):
-    from quality_estimators.evaluate import corrupted_test_set
+    from admn_ros.quality_estimators.evaluate import corrupted_test_set
     clean = corrupted_test_set('synthetic', size=32, clean=True)
     mixed = corrupted_test_set('synthetic', size=32)
     np.testing.assert_array_equal(clean['label'], mixed['label'])
@@ -63,10 +63,10 @@ def test_corrupted_folder_test_set_follows_the_files(tmp_path):
     # Data read from files has no generator version: the cache must notice new contents.
     import shutil
 
-    from datasets.folder import write_folder
-    from datasets.registry import load_dataset
-    from datasets.sample import take
-    from quality_estimators.evaluate import corrupted_test_set
+    from admn_ros.datasets.folder import write_folder
+    from admn_ros.datasets.registry import load_dataset
+    from admn_ros.datasets.sample import take
+    from admn_ros.quality_estimators.evaluate import corrupted_test_set
     loaded = load_dataset('tensors', 'test')
     source, names = loaded.arrays, loaded.class_names
     root = tmp_path / 'recordings'

@@ -5,9 +5,9 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from fusion.config import ModelConfig
-from fusion.flops import CostModel
-from fusion.model import ADMNModel
+from admn_ros.fusion.config import ModelConfig
+from admn_ros.fusion.flops import CostModel
+from admn_ros.fusion.model import ADMNModel
 
 
 def counted(model, x, keep):

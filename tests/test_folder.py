@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from datasets.folder import load_folder, write_folder
+from admn_ros.datasets.folder import load_folder, write_folder
 
 CLASSES = ['door', 'voice', 'alarm']
 

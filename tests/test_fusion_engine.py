@@ -11,8 +11,8 @@ import pytest
 from admn_ros.fusion_engine import (EngineConfig, Frame, FrameQueue, FusionEngine, ModalitySync,
                                     RejectedInput, RollingAudio, Worker, decode_audio,
                                     decode_depth, decode_rgb, resolve_model_path)
-from datasets.rosmsg_codec import audio_to_image_fields, image_fields
-from quality_estimators.budget import Budget
+from admn_ros.datasets.rosmsg_codec import audio_to_image_fields, image_fields
+from admn_ros.quality_estimators.budget import Budget
 from tests.fixtures_models import make_random_checkpoint, sample_frame as sample
 
 MODS = ('rgb', 'depth', 'audio')
@@ -258,7 +258,7 @@ def test_an_absent_modality_gives_its_budget_to_the_others(engine):
 
 def test_inference_matches_a_batched_offline_run(engine):
     import torch
-    from datasets.sample import concat
+    from admn_ros.datasets.sample import concat
     frames = [sample(i) for i in range(4)]
     online = [engine.infer(frame_of(d), Budget(0.5)) for d in frames]
     batch = concat([{m: d[m][None] for m in MODS} for d in frames])
@@ -292,7 +292,7 @@ def test_model_path_errors_say_what_to_do(tmp_path, monkeypatch):
         resolve_model_path(str(tmp_path / 'missing.pt'), 'synthetic')
     junk = tmp_path / 'junk.pt'
     junk.write_bytes(b'not a checkpoint')
-    from fusion.checkpoint import CheckpointError
+    from admn_ros.fusion.checkpoint import CheckpointError
     with pytest.raises(CheckpointError, match='junk.pt'):
         FusionEngine(EngineConfig(model_path=str(junk), policy='full'))
     with pytest.raises(ValueError, match='not in the model'):

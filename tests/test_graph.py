@@ -123,7 +123,7 @@ def test_config_files_load_into_the_real_nodes(ros_context, tmp_path):
     from admn_ros.nodes.bag_player import BagPlayer
     from admn_ros.nodes.noise_injector import NoiseInjector
     from admn_ros.nodes.sensor_source import SensorSource
-    from datasets.bags import write_bag
+    from admn_ros.datasets.bags import write_bag
 
     wav = tmp_path / 'a.wav'
     soundfile.write(wav, np.zeros(1600, np.float32), 16000)

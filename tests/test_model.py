@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from fusion.config import EncoderConfig, ModelConfig
-from fusion.model import ADMNModel
+from admn_ros.fusion.config import EncoderConfig, ModelConfig
+from admn_ros.fusion.model import ADMNModel
 
 DEPTH = 6
 

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from datasets.corruptions import apply_corruption
-from datasets.synthetic import generate
-from quality_estimators.budget import ROUND_OFF_RTOL, Budget, absolute_budget, select_layers
-from quality_estimators.policies import (evenly_spaced_indices, make_policy, naive_layer_indices,
+from admn_ros.datasets.corruptions import apply_corruption
+from admn_ros.datasets.synthetic import generate
+from admn_ros.quality_estimators.budget import ROUND_OFF_RTOL, Budget, absolute_budget, select_layers
+from admn_ros.quality_estimators.policies import (evenly_spaced_indices, make_policy, naive_layer_indices,
                                          naive_priority, split_counts)
 
 MODS = ('rgb', 'depth', 'audio')
@@ -224,7 +224,7 @@ def test_bad_specs_are_rejected(spec, kwargs, match):
 
 
 def test_policy_spec_errors_name_the_problem_before_a_model_exists():
-    from quality_estimators.policies import POLICY_SPECS, policy_spec_error
+    from admn_ros.quality_estimators.policies import POLICY_SPECS, policy_spec_error
     for spec in ('full', 'naive', 'admn', 'unimodal:depth', 'share:2:1:1', 'share:1:0'):
         assert policy_spec_error(spec) == '', spec
     assert 'one of' in policy_spec_error('bogus') and 'share:<w:w:...>' in POLICY_SPECS

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from datasets.preprocess import DB_FLOOR, DB_MEAN, DB_STD, RGB_MEAN, RGB_STD, PreprocessConfig, Preprocessor
-from datasets.sample import SAMPLE_RATE
+from admn_ros.datasets.preprocess import DB_FLOOR, DB_MEAN, DB_STD, RGB_MEAN, RGB_STD, PreprocessConfig, Preprocessor
+from admn_ros.datasets.sample import SAMPLE_RATE
 
 FLOOR = (DB_FLOOR - DB_MEAN) / DB_STD
 
@@ -121,7 +121,7 @@ def test_log_mel_tracks_pitch_and_silence_is_the_floor(pre):
 def _reference_log_mel(wave: np.ndarray, cfg: PreprocessConfig, dtype) -> np.ndarray:
     """The log-mel as the docstring defines it, written independently: torch.stft in float32
     (the formulation training used before the numpy front-end) or a float64 numpy DFT."""
-    from datasets.preprocess import mel_filterbank
+    from admn_ros.datasets.preprocess import mel_filterbank
     bank = mel_filterbank(cfg.n_fft, cfg.n_mels)
     length = cfg.clip_samples
     wave = np.pad(wave[:, :length], ((0, 0), (0, max(0, length - wave.shape[1]))))

@@ -4,9 +4,9 @@ import json
 import numpy as np
 import pytest
 
-from datasets import cache as cache_mod
-from datasets.cache import ArrayCache, dequantise_audio, quantise_audio
-from datasets.registry import LoadedDataset, load_dataset, split_seed
+from admn_ros.datasets import cache as cache_mod
+from admn_ros.datasets.cache import ArrayCache, dequantise_audio, quantise_audio
+from admn_ros.datasets.registry import LoadedDataset, load_dataset, split_seed
 
 
 def _equal(a, b):
@@ -69,8 +69,8 @@ def test_cache_hit_equals_miss_and_skips_generation(cache_dir, monkeypatch):
     # The audio was quantised to 16-bit PCM on the miss as well.
     assert np.array_equal(miss['audio'], dequantise_audio(quantise_audio(miss['audio'])))
 
-    import datasets.synthetic
-    monkeypatch.setattr(datasets.synthetic, 'generate', lambda *a, **k: pytest.fail('cache hit regenerated'))
+    from admn_ros.datasets import synthetic
+    monkeypatch.setattr(synthetic, 'generate', lambda *a, **k: pytest.fail('cache hit regenerated'))
     hit = load_dataset('synthetic', 'val', seed=4, size=10).arrays
     assert _equal(miss, hit)
     assert all(hit[k].dtype == miss[k].dtype for k in miss)
@@ -119,8 +119,7 @@ def test_audio_outside_full_scale_is_refused():
 
 
 def test_external_loaders_are_wired_with_subsets_and_validation(monkeypatch):
-    import datasets.avdigits
-    import datasets.folder
+    from admn_ros.datasets import avdigits, folder
     rng = np.random.default_rng(1)
     fake = {'rgb': rng.integers(0, 256, (20, 28, 28, 3), dtype=np.uint8),
             'audio': np.zeros((20, 100), np.float32), 'label': np.arange(20, dtype=np.int64) % 10}
@@ -130,7 +129,7 @@ def test_external_loaders_are_wired_with_subsets_and_validation(monkeypatch):
         seen.update(split=split, data_root=data_root, seed=seed)
         return dict(fake), [str(d) for d in range(10)]
 
-    monkeypatch.setattr(datasets.avdigits, 'load_avdigits', fake_avdigits)
+    monkeypatch.setattr(avdigits, 'load_avdigits', fake_avdigits)
     ds = load_dataset('avdigits', 'test', seed=3, size=8, data_root='/somewhere')
     assert seen == {'split': 'test', 'data_root': '/somewhere', 'seed': 3}
     assert ds.modalities == ('rgb', 'audio') and len(ds) == 8
@@ -139,7 +138,7 @@ def test_external_loaders_are_wired_with_subsets_and_validation(monkeypatch):
     with pytest.raises(ValueError, match='cannot take'):
         load_dataset('avdigits', 'test', size=50)
 
-    monkeypatch.setattr(datasets.folder, 'load_folder',
+    monkeypatch.setattr(folder, 'load_folder',
                         lambda path, split: ({'audio': fake['audio'], 'label': fake['label'] + 5}, ['a', 'b']))
     with pytest.raises(ValueError, match='labels'):
         load_dataset('folder:/data/x', 'train')
@@ -147,7 +146,7 @@ def test_external_loaders_are_wired_with_subsets_and_validation(monkeypatch):
 
 def test_preview_writes_clean_and_corrupted_grids(tmp_path):
     import matplotlib.image
-    from datasets.preview import write_preview
+    from admn_ros.datasets.preview import write_preview
     paths = write_preview('tensors', tmp_path / 'preview', n=3, seed=2)
     assert [p.name for p in paths] == ['tensors_clean.png', 'tensors_corrupted.png']
     clean, corrupted = (matplotlib.image.imread(p) for p in paths)

@@ -172,7 +172,8 @@ def test_demo_schedule_alone_decides_the_corruption():
     """The graph's config corrupts every sensor at fixed levels; the demo clears them, so a
     modality the schedule leaves alone is clean and the report has all-clean frames."""
     from admn_ros.demo import graph_overrides
-    from admn_ros.graph import config_dir, get_graph, parse_overrides
+    from admn_ros.graph import get_graph, parse_overrides
+    from admn_ros.paths import config_dir
     schedule = config_dir() / 'demo_schedule.yaml'
     overrides = parse_overrides(graph_overrides('/m.pt', schedule, 'r.json', 40))
     injector = get_graph('noise_experiment').parameters(overrides)['noise_injector']
@@ -186,7 +187,8 @@ def test_demo_runs_at_a_fixed_budget_and_scores_each_destroyed_sensor():
     import yaml
 
     from admn_ros.demo import demo_conditions, graph_overrides
-    from admn_ros.graph import config_dir, get_graph, parse_overrides
+    from admn_ros.graph import get_graph, parse_overrides
+    from admn_ros.paths import config_dir
     schedule = config_dir() / 'demo_schedule.yaml'
     params = get_graph('noise_experiment').parameters(
         parse_overrides(graph_overrides('/m.pt', schedule, 'r.json', 40)))['budget_manager']

@@ -17,8 +17,8 @@ from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 
 from admn_ros import fusion_contract as F  # noqa: E402
-from datasets import topics as T  # noqa: E402
-from quality_estimators.budget import Budget  # noqa: E402
+from admn_ros.datasets import topics as T  # noqa: E402
+from admn_ros.quality_estimators.budget import Budget  # noqa: E402
 from tests.fixtures_models import (RosHarness, make_random_checkpoint,  # noqa: E402, F401
                                    tiny_stage1)
 
@@ -41,10 +41,10 @@ def test_bag_replay_on_sim_time_scores_exactly_like_offline_evaluation(ros_conte
     from admn_ros.nodes.admn_fusion import AdmnFusion
     from admn_ros.nodes.bag_player import BagPlayer
     from admn_ros.nodes.evaluator import Evaluator
-    from datasets.bags import read_bag, write_bag
-    from datasets.corruptions import CorruptionSampler
-    from datasets.registry import load_dataset
-    from quality_estimators.evaluate import evaluate_policy
+    from admn_ros.datasets.bags import read_bag, write_bag
+    from admn_ros.datasets.corruptions import CorruptionSampler
+    from admn_ros.datasets.registry import load_dataset
+    from admn_ros.quality_estimators.evaluate import evaluate_policy
 
     model = make_random_checkpoint(tmp_path / 'model.pt')
     data = load_dataset('synthetic', 'test', size=16)

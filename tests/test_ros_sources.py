@@ -57,7 +57,7 @@ def test_message_helpers_round_trip_and_reject_bad_input():
 # --------------------------------------------------------------------------- sensor_source
 def test_sensor_source_publishes_dataset_samples_with_shared_stamps(ros_context, harness):
     from admn_ros.nodes.sensor_source import SensorSource
-    from datasets.registry import load_dataset
+    from admn_ros.datasets.registry import load_dataset
 
     ds = load_dataset('tensors', 'test', seed=3, size=4)
     src = SensorSource(context=ros_context, parameter_overrides=[
@@ -218,7 +218,7 @@ def test_bag_player_replays_every_message_with_clock(ros_context, harness, tmp_p
     from rosgraph_msgs.msg import Clock
 
     from admn_ros.nodes.bag_player import BagPlayer
-    from datasets.bags import write_bag
+    from admn_ros.datasets.bags import write_bag
     batch = _small_batch()
     bag = write_bag(tmp_path / 'bag', batch, class_names=['a', 'b', 'c'], rate_hz=10.0)
     follower = rclpy.create_node('follower', context=ros_context,
@@ -252,7 +252,7 @@ def test_bag_player_reliability_can_override_the_recorded_qos(ros_context, tmp_p
     from rclpy.qos import ReliabilityPolicy
 
     from admn_ros.nodes.bag_player import BagPlayer
-    from datasets.bags import write_bag
+    from admn_ros.datasets.bags import write_bag
     bag = write_bag(tmp_path / 'bag', _small_batch(2), rate_hz=20.0)   # records no QoS: reliable
     expected = {'recorded': ReliabilityPolicy.RELIABLE, 'reliable': ReliabilityPolicy.RELIABLE,
                 'best_effort': ReliabilityPolicy.BEST_EFFORT}
@@ -273,7 +273,7 @@ def test_bag_player_paces_filters_remaps_and_skips_unknown_types(ros_context, ha
     from rosbags.rosbag2 import StoragePlugin, Writer
 
     from admn_ros.nodes.bag_player import BagPlayer
-    from datasets.bags import make_typestore, write_bag
+    from admn_ros.datasets.bags import make_typestore, write_bag
     bag = write_bag(tmp_path / 'bag', _small_batch(5), rate_hz=20.0)   # 0.2 s of bag time
     player = BagPlayer(context=ros_context, parameter_overrides=[
         Parameter('bag_path', value=str(bag)), Parameter('rate', value=2.0),
@@ -350,7 +350,7 @@ def test_bag_player_main_returns_when_the_bag_ends(tmp_path):
     """The standard main(): exit_on_end ends the spin loop and main() returns 0 (init/shutdown of
     the global context included)."""
     from admn_ros.nodes import bag_player
-    from datasets.bags import write_bag
+    from admn_ros.datasets.bags import write_bag
     bag = write_bag(tmp_path / 'bag', _small_batch(3), rate_hz=100.0)
     start = time.monotonic()
     code = bag_player.main(['--ros-args', '-p', f'bag_path:={bag}', '-p', 'exit_on_end:=true',

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from datasets.schedules import (CLEAN, ConstantTrack, PeriodicTrack, RampTrack, Schedule,
+from admn_ros.datasets.schedules import (CLEAN, ConstantTrack, PeriodicTrack, RampTrack, Schedule,
                                 ScriptedTrack, StepTrack, apply_levels, load_schedule,
                                 save_schedule)
 

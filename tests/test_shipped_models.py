@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from quality_estimators import defaults
+from admn_ros.quality_estimators import defaults
 from tests.fixtures_models import make_random_checkpoint
 
 DATASETS = ('synthetic', 'avdigits')
@@ -11,7 +11,7 @@ DATASETS = ('synthetic', 'avdigits')
 
 @pytest.mark.parametrize('dataset', DATASETS)
 def test_shipped_default_is_listed_intact_small_and_loads(dataset):
-    from quality_estimators.train_controller import load_controller
+    from admn_ros.quality_estimators.train_controller import load_controller
     path = defaults.shipped_checkpoint(dataset)
     sums = defaults.read_checksums()
     assert path.name in sums, f'{path.name} missing from {defaults.CHECKSUMS}'
@@ -36,7 +36,7 @@ def test_the_shipped_default_comes_first_and_the_cache_only_when_asked(tmp_path,
 
 
 def test_ship_halves_the_weights_records_the_checksum_and_keeps_the_predictions(tmp_path, monkeypatch):
-    from quality_estimators.train_controller import load_controller
+    from admn_ros.quality_estimators.train_controller import load_controller
     monkeypatch.setattr(defaults, 'MODELS_DIR', tmp_path / 'models')
     monkeypatch.setattr(defaults, 'CHECKSUMS', tmp_path / 'models' / 'SHA256SUMS')
     source = make_random_checkpoint(tmp_path / 'full.pt', controller=True)

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fusion.checkpoint import load_checkpoint
-from fusion.layerdrop import LayerDropConfig, evenly_spaced, sample_keep
-from fusion.stage1 import Stage1Config, train_stage1
+from admn_ros.fusion.checkpoint import load_checkpoint
+from admn_ros.fusion.layerdrop import LayerDropConfig, evenly_spaced, sample_keep
+from admn_ros.fusion.stage1 import Stage1Config, train_stage1
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -86,9 +86,9 @@ def test_absent_modalities_are_left_out_per_sample_and_never_all_at_once():
 def test_distillation_step_is_the_full_and_the_sampled_model_in_one_pass():
     import torch
     import torch.nn.functional as F
-    from fusion.config import ModelConfig
-    from fusion.model import ADMNModel
-    from fusion.stage1 import _distilled_step
+    from admn_ros.fusion.config import ModelConfig
+    from admn_ros.fusion.model import ADMNModel
+    from admn_ros.fusion.stage1 import _distilled_step
     from tests.fixtures_models import tiny_model_config
     torch.manual_seed(0)
     model = ADMNModel(ModelConfig.from_dict(tiny_model_config(num_classes=5))).eval()
@@ -128,7 +128,7 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path):
     train_stage1(cfg, out, resume=True, progress=False)
     assert [int(r['epoch']) for r in read_metrics(out / 'metrics.csv')] == [1, 2, 3]
     # Continuing with another recipe would mix two runs: refused, naming what changed.
-    from fusion.checkpoint import CheckpointError
+    from admn_ros.fusion.checkpoint import CheckpointError
     with pytest.raises(CheckpointError, match='distill, lr differ'):
         train_stage1(Stage1Config.from_yaml(write_config(tmp_path, epochs=4, lr=1e-3, distill=0.5)),
                      out, resume=True, progress=False)

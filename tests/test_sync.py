@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from datasets.sync import ApproxSync
+from admn_ros.datasets.sync import ApproxSync
 
 MS = 1_000_000
 SEC = 1_000_000_000

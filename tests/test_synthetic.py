@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from datasets.synthetic import (BLOCK, CLASS_FACTORS, CLASS_NAMES, SyntheticConfig, balanced_labels,
+from admn_ros.datasets.synthetic import (BLOCK, CLASS_FACTORS, CLASS_NAMES, SyntheticConfig, balanced_labels,
                                 class_factors, generate)
 
 
@@ -114,7 +114,7 @@ def _depth_features(batch):
 
 def _audio_features(batch):
     """Pitch trend: energy-weighted mel centroid of the non-stationary part, per time segment + slope."""
-    from datasets.preprocess import Preprocessor
+    from admn_ros.datasets.preprocess import Preprocessor
     mel = Preprocessor().log_mel(batch['audio']).numpy()[:, 0]
     tonal = np.clip(mel - np.median(mel, axis=2, keepdims=True), 0, None)   # drops noise band and hum
     energy = tonal.sum(1) + 1e-6

@@ -32,7 +32,7 @@ audio order, i.e. the RGB frame when RGB is live) and that input's frame_id:
   ``kept`` = comma-separated block indices, ``present``) and one ``budget`` status (``fraction``,
   ``unit``, ``spent``).
 * ``admn/quality``: ``DiagnosticArray``, one status per present modality (value ``quality`` in
-  [0, 1], from :func:`quality_estimators.estimators.modality_quality`).
+  [0, 1], from :func:`admn_ros.quality_estimators.estimators.modality_quality`).
 * ``admn/inference``: ``DiagnosticArray`` with one ``inference`` status: ``gflops`` (executed,
   controller included), ``latency_ms`` (node-clock publish time minus source stamp),
   ``processing_ms`` (set complete to publish), ``model_ms``, ``policy_ms``, ``preprocess_ms``,
@@ -64,10 +64,10 @@ from admn_ros.fusion_engine import (DECODERS, EngineConfig, FrameQueue, FusionEn
                                     ModalitySync, Percentiles, RejectedInput, RollingAudio, Worker)
 from admn_ros.node_utils import (ERROR, OK, STALE, WARN, Diagnostics, RateMonitor, declare,
                                  exit_without_teardown, param, run_node, set_result)
-from datasets.rosmsg_codec import header_stamp_ns
-from datasets.sample import MODALITIES
-from quality_estimators.budget import UNITS
-from quality_estimators.policies import POLICY_SPECS, policy_spec_error
+from admn_ros.datasets.rosmsg_codec import header_stamp_ns
+from admn_ros.datasets.sample import MODALITIES
+from admn_ros.quality_estimators.budget import UNITS
+from admn_ros.quality_estimators.policies import POLICY_SPECS, policy_spec_error
 
 NODE_NAME = 'admn_fusion'
 AUDIO_INPUTS = ('image', 'audio_common')
@@ -200,7 +200,7 @@ class AdmnFusion(LifecycleNode):
         return set_result(True)
 
     def _make_budget(self):
-        from quality_estimators.budget import Budget
+        from admn_ros.quality_estimators.budget import Budget
         return Budget(float(param(self, 'budget')), str(param(self, 'budget_unit')))
 
     def _after_set(self, params) -> None:
@@ -270,7 +270,7 @@ class AdmnFusion(LifecycleNode):
             return []
 
     def _load(self, cfg: EngineConfig) -> bool:
-        from fusion.checkpoint import CheckpointError
+        from admn_ros.fusion.checkpoint import CheckpointError
         try:
             self.engine = FusionEngine(cfg)
         except (FileNotFoundError, ValueError, CheckpointError) as exc:

@@ -1,7 +1,7 @@
 """noise_injector: republishes sensor topics with controlled corruptions, and reports them.
 
 Subscribes the raw RGB, depth and audio topics and republishes each message, corrupted with
-:func:`datasets.corruptions.apply_corruption`, under ``corrupted/<same name>`` with the input's
+:func:`admn_ros.datasets.corruptions.apply_corruption`, under ``corrupted/<same name>`` with the input's
 header (stamp and frame_id) unchanged. Corrupted RGB goes out as ``rgb8`` and depth as ``32FC1``
 metres whatever the input encoding (audio keeps its encoding); clean messages pass through as they
 came. Audio is corrupted chunk by chunk as it
@@ -10,7 +10,7 @@ few clean chunks, or the current chunk reversed in time before any history exist
 
 Levels come from run-time parameters ``<modality>.type`` / ``<modality>.severity`` (an unknown type
 is rejected with the list of valid ones) or, for the modalities it has a track for, from a schedule
-file (:func:`datasets.schedules.load_schedule`) evaluated at the message's stamp minus the first
+file (:func:`admn_ros.datasets.schedules.load_schedule`) evaluated at the message's stamp minus the first
 stamp seen, so a replayed bag gets the same levels as the live run.
 
 Levels are fixed per source stamp when the stamp is first seen, so one sample's RGB, depth and audio
@@ -32,7 +32,7 @@ from sensor_msgs.msg import Image
 
 from admn_ros import messages as M
 from admn_ros.node_utils import Diagnostics, RateMonitor, declare, param, run_node, set_result
-from datasets.sample import MODALITIES
+from admn_ros.datasets.sample import MODALITIES
 
 NODE_NAME = 'noise_injector'
 BABBLE_HISTORY = 8  # clean chunks kept as babble talkers
@@ -44,7 +44,7 @@ class NoiseInjector(Node):
 
     def __init__(self, node_name: str = NODE_NAME, **kwargs):
         super().__init__(node_name, **kwargs)
-        from datasets.corruptions import CORRUPTION_TYPES
+        from admn_ros.datasets.corruptions import CORRUPTION_TYPES
         self.types = CORRUPTION_TYPES
         wanted = declare(self, 'modalities', list(MODALITIES), 'modalities to pass through',
                          read_only=True)
@@ -107,7 +107,7 @@ class NoiseInjector(Node):
 
     @staticmethod
     def _load_schedule(path: str):
-        from datasets.schedules import load_schedule
+        from admn_ros.datasets.schedules import load_schedule
         return load_schedule(path)
 
     def _validate(self, params):
@@ -160,7 +160,7 @@ class NoiseInjector(Node):
         return levels, True
 
     def _corrupt_audio(self, msg: Image, rows: np.ndarray, ctype: str, severity: float) -> Image:
-        from datasets.corruptions import apply_corruption
+        from admn_ros.datasets.corruptions import apply_corruption
         bank = np.stack(list(self.history)) if self.history else None
         if ctype == 'babble' and bank is None:
             bank = rows[:, ::-1].copy()  # no other talker heard yet: time-reversed speech
@@ -172,7 +172,7 @@ class NoiseInjector(Node):
 
     def _corrupt_image(self, modality: str, msg: Image, ctype: str, severity: float) -> Image:
         from admn_ros.fusion_engine import decode_rgb
-        from datasets.corruptions import apply_corruption
+        from admn_ros.datasets.corruptions import apply_corruption
         # decode_rgb: any accepted colour encoding (mono8 included) as the HxWx3 RGB corruptions need
         arr = (decode_rgb(msg) if modality == 'rgb' else M.read_image(msg))[None]
         batch = apply_corruption({modality: arr}, modality, ctype, severity, self.rng)

@@ -28,8 +28,8 @@ from sensor_msgs.msg import Image
 
 from admn_ros import messages as M
 from admn_ros.node_utils import OK, Diagnostics, RateMonitor, declare, param, run_node
-from datasets.rosmsg_codec import pcm16
-from datasets.sample import MODALITIES, SAMPLE_RATE, batch_size
+from admn_ros.datasets.rosmsg_codec import pcm16
+from admn_ros.datasets.sample import MODALITIES, SAMPLE_RATE, batch_size
 
 NODE_NAME = 'sensor_source'
 DATASET_NAMES = ('synthetic', 'avdigits', 'tensors')
@@ -72,7 +72,7 @@ class DatasetFeed:
     """Samples of a registry dataset, in order."""
 
     def __init__(self, spec: str, split: str, seed: int, size: int, data_root: str):
-        from datasets.registry import load_dataset
+        from admn_ros.datasets.registry import load_dataset
         ds = load_dataset(spec, split, seed=seed, size=size or None, data_root=data_root or None)
         self.arrays, self.class_names = dict(ds.arrays), list(ds.class_names)
         if 'audio' in self.arrays:
