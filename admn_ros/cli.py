@@ -80,10 +80,7 @@ def _demo(args) -> int:
     return demo(args)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog='admn', description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest='command', required=True)
-
+def add_train(sub) -> None:
     train = sub.add_parser('train', help='train stage 1 (LayerDrop backbone) or stage 2 (controller)')
     tsub = train.add_subparsers(dest='stage', required=True)
     s1 = tsub.add_parser('stage1', help='multimodal LayerDrop training of the fusion model')
@@ -106,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help='also copy it into the package (admn_ros/models/, half precision, SHA256SUMS)')
     dflt.set_defaults(func=_train_defaults)
 
+
+def add_eval(sub) -> None:
     ev = sub.add_parser('eval', help='accuracy vs budget for allocation policies on a corrupted test set')
     ev.add_argument('--checkpoint', help='controller or stage-1 checkpoint (default: the dataset default)')
     ev.add_argument('--dataset', help="synthetic, avdigits or folder:PATH (default: the checkpoint's own dataset)")
@@ -130,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
                                               'condition: a heat map per condition) here')
     ev.set_defaults(func=_eval)
 
+
+def add_data(sub) -> None:
     data = sub.add_parser('data', help='dataset tools')
     dsub = data.add_subparsers(dest='data_command', required=True)
     pv = dsub.add_parser('preview', help='PNG grid of clean and corrupted samples')
@@ -139,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     pv.add_argument('--seed', type=int, default=0)
     pv.set_defaults(func=_data_preview)
 
+
+def add_bench(sub) -> None:
     bench = sub.add_parser('bench', help='benchmarks (JSON + table)')
     bsub = bench.add_subparsers(dest='bench', required=True)
     lat = bsub.add_parser('latency', help='batch-1 latency and batched throughput vs budget')
@@ -154,15 +157,30 @@ def build_parser() -> argparse.ArgumentParser:
         bsub.add_parser(name, help=help_text, add_help=False).set_defaults(
             func=func, passthrough=True, extra=[])
 
+
+def add_bringup(sub) -> None:
     up = sub.add_parser('bringup', help='start a node graph as processes (no ros2 launch needed)')
     up.add_argument('graph', help='admn, replay_eval or noise_experiment')
     up.add_argument('extra', nargs=argparse.REMAINDER, help='graph options, e.g. bag:=PATH')
     up.set_defaults(func=_bringup)
 
+
+def add_demo(sub) -> None:
     demo = sub.add_parser('demo', help='the main job on the embedded synthetic world')
     demo.add_argument('--out', default='runs/demo')
     demo.add_argument('--quick', action='store_true', help='a very short run (smoke test)')
     demo.set_defaults(func=_demo)
+
+
+# One function per command group; a new group adds its function here.
+COMMAND_GROUPS = (add_train, add_eval, add_data, add_bench, add_bringup, add_demo)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog='admn', description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest='command', required=True)
+    for add in COMMAND_GROUPS:
+        add(sub)
     return p
 
 
