@@ -17,6 +17,8 @@ CORE = ('fusion', 'quality_estimators', 'datasets', 'benchmarks')
 PACKAGES = find_packages(include=['admn_ros', 'admn_ros.*']) + [
     f'{PACKAGE}.{p}' for p in find_packages(include=[f'{c}*' for c in CORE])]
 PACKAGE_DIR = {f'{PACKAGE}.{c}': c for c in CORE}
+# config/: ROS parameter files, training configs, demo scenarios and schedules, sweep configs.
+CONFIG_GROUPS = sorted(p.name for p in os.scandir(os.path.join(HERE, 'config')) if p.is_dir())
 
 
 def files(pattern):
@@ -39,8 +41,7 @@ setup(
         ('share/ament_index/resource_index/packages', files(f'resource/{PACKAGE}')),
         (f'share/{PACKAGE}', files('package.xml')),
         (f'share/{PACKAGE}/launch', files('launch/*.launch.py')),
-        (f'share/{PACKAGE}/config', files('config/*.yaml')),
-    ],
+    ] + [(f'share/{PACKAGE}/config/{group}', files(f'config/{group}/*.yaml')) for group in CONFIG_GROUPS],
     package_data={'': ['*.yaml', '*.msg'], 'admn_ros': ['models/*.pt', 'models/SHA256SUMS']},
     include_package_data=True,
     install_requires=['setuptools'],

@@ -111,7 +111,7 @@ def main(args) -> int:
     from admn_ros.paths import config_dir
     report_path = out / 'ros_report.json'
     samples = 40 if args.quick else 150
-    schedule = config_dir() / 'demo_schedule.yaml'  # the source tree's, or share/ once installed
+    schedule = config_dir() / 'scenarios' / 'demo_schedule.yaml'  # the source tree's, or share/ once installed
     code = run_graph('noise_experiment', parse_overrides(
         graph_overrides(checkpoint, schedule, report_path, samples)))
     if report_path.exists():

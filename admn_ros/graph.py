@@ -148,7 +148,7 @@ GRAPHS: Dict[str, GraphSpec] = {g.name: g for g in (
             Argument('budget_schedule', 'budget_manager', 'schedule_file',
                      'budget schedule YAML ([t, budget] pairs); empty = follow the load'),
         ),
-        config='admn.yaml',
+        config='ros/admn.yaml',
     ),
     GraphSpec(
         name='replay_eval',
@@ -166,7 +166,7 @@ GRAPHS: Dict[str, GraphSpec] = {g.name: g for g in (
             Argument('device', 'admn_fusion', 'device', 'torch device for inference'),
             Argument('report', 'evaluator', 'report_path', 'evaluation report (JSON, + .md)'),
         ),
-        config='replay_eval.yaml',
+        config='ros/replay_eval.yaml',
     ),
     GraphSpec(
         name='noise_experiment',
@@ -189,7 +189,7 @@ GRAPHS: Dict[str, GraphSpec] = {g.name: g for g in (
                      'budget schedule YAML ([t, budget] pairs); empty = follow the load'),
             Argument('report', 'evaluator', 'report_path', 'evaluation report (JSON, + .md)'),
         ),
-        config='noise_experiment.yaml',
+        config='ros/noise_experiment.yaml',
     ),
 )}
 

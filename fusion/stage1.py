@@ -1,6 +1,6 @@
 """Stage 1: train the fusion model with multimodal LayerDrop so any subset of layers can run.
 
-    admn train stage1 --config config/stage1_synthetic.yaml --out runs/stage1 [--resume]
+    admn train stage1 --config config/training/stage1_synthetic.yaml --out runs/stage1 [--resume]
     torchrun --nproc_per_node 2 -m admn_ros.cli train stage1 ...      # same code, DDP
 
 Per batch: raw arrays -> corruption hook (any callable ``(batch, rng) -> batch``) -> the shared

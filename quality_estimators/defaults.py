@@ -106,8 +106,8 @@ def train_defaults(dataset: str, *, device: str = 'auto', progress: bool = True,
     from admn_ros.fusion.stage1 import Stage1Config, train_stage1
     from admn_ros.quality_estimators.train_controller import ControllerTrainConfig, train_controller
     out = Path(out) if out is not None else default_cache_root() / 'models' / dataset
-    s1 = Stage1Config.from_yaml(str(config_dir() / f'stage1_{dataset}.yaml'))
-    c = ControllerTrainConfig.from_yaml(str(config_dir() / f'controller_{dataset}.yaml'))
+    s1 = Stage1Config.from_yaml(str(config_dir() / 'training' / f'stage1_{dataset}.yaml'))
+    c = ControllerTrainConfig.from_yaml(str(config_dir() / 'training' / f'controller_{dataset}.yaml'))
     s1.device = c.device = device
     if shrink is not None:
         shrink(s1, c)

@@ -1,6 +1,6 @@
 """Stage 2: train the allocation controller on a frozen stage-1 model.
 
-    admn train controller --stage1 runs/stage1/model.pt --config config/controller_synthetic.yaml --out DIR
+    admn train controller --stage1 runs/stage1/model.pt --config config/training/controller_synthetic.yaml --out DIR
 
 Per batch: corrupt (the standard mix) -> shared preprocessing (model inputs + controller views) ->
 sample a budget per sample (fraction, unit) -> controller -> straight-through strict mask ->

@@ -48,9 +48,10 @@ def test_colcon_build_installs_nodes_launch_and_config(tmp_path, options):
     share = prefix / 'share'
     assert (share / 'ament_index' / 'resource_index' / 'packages' / 'admn_ros').is_file()
     assert (share / 'admn_ros' / 'package.xml').read_text() == (ROOT / 'package.xml').read_text()
-    for folder, pattern in (('launch', '*.launch.py'), ('config', '*.yaml')):
-        expected = sorted(p.name for p in (ROOT / folder).glob(pattern))
-        installed = sorted(p.name for p in (share / 'admn_ros' / folder).glob(pattern))
+    for folder, pattern in (('launch', '*.launch.py'), ('config', '*/*.yaml')):
+        expected = sorted(str(p.relative_to(ROOT / folder)) for p in (ROOT / folder).glob(pattern))
+        installed = sorted(str(p.relative_to(share / 'admn_ros' / folder))
+                           for p in (share / 'admn_ros' / folder).glob(pattern))
         assert expected and installed == expected, folder
 
 
@@ -69,6 +70,6 @@ def test_installed_copy_runs_from_the_install_and_finds_its_config_through_the_a
     module, config, dist, *entry_points = out.splitlines()
     assert Path(module).is_relative_to(site) and Path(dist) == site  # not the checkout's
     assert Path(config) == prefix / 'share' / 'admn_ros' / 'config'
-    assert (Path(config) / 'admn.yaml').is_file()
+    assert (Path(config) / 'ros' / 'admn.yaml').is_file()
     assert entry_points == sorted(['admn admn_ros.cli:main']
                                   + [f'{n} admn_ros.nodes.{n}:main' for n in NODES])

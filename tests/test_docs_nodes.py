@@ -109,7 +109,7 @@ def test_readme_commands_name_real_graphs_launch_files_and_configs(block):
     for launch in set(re.findall(r'ros2 launch admn_ros (\S+)', section)):
         assert (ROOT / 'launch' / launch).is_file(), launch
     assert {f'{g}.launch.py' for g in GRAPHS} <= set(re.findall(r'(\w+\.launch\.py)', section))
-    for config in set(re.findall(r'config/([a-z_0-9]+\.yaml)', section)):
+    for config in set(re.findall(r'config/([a-z_0-9/]+\.yaml)', section)):
         assert (ROOT / 'config' / config).is_file(), config
     # the generated graph table lists every launch-style argument of every graph
     rows = {r[0].strip('`'): r[2] for r in table(block, 'graph')}

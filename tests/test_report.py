@@ -174,7 +174,7 @@ def test_demo_schedule_alone_decides_the_corruption():
     from admn_ros.demo import graph_overrides
     from admn_ros.graph import get_graph, parse_overrides
     from admn_ros.paths import config_dir
-    schedule = config_dir() / 'demo_schedule.yaml'
+    schedule = config_dir() / 'scenarios' / 'demo_schedule.yaml'
     overrides = parse_overrides(graph_overrides('/m.pt', schedule, 'r.json', 40))
     injector = get_graph('noise_experiment').parameters(overrides)['noise_injector']
     assert injector['schedule_file'] == str(schedule)
@@ -189,7 +189,7 @@ def test_demo_runs_at_a_fixed_budget_and_scores_each_destroyed_sensor():
     from admn_ros.demo import demo_conditions, graph_overrides
     from admn_ros.graph import get_graph, parse_overrides
     from admn_ros.paths import config_dir
-    schedule = config_dir() / 'demo_schedule.yaml'
+    schedule = config_dir() / 'scenarios' / 'demo_schedule.yaml'
     params = get_graph('noise_experiment').parameters(
         parse_overrides(graph_overrides('/m.pt', schedule, 'r.json', 40)))['budget_manager']
     assert params['mode'] == 'schedule'
