@@ -166,9 +166,18 @@ def add_bringup(sub) -> None:
 
 
 def add_demo(sub) -> None:
-    demo = sub.add_parser('demo', help='the main job on the embedded synthetic world')
+    demo = sub.add_parser('demo', help='the main job: a scripted scenario through the node graph, '
+                                       'with a live status and a report in words')
     demo.add_argument('--out', default='runs/demo')
-    demo.add_argument('--quick', action='store_true', help='a very short run (smoke test)')
+    demo.add_argument('--scenario', help='scenario YAML (default: config/scenarios/demo.yaml)')
+    demo.add_argument('--duration', type=float,
+                      help='play the scenario in this many seconds (its phases scaled alike)')
+    demo.add_argument('--checkpoint', help='model (default: the shipped synthetic default)')
+    demo.add_argument('--device', default='cpu', help='cpu, cuda or cuda:N for the fusion node')
+    demo.add_argument('--no-offline', action='store_true',
+                      help='skip the offline table (each sensor destroyed alone)')
+    demo.add_argument('--quick', action='store_true',
+                      help='smaller offline test set (and a tiny model when none is trained)')
     demo.set_defaults(func=_demo)
 
 

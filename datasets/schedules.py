@@ -40,6 +40,9 @@ from admn_ros.datasets.sample import MODALITIES
 
 Level = Tuple[str, float]
 CLEAN: Level = ('clean', 0.0)
+# A stream-only level: the sensor publishes nothing (the noise injector drops its messages). Any
+# modality may fall silent; it has no offline corruption, so apply_levels leaves the modality out.
+SILENT = 'silent'
 
 
 def _check_time(value: Any, what: str) -> float:
@@ -54,6 +57,10 @@ def check_level(modality: str, ctype: Any, severity: Any) -> Level:
 
     if modality not in CORRUPTION_TYPES:
         raise ValueError(f'unknown modality {modality!r}; known: {tuple(CORRUPTION_TYPES)}')
+    if ctype == SILENT:
+        if severity not in (0, 1) or isinstance(severity, bool):
+            raise ValueError(f"{modality}: '{SILENT}' takes severity 1 (or 0 = clean); got {severity!r}")
+        return (SILENT, 1.0) if severity else CLEAN
     if ctype not in CORRUPTION_TYPES[modality]:
         raise ValueError(f'unknown {modality} corruption {ctype!r}; '
                          f'known: {CORRUPTION_TYPES[modality]}')
@@ -366,7 +373,8 @@ def apply_levels(batch, levels: Mapping[str, Level], rng, *, babble_bank=None):
     """Corrupt every present modality of a raw batch at ``levels`` (e.g. ``level_at(t)``).
 
     Labels are written for every present modality (clean ones included); levels for absent
-    modalities are ignored, since a schedule always names all of them.
+    modalities are ignored, since a schedule always names all of them. A ``silent`` modality is
+    left out of the returned batch, as a sensor that published nothing.
     """
     from admn_ros.datasets.corruptions import apply_corruption
 
@@ -374,6 +382,9 @@ def apply_levels(batch, levels: Mapping[str, Level], rng, *, babble_bank=None):
     for m in MODALITIES:
         if m in batch:
             ctype, severity = levels.get(m, CLEAN)
+            if ctype == SILENT:
+                out.pop(m)
+                continue
             out = apply_corruption(out, m, ctype, severity, rng, babble_bank=babble_bank)
     return out
 

@@ -5,8 +5,10 @@ that starts later still gets the current value) whenever the budget changes. Two
 (``mode``; ``auto`` = ``schedule`` when ``schedule_file`` is set, else ``load``):
 
 * ``schedule``: a YAML list of ``[t, budget]`` pairs (or ``{t: .., budget: ..}`` maps), ``t`` in
-  seconds since the node started (node clock, so ``use_sim_time`` replays follow bag time) and
-  strictly increasing, ``budget`` in (0, 1]. The budget at time t is that of the last entry with
+  seconds since the node started (node clock, so ``use_sim_time`` replays follow bag time; or,
+  with ``clock: stream``, seconds of source time since the first ``ground_truth/label`` stamp, so
+  the budget follows the data however late the source starts) and strictly increasing,
+  ``budget`` in (0, 1]. The budget at time t is that of the last entry with
   ``t_i <= t``; nothing is published before the first entry. ``loop_period_s`` > 0 repeats the
   schedule with that period (it must exceed the last ``t``).
 * ``load``: every ``period_s`` the machine's CPU utilisation (psutil, else ``/proc/stat``) and,
@@ -25,14 +27,17 @@ from dataclasses import dataclass
 from typing import Callable, Optional, Tuple
 
 import yaml
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from std_msgs.msg import Float32
 
+from admn_ros import messages as M
 from admn_ros.node_utils import OK, WARN, Diagnostics, declare, exit_without_teardown, param, run_node
 from admn_ros.fusion_contract import BUDGET, budget_qos
 
 NODE_NAME = 'budget_manager'
 MODES = ('auto', 'schedule', 'load')
+CLOCKS = ('node', 'stream')
 
 
 # --------------------------------------------------------------------------- schedule
@@ -184,6 +189,9 @@ class BudgetManager(Node):
                        'given)', read_only=True, choices=MODES)
         path = declare(self, 'schedule_file', '', "YAML list of [t, budget]; '' = none",
                        read_only=True)
+        clock = declare(self, 'clock', 'node', 'schedule time: node (seconds since start) or '
+                        'stream (source seconds since the first ground_truth/label stamp)',
+                        read_only=True, choices=CLOCKS)
         loop = declare(self, 'loop_period_s', 0.0, 'repeat the schedule with this period '
                        '(0 = once)', read_only=True, value_range=(0.0, 1e9))
         declare(self, 'period_s', 1.0, 'load mode: seconds between measurements',
@@ -213,6 +221,11 @@ class BudgetManager(Node):
         self.cpu = self.gpu = None
         self.last_load: Tuple[float, float] = (0.0, 0.0)
         self._t0: Optional[int] = None
+        self.stream_first_ns: Optional[int] = None
+        self.stream_last_ns: Optional[int] = None
+        if mode == 'schedule' and clock == 'stream':
+            self.create_subscription(DiagnosticArray, M.LABEL, self._on_label, 10)
+        self.clock = clock
         if mode == 'schedule':
             self.timer = self.create_timer(0.02, self._tick_schedule)
         else:
@@ -232,6 +245,21 @@ class BudgetManager(Node):
             self._t0 = now
         return (now - self._t0) / 1e9
 
+    def schedule_time_s(self) -> float:
+        """Where the schedule stands: node seconds, or source seconds (0 until data arrives)."""
+        if self.clock == 'node':
+            return self.elapsed_s()
+        if self.stream_first_ns is None:
+            return 0.0
+        return (self.stream_last_ns - self.stream_first_ns) / 1e9
+
+    def _on_label(self, msg) -> None:
+        stamp = M.stamp_to_ns(msg.header.stamp)
+        if self.stream_first_ns is None:
+            self.stream_first_ns = stamp
+        self.stream_last_ns = max(stamp, self.stream_last_ns or stamp)
+        self._tick_schedule()   # at once: the next frames already run under the new budget
+
     def publish(self, budget: float) -> None:
         self.current = float(budget)
         self.published.append((self.elapsed_s(), self.current))
@@ -239,7 +267,7 @@ class BudgetManager(Node):
         self.pub.publish(Float32(data=self.current))
 
     def _tick_schedule(self) -> None:
-        value = self.schedule.value_at(self.elapsed_s())
+        value = self.schedule.value_at(self.schedule_time_s())
         if value is not None and value != self.current:
             self.publish(value)
 

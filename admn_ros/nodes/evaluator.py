@@ -24,6 +24,11 @@ run into corruption phases and says whether layers left each degraded sensor
 (:mod:`admn_ros.report`: ``phases``, ``shift``, ``clean_layers``); without corruption records both
 stay empty.
 
+Per frame it also keeps the executed budget, the latency and each modality's estimated quality
+(``admn/quality``): the report's ``timeline`` lists every frame with all of these, so a scenario
+can be cut into its own phases afterwards. With ``status_path`` set, the running numbers and the
+newest frame are also written there as JSON twice a second (replaced atomically), for a live view.
+
 Running numbers go to ``/diagnostics`` every second. On shutdown (Ctrl-C, SIGTERM, end of graph)
 it writes ``report_path`` (JSON), the same path with ``.md`` (the metrics table, the phases, their
 sentences and the verdicts) and ``<stem>_timeline.png`` (layers and corruption over time); with
@@ -47,8 +52,9 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from admn_ros import messages as M
 from admn_ros import report as R
 from admn_ros.node_utils import OK, STALE, Diagnostics, declare, exit_without_teardown, param, run_node
-from admn_ros.fusion_contract import (ALLOCATION, INFERENCE, PREDICTION, prediction_type,
-                                     read_allocation, read_inference, read_prediction)
+from admn_ros.fusion_contract import (ALLOCATION, INFERENCE, PREDICTION, QUALITY, prediction_type,
+                                     read_allocation, read_inference, read_prediction,
+                                     read_quality)
 
 NODE_NAME = 'evaluator'
 KEEP_PENDING = 10000  # unmatched entries remembered per stream
@@ -87,6 +93,9 @@ class Evaluator(Node):
         declare(self, 'degraded_severity', R.DEFAULT_MIN_SEVERITY,
                 'report shift: a modality counts as degraded from this severity on',
                 value_range=(0.01, 1.0))
+        self.status_path = declare(self, 'status_path', '',
+                                   "live status JSON rewritten twice a second; '' = none",
+                                   read_only=True)
         depth = declare(self, 'queue_depth', 1000, 'subscription depth (reliable KEEP_LAST)',
                         read_only=True, value_range=(1, 100000))
         qos = QoSProfile(depth=int(depth), reliability=ReliabilityPolicy.RELIABLE)
@@ -116,6 +125,8 @@ class Evaluator(Node):
         self.frame_layers: collections.OrderedDict = collections.OrderedDict()  # present only
         self.outcomes: collections.OrderedDict = collections.OrderedDict()      # prediction right?
         self.levels: collections.OrderedDict = collections.OrderedDict()        # corruption
+        self.extras: collections.OrderedDict = collections.OrderedDict()  # latency, budget, quality
+        self.newest_stamp: Optional[int] = None
         self.started = time.monotonic()
         self._written = False
 
@@ -124,7 +135,10 @@ class Evaluator(Node):
         self.create_subscription(DiagnosticArray, INFERENCE, self._on_inference, qos)
         self.create_subscription(DiagnosticArray, ALLOCATION, self._on_allocation, qos)
         self.create_subscription(DiagnosticArray, M.CORRUPTION, self._on_corruption, qos)
+        self.create_subscription(DiagnosticArray, QUALITY, self._on_quality, qos)
         self.create_timer(0.5, self._expire)
+        if self.status_path:
+            self.create_timer(0.5, self.write_status)
         self.diagnostics = Diagnostics(self)
         self.diagnostics.add('evaluation', self._status)
         if self.report_path:
@@ -150,6 +164,14 @@ class Evaluator(Node):
         self.matched += 1
         self.correct += int(predicted == truth)
         self._keep(self.outcomes, prediction_stamp, predicted == truth)
+
+    def _extra(self, stamp: int) -> Dict[str, Any]:
+        """The per-frame extras of ``stamp`` (created on first use; the oldest go first)."""
+        extra = self.extras.get(stamp)
+        if extra is None:
+            extra = {}
+            self._keep(self.extras, stamp, extra)
+        return extra
 
     @staticmethod
     def _keep(table: collections.OrderedDict, stamp: int, value: Any) -> None:
@@ -212,6 +234,7 @@ class Evaluator(Node):
             self.intake_ms.append(round(info['latency_ms'] - info['processing_ms'], 3))
             self.overhead.append(info['latency_ms'] - info['policy_ms'] - info['model_ms'])
             self.fusion_dropped = max(self.fusion_dropped, info['dropped'])
+            self._extra(info['stamp_ns'])['latency_ms'] = info['latency_ms']
 
     def _on_allocation(self, msg) -> None:
         try:
@@ -227,6 +250,18 @@ class Evaluator(Node):
             # Layers given to an absent sensor are no choice of the model's: left out of phases.
             self._keep(self.frame_layers, alloc['stamp_ns'],
                        {m: n for m, n in alloc['layers'].items() if alloc['present'].get(m, True)})
+            self._extra(alloc['stamp_ns'])['budget'] = alloc.get('fraction')
+            self.newest_stamp = max(alloc['stamp_ns'], self.newest_stamp or alloc['stamp_ns'])
+
+    def _on_quality(self, msg) -> None:
+        try:
+            quality = read_quality(msg)
+        except (ValueError, KeyError) as exc:
+            self.get_logger().warning(f'ignoring quality message: {exc}',
+                                      throttle_duration_sec=5.0)
+            return
+        with self._lock:
+            self._extra(M.stamp_to_ns(msg.header.stamp))['quality'] = quality
 
     def _on_corruption(self, msg) -> None:
         levels = M.read_corruption(msg)
@@ -302,6 +337,47 @@ class Evaluator(Node):
                                outcomes.get(stamp)))
         return out
 
+    def timeline(self, frames: Optional[List[R.Frame]] = None) -> List[Dict[str, Any]]:
+        """Every frame as plain JSON: source seconds since the first frame, layers of the present
+        modalities, corruption levels, outcome, executed budget, latency and quality."""
+        frames = self.frames() if frames is None else frames
+        with self._lock:
+            extras = {f.stamp_ns: dict(self.extras.get(f.stamp_ns, {})) for f in frames}
+        t0 = frames[0].stamp_ns if frames else 0
+        return [{'t_s': round((f.stamp_ns - t0) / 1e9, 6), 'stamp_ns': f.stamp_ns,
+                 'layers': dict(f.layers),
+                 'levels': None if f.levels is None else {m: list(v) for m, v in f.levels.items()},
+                 'correct': f.correct, **extras[f.stamp_ns]} for f in frames]
+
+    def status(self) -> Dict[str, Any]:
+        """The live view: running accuracy, counts and the newest frame's allocation."""
+        with self._lock:
+            newest = self.newest_stamp
+            first = next(iter(self.frame_layers), None)
+            frame = {'layers': dict(self.frame_layers.get(newest, {})),
+                     'levels': self.levels.get(newest), **self.extras.get(newest, {})}
+            recent = self.latency[-25:]
+            out = {'frames': len(self.frame_layers), 'matched': self.matched,
+                   'accuracy': self.correct / self.matched if self.matched else None,
+                   'drops': self.drops,
+                   'latency_ms_p50_recent': percentile(recent, 50),
+                   't_s': None if newest is None or first is None else (newest - first) / 1e9}
+        if frame['levels'] is not None:
+            frame['levels'] = {m: list(v) for m, v in frame['levels'].items()}
+        out['newest'] = frame
+        return out
+
+    def write_status(self) -> None:
+        path = Path(self.status_path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + '.tmp')
+            tmp.write_text(json.dumps(self.status()), encoding='utf-8')
+            tmp.replace(path)   # readers never see half a file
+        except OSError as exc:
+            self.get_logger().warning(f'cannot write status {path}: {exc}',
+                                      throttle_duration_sec=10.0)
+
     def analysis(self, frames: Optional[List[R.Frame]] = None) -> Dict[str, Any]:
         """Phases and layer shifts of the run so far (see :func:`admn_ros.report.analyse`)."""
         return R.analyse(self.frames() if frames is None else frames,
@@ -331,6 +407,7 @@ class Evaluator(Node):
         rows = [(k, v) for k, v in s.items() if not isinstance(v, dict)]
         rows += [(f'mean layers {m}', v) for m, v in s['mean_layers'].items()]
         s.update(analysis)
+        s['timeline'] = self.timeline(frames)
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(s, indent=2) + '\n', encoding='utf-8')
         lines = ['# admn_ros evaluation', '', '| metric | value |', '|---|---|']

@@ -17,7 +17,8 @@ Levels are fixed per source stamp when the stamp is first seen, so one sample's 
 (which share a stamp) are corrupted at the same levels, and exactly one DiagnosticArray goes out on
 ``ground_truth/corruption`` per stamp, with that stamp and one status per modality of the
 ``modalities`` parameter (``type``, ``severity``; ``clean``/0 when nothing changes) - the layout
-``datasets.bags`` records.
+``datasets.bags`` records. A schedule level ``silent`` stops forwarding that modality (a sensor that
+stopped publishing); its record still goes out, and the messages held back are counted.
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from sensor_msgs.msg import Image
 from admn_ros import messages as M
 from admn_ros.node_utils import Diagnostics, RateMonitor, declare, param, run_node, set_result
 from admn_ros.datasets.sample import MODALITIES
+from admn_ros.datasets.schedules import SILENT
 
 NODE_NAME = 'noise_injector'
 BABBLE_HISTORY = 8  # clean chunks kept as babble talkers
@@ -94,6 +96,7 @@ class NoiseInjector(Node):
         self.level_pub = self.create_publisher(DiagnosticArray, M.CORRUPTION, qos_out)
         self.last_levels: Dict[str, Tuple[str, float]] = {}
         self.dropped = 0
+        self.silenced = 0
         self.diagnostics = Diagnostics(self)
         for m in self.modalities:
             self.diagnostics.add(m, lambda m=m: self._status(m))
@@ -196,6 +199,10 @@ class NoiseInjector(Node):
             if new:  # exactly one record per stamp, sent before the data it describes
                 self.level_pub.publish(M.corruption_msg(stamp_ns, levels))
             ctype, severity = levels[modality]
+            if ctype == SILENT:   # the scheduled sensor publishes nothing; counted, not dropped
+                self.silenced += 1
+                self.last_levels[modality] = (ctype, severity)
+                return
             try:
                 out = msg
                 if modality == 'audio':
@@ -221,6 +228,7 @@ class NoiseInjector(Node):
         level, message, values = self.rates[modality].status()
         ctype, severity = self.last_levels.get(modality, ('clean', 0.0))
         values.update(type=ctype, severity=f'{severity:.3f}', dropped=self.dropped,
+                      silenced=self.silenced,
                       scheduled=self.schedule is not None)
         return level, message, values
 
