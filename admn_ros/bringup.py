@@ -5,7 +5,13 @@ Each node runs as ``python -m admn_ros.nodes.<exe> --ros-args -r __node:=<name> 
 graph's YAML file merged with inline values and the caller's overrides, keyed by fully-qualified
 node name. Output of every node is forwarded line by line with a ``[node]`` prefix.
 
-Stopping (Ctrl-C, SIGTERM, or a ``required`` node exiting) mirrors ``ros2 launch``: SIGINT to every
+A node that exits is handled by :func:`admn_ros.graph.exit_action`, as the launch files do: a
+``required`` node ends the graph; any other node that fails (non-zero exit: a bad source, schedule
+or model refused at start, a crash, a kill) ends it too, with that node's exit code, unless it is
+marked ``respawn`` - then it is restarted, a limited number of times, unless it refused its
+configuration (exit code 2). A graph therefore never runs on half dead.
+
+Stopping (Ctrl-C, SIGTERM, or a node ending the graph) mirrors ``ros2 launch``: SIGINT to every
 node, SIGTERM to those still running after ``sigint_timeout``, SIGKILL after ``sigterm_timeout``.
 Children run in their own process group (a terminal's Ctrl-C reaches only this process, which then
 stops them in order) and get SIGTERM from the kernel if the thread that started them dies without
@@ -25,9 +31,10 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, TextIO, Union
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, TextIO, Tuple, Union
 
-from admn_ros.graph import GraphSpec, describe, get_graph, node_command, write_params_file
+from admn_ros.graph import (RESPAWN_DELAY_S, RESTART, STOP, GraphSpec, NodeSpec, describe, exit_action,
+                            get_graph, node_command, write_params_file)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 _PR_SET_PDEATHSIG = 1
@@ -67,8 +74,17 @@ class Bringup:
         self.sigint_timeout, self.sigterm_timeout = sigint_timeout, sigterm_timeout
         self.linger_s = linger_s
         self.processes: Dict[str, subprocess.Popen] = {}
+        self.restarts: Dict[str, int] = {}
+        # (node, exit code) of the node whose exit ended the graph, if one did
+        self.failure: Optional[Tuple[str, int]] = None
+        self._handled: Dict[str, subprocess.Popen] = {}   # exits already acted on
+        self._respawn_at: Dict[str, float] = {}
+        self._stopping = False
         self._threads: List[threading.Thread] = []
         self._tmp: Optional[tempfile.TemporaryDirectory] = None
+        self._params_file: Optional[Path] = None
+        self._env: Dict[str, str] = {}
+        self._pre_exec = None
         self._sink_lock = threading.Lock()
 
     # ------------------------------------------------------------------ output
@@ -101,27 +117,69 @@ class Bringup:
         if self.processes:
             raise RuntimeError('graph already started')
         self._tmp = tempfile.TemporaryDirectory(prefix=f'admn_{self.graph.name}_')
-        params_file = write_params_file({s.name: self.parameters[s.name] for s in self.specs},
-                                        Path(self._tmp.name) / 'params.yaml', self.namespace)
-        env = self._child_env()
-        pre_exec = _death_signal_setter()
+        self._params_file = write_params_file(
+            {s.name: self.parameters[s.name] for s in self.specs},
+            Path(self._tmp.name) / 'params.yaml', self.namespace)
+        self._env = self._child_env()
+        self._pre_exec = _death_signal_setter()
         try:
             for spec in self.specs:
-                cmd = node_command(spec, params_file, self.namespace, self.python)
-                proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, text=True, encoding='utf-8',
-                                        errors='replace', bufsize=1, env=env, process_group=0,
-                                        preexec_fn=pre_exec)
-                self.processes[spec.name] = proc
-                self.log(f'[bringup] started {spec.name} (pid {proc.pid}): {" ".join(cmd)}')
-                thread = threading.Thread(target=self._forward, args=(spec.name, proc.stdout),
-                                          daemon=True)
-                thread.start()
-                self._threads.append(thread)
+                self._spawn(spec)
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _spawn(self, spec: NodeSpec) -> subprocess.Popen:
+        cmd = node_command(spec, self._params_file, self.namespace, self.python)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, text=True, encoding='utf-8',
+                                errors='replace', bufsize=1, env=self._env, process_group=0,
+                                preexec_fn=self._pre_exec)
+        self.processes[spec.name] = proc
+        self.log(f'[bringup] started {spec.name} (pid {proc.pid}): {" ".join(cmd)}')
+        # Respawned nodes start from the thread that calls supervise(): it must outlive them too
+        # (PR_SET_PDEATHSIG is per thread), as run_graph's loop does.
+        thread = threading.Thread(target=self._forward, args=(spec.name, proc.stdout), daemon=True)
+        thread.start()
+        self._threads.append(thread)
+        return proc
+
+    def supervise(self) -> Optional[str]:
+        """Act on node exits since the last call (:func:`admn_ros.graph.exit_action`): restart
+        respawning nodes when due, record the exit that ends the graph. Returns the name of the
+        node that ends the graph, else None."""
+        if self._stopping:
+            return None
+        now = time.monotonic()
+        for spec in self.specs:
+            proc = self.processes.get(spec.name)
+            if proc is None:
+                continue
+            code = proc.poll()
+            if code is None:
+                continue
+            if self._handled.get(spec.name) is not proc:
+                self._handled[spec.name] = proc
+                restarts = self.restarts.get(spec.name, 0)
+                action = exit_action(spec, code, restarts)
+                if action == STOP:
+                    why = 'required node' if spec.required else 'node'
+                    self.log(f'[bringup] {why} {spec.name} exited ({code}): stopping the graph')
+                    self.failure = (spec.name, code)
+                    return spec.name
+                if action == RESTART:
+                    self.log(f'[bringup] {spec.name} exited ({code}): restarting it in '
+                             f'{RESPAWN_DELAY_S:g} s (restart {restarts + 1})')
+                    self._respawn_at[spec.name] = now + RESPAWN_DELAY_S
+                else:
+                    self.log(f'[bringup] {spec.name} finished ({code})')
+            due = self._respawn_at.get(spec.name)
+            if due is not None and now >= due:
+                del self._respawn_at[spec.name]
+                self.restarts[spec.name] = self.restarts.get(spec.name, 0) + 1
+                self._spawn(spec)
+        return None
 
     def returncodes(self) -> Dict[str, Optional[int]]:
         return {name: proc.poll() for name, proc in self.processes.items()}
@@ -155,6 +213,7 @@ class Bringup:
 
     def stop(self) -> Dict[str, Optional[int]]:
         """SIGINT, then SIGTERM, then SIGKILL; returns every node's exit code."""
+        self._stopping = True   # exits from here on are the stop, not failures to act on
         steps = ((signal.SIGINT, self.sigint_timeout), (signal.SIGTERM, self.sigterm_timeout),
                  (signal.SIGKILL, 5.0))
         for sig, timeout in steps:
@@ -179,8 +238,10 @@ class Bringup:
         self.stop()
 
     def exit_code(self) -> int:
-        """0 when every node exited cleanly; else the first failure (128 + signal for a kill)."""
-        for code in self.returncodes().values():
+        """0 when every node exited cleanly; else the exit that ended the graph, or the first
+        failure (128 + signal for a kill)."""
+        codes = ([self.failure[1]] if self.failure else []) + list(self.returncodes().values())
+        for code in codes:
             if code:
                 return code if code > 0 else 128 - code
         return 0
@@ -204,13 +265,10 @@ def run_graph(name: Union[str, GraphSpec], overrides: Optional[Mapping] = None, 
     try:
         bringup.start()
         while not stop.is_set():
-            required = bringup.required_exited()
-            if required:
-                bringup.log(f'[bringup] required node {required} exited '
-                            f'({bringup.returncodes()[required]}): stopping the graph')
+            if bringup.supervise():
                 stop.wait(bringup.linger_s)  # let in-flight messages reach the other nodes
                 break
-            if bringup.all_exited():
+            if bringup.all_exited() and not bringup._respawn_at:
                 break
             stop.wait(0.1)
     finally:
@@ -238,9 +296,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         overrides = parse_overrides(args.overrides)
         only = [n for item in args.only for n in item.split(',') if n]
         return run_graph(args.graph, overrides, namespace=args.namespace, only=only or None)
-    except ValueError as exc:
-        parser.error(str(exc))
-    return 2
+    except (ValueError, FileNotFoundError) as exc:   # bad overrides, graph files: one line
+        print(f'admn bringup: error: {exc}', file=sys.stderr)
+        return 2
 
 
 if __name__ == '__main__':

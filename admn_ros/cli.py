@@ -16,6 +16,20 @@ def _train_stage1(args) -> int:
         cfg.device = args.device
     if args.epochs is not None:
         cfg.epochs = args.epochs
+    if args.fine_tune_from:
+        cfg.fine_tune_from = args.fine_tune_from
+    if args.init:
+        cfg.init = args.init
+    for spec in args.init_encoder or ():
+        modality, sep, path = spec.partition('=')
+        if not sep or not path:
+            raise ValueError(f'--init-encoder {spec}: expected MODALITY=FILE, e.g. rgb=vit_tiny.pth')
+        cfg.init_encoders[modality] = path
+    if args.freeze_blocks is not None:
+        cfg.freeze_blocks = args.freeze_blocks
+    if args.prune_to is not None:
+        from admn_ros.fusion.prune import layerdrop_for_keep
+        cfg.layerdrop = layerdrop_for_keep(args.prune_to, cfg.model.depth, cfg.layerdrop)
     path = train_stage1(cfg, args.out, resume=args.resume, progress=not args.no_progress)
     print(f'stage-1 model: {path}')
     return 0
@@ -43,6 +57,8 @@ def _train_defaults(args) -> int:
 
 
 def _eval(args) -> int:
+    from admn_ros.fusion.threads import apply_threads, choose_threads
+    apply_threads(choose_threads('throughput'))
     from admn_ros.quality_estimators.evaluate import run_eval_cli
     return run_eval_cli(args)
 
@@ -50,7 +66,20 @@ def _eval(args) -> int:
 def _bench_latency(args) -> int:
     from admn_ros.benchmarks.latency import main as bench
     return bench(['--json', args.json] + (['--checkpoint', args.checkpoint] if args.checkpoint else [])
-                 + ['--runs', str(args.runs)])
+                 + ['--runs', str(args.runs), '--threads', str(args.threads or 0)])
+
+
+def _bench_contention(args) -> int:
+    from admn_ros.benchmarks.contention import main as bench
+    return bench(args.extra)
+
+
+def add_threads_option(parser) -> None:
+    """``--threads N``: torch intra-op threads for the whole command, instead of the rule in
+    admn_ros.fusion.threads (``main`` puts it in ADMN_THREADS, which the rule reads)."""
+    parser.add_argument('--threads', type=int, metavar='N',
+                        help='torch intra-op threads (default: chosen from the cores this process '
+                             'may use, see docs/results.md)')
 
 
 def _bench_ros(args) -> int:
@@ -67,6 +96,22 @@ def _data_preview(args) -> int:
     from admn_ros.datasets.preview import write_preview
     for path in write_preview(args.dataset, args.out, n=args.n, seed=args.seed):
         print(path)
+    return 0
+
+
+def _data_from_bag(args) -> int:
+    from admn_ros.datasets.from_bag import import_bag, parse_splits
+    topics = {k: getattr(args, k) for k in ('rgb', 'depth', 'audio', 'audio_info', 'label', 'corruption')
+              if getattr(args, k)}
+    report = import_bag(
+        args.bag, args.out, topics=topics, rate_hz=args.rate, trigger=args.trigger,
+        max_gap_s=args.max_gap, labels_csv=args.labels_csv, conditions_csv=args.conditions_csv,
+        csv_time=args.csv_time, classes=args.classes.split(',') if args.classes else None,
+        split=args.split, splits=parse_splits(args.splits) if args.splits else None,
+        image_size=args.image_size or None, clip_seconds=args.clip_seconds,
+        depth_format=args.depth_format,
+        modalities=args.modalities.split(',') if args.modalities else None)
+    print(report.describe())
     return 0
 
 
@@ -93,7 +138,20 @@ def add_train(sub) -> None:
         s.add_argument('--device', help='auto, cpu, cuda or cuda:N (overrides the config)')
         s.add_argument('--epochs', type=int, help='override the number of epochs')
         s.add_argument('--no-progress', action='store_true', help='no progress bar')
+        add_threads_option(s)
         s.set_defaults(func=fn)
+    s1.add_argument('--fine-tune-from', metavar='CHECKPOINT',
+                    help='continue training this whole model, head included (same classes)')
+    s1.add_argument('--init', metavar='default|CHECKPOINT',
+                    help='start the encoders the dataset shares with this checkpoint (a path, or '
+                         'default / synthetic / avdigits for a shipped model) from its weights, '
+                         'with a new head for your classes (docs/your_data.md)')
+    s1.add_argument('--init-encoder', action='append', metavar='MODALITY=FILE',
+                    help="start one encoder from a ViT state dict in timm's layout (repeatable)")
+    s1.add_argument('--freeze-blocks', type=int, metavar='N',
+                    help='with --init: keep the lowest N blocks of the copied encoders fixed')
+    s1.add_argument('--prune-to', type=int, metavar='R',
+                    help="LayerDrop's preset for pruning to R blocks: drop rate 1 - R/depth")
 
     dflt = tsub.add_parser('defaults', help='stage 1 + controller with the shipped configs -> the eval default')
     dflt.add_argument('--dataset', default='synthetic', choices=['synthetic', 'avdigits'])
@@ -101,6 +159,7 @@ def add_train(sub) -> None:
     dflt.add_argument('--no-progress', action='store_true')
     dflt.add_argument('--ship', action='store_true',
                       help='also copy it into the package (admn_ros/models/, half precision, SHA256SUMS)')
+    add_threads_option(dflt)
     dflt.set_defaults(func=_train_defaults)
 
 
@@ -122,6 +181,9 @@ def add_eval(sub) -> None:
     ev.add_argument('--seed', type=int, default=0)
     ev.add_argument('--clean', action='store_true', help='evaluate on the clean test set (no corruption mix)')
     ev.add_argument('--device', default='auto')
+    add_threads_option(ev)
+    ev.add_argument('--allow-missing-modalities', action='store_true',
+                    help='evaluate even when the dataset lacks some of the model\'s modalities')
     ev.add_argument('--json', help='write results JSON here')
     ev.add_argument('--plot', help='write a PNG of accuracy against GFLOPs (by condition: accuracy per '
                                    'condition) here')
@@ -139,6 +201,36 @@ def add_data(sub) -> None:
     pv.add_argument('--n', type=int, default=8)
     pv.add_argument('--seed', type=int, default=0)
     pv.set_defaults(func=_data_preview)
+    fb = dsub.add_parser('from-bag', help='a recorded bag -> the folder format (docs/your_data.md)')
+    fb.add_argument('bag', help='rosbag2 directory')
+    fb.add_argument('--out', required=True, help='dataset root to write (classes.txt, <split>/...)')
+    when = fb.add_mutually_exclusive_group()
+    when.add_argument('--rate', type=float, metavar='HZ', help='a sample every 1/HZ s '
+                      '(default: every frame of the first image stream)')
+    when.add_argument('--trigger', metavar='TOPIC', help='a sample at each message of TOPIC')
+    fb.add_argument('--max-gap', type=float, metavar='S',
+                    help='furthest a stream may be from the sample time (default: half a frame period)')
+    fb.add_argument('--labels-csv', metavar='FILE', help='start,end,label rows (seconds); '
+                    'default: the label topic (--label)')
+    fb.add_argument('--conditions-csv', metavar='FILE',
+                    help='start,end,modality,type,severity rows; default: the corruption topic '
+                         '(--corruption) if recorded')
+    fb.add_argument('--csv-time', default='bag', choices=['bag', 'absolute'],
+                    help="CSV times in seconds from the bag's start, or UNIX seconds")
+    fb.add_argument('--classes', help='class names in index order, comma-separated '
+                    '(default: from the bag, or the CSV labels sorted)')
+    fb.add_argument('--split', default='train', help='write every sample to this split')
+    fb.add_argument('--splits', metavar='NAME=F,...', help='cut each class in time order, e.g. '
+                    'train=0.7,val=0.15,test=0.15')
+    fb.add_argument('--image-size', type=int, default=64, help="resize on load to the model's input "
+                    'size (0 = keep full frames)')
+    fb.add_argument('--clip-seconds', type=float, default=1.0, help='audio window per sample')
+    fb.add_argument('--depth-format', default='png', choices=['png', 'npy'])
+    fb.add_argument('--modalities', help='only these, comma-separated (default: every recorded one)')
+    for stream in ('rgb', 'depth', 'audio', 'audio_info', 'label', 'corruption'):   # as `admn bag eval`
+        fb.add_argument(f"--{stream.replace('_', '-')}", dest=stream, metavar='TOPIC',
+                        help=f"this bag's {stream.replace('_', ' ')} topic")
+    fb.set_defaults(func=_data_from_bag)
 
 
 def add_bench(sub) -> None:
@@ -148,12 +240,15 @@ def add_bench(sub) -> None:
     lat.add_argument('--checkpoint')
     lat.add_argument('--json', required=True)
     lat.add_argument('--runs', type=int, default=50)
+    add_threads_option(lat)
     lat.set_defaults(func=_bench_latency)
-    # These two hand every option (and --help) to the benchmark's own parser: one definition each.
+    # These hand every option (and --help) to the benchmark's own parser: one definition each.
     for name, help_text, func in (
             ('ros', 'the node graph across processes at a given input rate', _bench_ros),
             ('generation', 'synthetic-world generation speed: samples/s and per-stage ms',
-             _bench_generation)):
+             _bench_generation),
+            ('contention', 'latency, deadline misses and accuracy while other processes take '
+                           '0, 1 or 2 cores', _bench_contention)):
         bsub.add_parser(name, help=help_text, add_help=False).set_defaults(
             func=func, passthrough=True, extra=[])
 
@@ -181,8 +276,174 @@ def add_demo(sub) -> None:
     demo.set_defaults(func=_demo)
 
 
+def _prune(args) -> int:
+    from admn_ros.fusion.prune import export_pruned
+    info = export_pruned(_checkpoint_or_default(args), args.out, args.keep, args.strategy,
+                         dataset=args.dataset, val_size=args.val_size, corrupt=not args.clean_val,
+                         progress=print if args.verbose else None)
+    print(f'pruned model ({args.strategy}, {args.keep} blocks per modality): {args.out}')
+    for m, blocks in info['kept'].items():
+        print(f'  {m}: kept blocks {blocks}')
+    return 0
+
+
+def _collapse(args) -> int:
+    from admn_ros.fusion.collapse import collapse_checkpoint
+    info = collapse_checkpoint(_checkpoint_or_default(args), args.out, blocks=args.blocks,
+                               rounds=args.rounds, epochs=args.epochs, threshold=args.threshold,
+                               lr=args.lr, pull=args.pull, train_size=args.train_size, device=args.device,
+                               progress=not args.no_progress)
+    print(f'collapsed model: {args.out}')
+    for m, blocks in info['collapsed'].items():
+        print(f'  {m}: collapsed blocks {blocks}')
+    return 0
+
+
+def _robustness(args) -> int:
+    from admn_ros.benchmarks.compression import robustness_cli
+    return robustness_cli(args, _checkpoint_or_default(args))
+
+
+def _checkpoint_or_default(args) -> str:
+    if args.checkpoint:
+        return args.checkpoint
+    from admn_ros.quality_estimators.inference import default_checkpoint
+    return str(default_checkpoint(getattr(args, 'dataset', None) or 'synthetic'))
+
+
+def add_compress(sub) -> None:
+    """LayerDrop pruning, LayerCollapse and LayerShuffle's robustness evaluation (docs/model.md)."""
+    pr = sub.add_parser('prune', help='export a static model of N blocks per modality (LayerDrop pruning)')
+    pr.add_argument('--checkpoint', help='model to prune (default: the dataset default)')
+    pr.add_argument('--keep', type=int, required=True, help='blocks kept per modality')
+    pr.add_argument('--strategy', default='every_other', choices=['every_other', 'data_driven'])
+    pr.add_argument('--out', required=True, help='pruned checkpoint to write')
+    pr.add_argument('--dataset', help="validation data for data_driven (default: the checkpoint's)")
+    pr.add_argument('--val-size', type=int, default=300, help='validation samples for data_driven')
+    pr.add_argument('--clean-val', action='store_true',
+                    help='choose on clean validation data (default: the standard corruption mix)')
+    pr.add_argument('--verbose', action='store_true', help='print each greedy step')
+    pr.set_defaults(func=_prune)
+
+    co = sub.add_parser('collapse', help='LayerCollapse: fine-tune PReLU slopes toward 1 in the last '
+                                         'blocks and merge their MLPs into one linear layer')
+    co.add_argument('--checkpoint', help='model to collapse (default: the dataset default)')
+    co.add_argument('--dataset', help='which default model when --checkpoint is omitted')
+    co.add_argument('--out', required=True, help='collapsed checkpoint to write')
+    co.add_argument('--blocks', type=int, default=4, help='last blocks per encoder made collapsible')
+    co.add_argument('--rounds', type=int, default=2, help='rounds, from the last blocks backwards')
+    co.add_argument('--epochs', type=int, default=1,
+                    help='fine-tuning epochs per round (0: collapse without training)')
+    co.add_argument('--threshold', type=float, default=0.05, help='collapse where |alpha - 1| < this')
+    co.add_argument('--lr', type=float, default=3e-4)
+    co.add_argument('--pull', type=float, default=200.0, help='weight of the (alpha - 1)^2 regulariser')
+    co.add_argument('--train-size', type=int, help='training samples per round (default: the config)')
+    co.add_argument('--device', default='auto')
+    co.add_argument('--no-progress', action='store_true')
+    co.set_defaults(func=_collapse)
+
+    ro = sub.add_parser('robustness', help='accuracy in natural order, under random block orders '
+                                           'and under random block failure (LayerShuffle)')
+    ro.add_argument('--checkpoint', help='model (default: the dataset default)')
+    ro.add_argument('--dataset', help="test data (default: the checkpoint's)")
+    ro.add_argument('--orders', type=int, default=5, help='random orders / fault draws to average')
+    ro.add_argument('--fault-rate', type=float, default=0.25, help='probability that a block fails')
+    ro.add_argument('--size', type=int, help='test-set size (default: the whole split)')
+    ro.add_argument('--clean', action='store_true', help='clean test set (default: the standard mix)')
+    ro.add_argument('--seed', type=int, default=0)
+    ro.add_argument('--device', default='auto')
+    ro.add_argument('--json', help='write the results here')
+    ro.set_defaults(func=_robustness)
+
+
+def _noise_sweep(args) -> int:
+    from admn_ros.quality_estimators.sweep import run_sweep_cli
+    route = None
+    if args.through_ros:
+        from admn_ros.sweep_ros import ros_route as route
+    return run_sweep_cli(args, route=route)
+
+
+def add_experiment(sub) -> None:
+    ex = sub.add_parser('experiment', help='experiments: noise-injection sweeps')
+    esub = ex.add_subparsers(dest='experiment', required=True)
+    ns = esub.add_parser('noise-sweep', help='modality x corruption x severity x budget x policy on a fixed '
+                                             'seeded test set: one CSV row per cell, plots')
+    ns.add_argument('--config', required=True, help='sweep YAML (see config/experiments/)')
+    ns.add_argument('--out', help='output directory (default: runs/sweeps/<config name>)')
+    ns.add_argument('--resume', action='store_true', help='skip the cells already in OUT/sweep.csv')
+    ns.add_argument('--overwrite', action='store_true', help='start again where OUT holds a sweep')
+    ns.add_argument('--through-ros', action='store_true',
+                    help='score each cell through the replay_eval node graph (slow) instead of offline')
+    ns.add_argument('--no-progress', action='store_true', help='no progress bar')
+    ns.set_defaults(func=_noise_sweep)
+
+
+def _bag(args) -> int:
+    from admn_ros import bag_tools
+    return {'record': bag_tools.cli_record, 'info': bag_tools.cli_info,
+            'eval': bag_tools.cli_eval}[args.bag_command](args)
+
+
+def add_bag(sub) -> None:
+    bag = sub.add_parser('bag', help='record a dataset as a rosbag2, list a bag, score a bag '
+                                     'offline or through the nodes')
+    bsub = bag.add_subparsers(dest='bag_command', required=True)
+    rec = bsub.add_parser('record', help='dataset samples with labels and applied corruption as a bag')
+    rec.add_argument('--dataset', required=True, help='synthetic, avdigits or folder:PATH')
+    rec.add_argument('--out', required=True, help='bag directory to create')
+    rec.add_argument('--schedule', help='corruption schedule YAML (levels over time)')
+    rec.add_argument('--mix', default='clean', choices=['clean', 'standard'],
+                     help="without --schedule: clean, or the seeded corruption mix of 'admn eval'")
+    rec.add_argument('--duration', type=float, default=10.0, help='seconds (default 10)')
+    rec.add_argument('--rate', type=float, default=10.0, help='samples per second (default 10)')
+    rec.add_argument('--storage', default='mcap', choices=['mcap', 'sqlite3'])
+    rec.add_argument('--split', default='test', choices=['train', 'val', 'test'])
+    rec.add_argument('--seed', type=int, default=0)
+    info = bsub.add_parser('info', help='topics, types, message counts and duration of a bag')
+    info.add_argument('bag')
+    info.add_argument('--json', action='store_true', help='print JSON')
+    ev = bsub.add_parser('eval', help='score a bag per (policy, budget): offline, or through the nodes')
+    ev.add_argument('bag')
+    ev.add_argument('--checkpoint', help="model (default: the shipped default of the bag's dataset)")
+    ev.add_argument('--dataset', help='whose default model to use when the bag does not say')
+    ev.add_argument('--policies', default='admn', help='comma-separated (default admn)')
+    ev.add_argument('--budgets', default='0.5', help='comma-separated fractions (default 0.5)')
+    ev.add_argument('--budget-unit', default='layers', choices=['layers', 'flops'])
+    ev.add_argument('--out', default='runs/bag_eval', help='report directory (JSON, Markdown, PNG)')
+    ev.add_argument('--through-ros', action='store_true',
+                    help='replay through bag_player -> admn_fusion -> evaluator, one graph per cell')
+    ev.add_argument('--compare', action='store_true',
+                    help='with --through-ros: score offline too and report the agreement per frame')
+    ev.add_argument('--rate', type=float, default=1.0, help='ROS playback speed factor')
+    ev.add_argument('--slop', type=float, help="ROS sync slop in seconds (default: the node's)")
+    ev.add_argument('--namespace', default='', help='ROS namespace of the graph')
+    ev.add_argument('--verbose', action='store_true', help="print the nodes' output")
+    ev.add_argument('--device', default='auto', help='offline: auto, cpu, cuda[:N]; ROS: cpu unless given')
+    ev.add_argument('--batch-size', type=int, default=64, help='offline frames per batch')
+    for stream in ('rgb', 'depth', 'audio', 'audio_info', 'label', 'corruption'):
+        ev.add_argument(f"--{stream.replace('_', '-')}", dest=stream, metavar='TOPIC',
+                        help=f"this bag's {stream.replace('_', ' ')} topic")
+    for parser in (rec, info, ev):
+        parser.set_defaults(func=_bag)
+
+
+def _soak(args) -> int:
+    from admn_ros.soak import run_cli
+    return run_cli(args)
+
+
+def add_soak(sub) -> None:
+    soak = sub.add_parser('soak', help='run the live graph for minutes: RSS growth, latency drift, '
+                                       'drops and rejects (JSON)')
+    from admn_ros.soak import add_arguments
+    add_arguments(soak)
+    soak.set_defaults(func=_soak)
+
+
 # One function per command group; a new group adds its function here.
-COMMAND_GROUPS = (add_train, add_eval, add_data, add_bench, add_bringup, add_demo)
+COMMAND_GROUPS = (add_train, add_eval, add_data, add_bench, add_bringup, add_demo, add_compress,
+                  add_experiment, add_bag, add_soak)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -200,6 +461,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         if not getattr(args, 'passthrough', False):
             parser.error(f'unrecognized arguments: {" ".join(unknown)}')
         args.extra = unknown
+    if getattr(args, 'threads', None) is not None:
+        import os
+        if args.threads < 1:
+            parser.error(f'--threads must be >= 1, got {args.threads}')
+        os.environ['ADMN_THREADS'] = str(args.threads)   # read by every thread rule in the process
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -1,7 +1,7 @@
 """``make demo`` / ``admn demo``: the main job on the embedded synthetic world.
 
 1. The model: ``--checkpoint``, else the trained default shipped in ``admn_ros/models/`` (or the
-   cache's, see :mod:`admn_ros.quality_estimators.defaults`); with neither, it is trained first.
+   cache's, see :mod:`admn_ros.quality_estimators.inference`); with neither, it is trained first.
 2. Offline (skipped with ``--no-offline``): each sensor destroyed alone over the test split, the
    learned controller against the fixed rules at a quarter and a third of the layers.
 3. Online: a scripted scenario (``config/scenarios/demo.yaml``, or ``--scenario FILE``) played
@@ -36,7 +36,8 @@ def default_scenario_path() -> Path:
 
 
 def _ensure_default(out: Path, quick: bool) -> Path:
-    from admn_ros.quality_estimators.defaults import default_checkpoint, train_defaults
+    from admn_ros.quality_estimators.defaults import train_defaults
+    from admn_ros.quality_estimators.inference import default_checkpoint
     try:
         return default_checkpoint('synthetic')
     except FileNotFoundError:

@@ -8,11 +8,12 @@ Both ways of starting a graph are built from :data:`GRAPHS`, so they cannot drif
   the same nodes as subprocesses with :func:`node_command`.
 
 A graph lists its nodes (name, executable, remappings, inline parameters, whether the graph ends
-when the node exits) and a parameter file ``config/<graph>.yaml`` in the standard
+when the node exits, whether it is restarted after a crash; :func:`exit_action` is the one exit
+policy) and a parameter file ``config/<graph>.yaml`` in the standard
 ``node_name: ros__parameters:`` form. Launch-style arguments (``bag:=...``) are shortcuts for one
 node parameter each. Values are layered: node defaults < YAML file < inline < user overrides.
 
-Topic wiring: every node uses node-relative names (see :mod:`admn_ros.messages`), so a namespace
+Topic wiring: every node uses node-relative names (see :mod:`admn_ros.wire.topics`), so a namespace
 moves the whole graph. Where a noise_injector sits between the sensors and admn_fusion, the sensor
 inputs of admn_fusion are remapped to the ``corrupted/...`` topics the injector publishes.
 
@@ -28,7 +29,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 
-from admn_ros.messages import CORRUPTED_TOPICS, SENSOR_TOPICS
+from admn_ros.wire.topics import CORRUPTED_TOPICS, SENSOR_TOPICS
 from admn_ros.paths import PACKAGE, config_dir
 
 
@@ -44,10 +45,36 @@ class NodeSpec:
     remappings: Tuple[Tuple[str, str], ...] = ()
     parameters: Mapping[str, Any] = field(default_factory=dict)  # inline, over the YAML file
     required: bool = False                      # the whole graph stops when this node exits
+    respawn: bool = False                       # restarted after a crash (see exit_action)
 
     @property
     def module(self) -> str:
         return f'{PACKAGE}.nodes.{self.executable}'
+
+
+# What happens when a node exits (both forms, bringup and launch, follow it):
+#  * a required node: the graph stops, with the node's exit code (a bag that ended: 0);
+#  * exit code 0 otherwise: the node is done, the rest runs on (as in ros2 launch);
+#  * any other code: the graph stops with that code, so it never runs on half dead (ros2
+#    launch's on_exit=Shutdown) - unless the node is marked respawn and did not refuse its
+#    configuration (exit code 2, which a restart cannot mend): then it is restarted after
+#    RESPAWN_DELAY_S, at most RESPAWN_LIMIT times.
+CONFIG_REFUSED = 2          # run_node's exit code for a refused parameter, file or model
+RESPAWN_LIMIT = 3
+RESPAWN_DELAY_S = 1.0
+IGNORE, RESTART, STOP = 'ignore', 'restart', 'stop'
+
+
+def exit_action(spec: NodeSpec, returncode: int, restarts: int = 0) -> str:
+    """IGNORE, RESTART or STOP for node ``spec`` exiting with ``returncode`` after ``restarts``
+    restarts (the policy above)."""
+    if spec.required:
+        return STOP
+    if returncode == 0:
+        return IGNORE
+    if spec.respawn and returncode != CONFIG_REFUSED and restarts < RESPAWN_LIMIT:
+        return RESTART
+    return STOP
 
 
 @dataclass(frozen=True)
@@ -135,11 +162,12 @@ GRAPHS: Dict[str, GraphSpec] = {g.name: g for g in (
         name='admn',
         description='live pipeline: sensor_source -> noise_injector -> admn_fusion, '
                     'with budget_manager setting the layer budget',
+        # A live robot graph: a crashed driver or the fusion node itself comes back.
         nodes=(
-            NodeSpec('sensor_source', 'sensor_source'),
-            NodeSpec('noise_injector', 'noise_injector'),
-            NodeSpec('admn_fusion', 'admn_fusion', remappings=_FROM_INJECTOR),
-            NodeSpec('budget_manager', 'budget_manager'),
+            NodeSpec('sensor_source', 'sensor_source', respawn=True),
+            NodeSpec('noise_injector', 'noise_injector', respawn=True),
+            NodeSpec('admn_fusion', 'admn_fusion', remappings=_FROM_INJECTOR, respawn=True),
+            NodeSpec('budget_manager', 'budget_manager', respawn=True),
         ),
         arguments=(
             Argument('source', 'sensor_source', 'source', 'sensor source (see sensor_source)'),
@@ -339,7 +367,8 @@ def launch_description(name: str):
     """
     try:
         from launch import LaunchDescription
-        from launch.actions import DeclareLaunchArgument, Shutdown
+        from launch.actions import DeclareLaunchArgument, RegisterEventHandler, Shutdown
+        from launch.event_handlers import OnProcessExit
         from launch.substitutions import LaunchConfiguration
         from launch_ros.actions import Node
         from launch_ros.parameter_descriptions import ParameterValue
@@ -363,11 +392,27 @@ def launch_description(name: str):
                 # Typed, so a numeric-looking string stays a string and '2' becomes 2.0 for floats.
                 node_params[arg.parameter] = ParameterValue(LaunchConfiguration(arg.name),
                                                             value_type=type(current))
-        extra = {'on_exit': Shutdown()} if spec.required else {}
-        entities.append(Node(package=PACKAGE, executable=spec.executable, name=spec.name,
-                             namespace=LaunchConfiguration('namespace'), parameters=[node_params],
-                             remappings=list(spec.remappings), output='screen', **extra))
+        extra: Dict[str, Any] = {'on_exit': Shutdown()} if spec.required else {}
+        if spec.respawn:
+            extra.update(respawn=True, respawn_delay=RESPAWN_DELAY_S,
+                         respawn_max_retries=RESPAWN_LIMIT)
+        node = Node(package=PACKAGE, executable=spec.executable, name=spec.name,
+                    namespace=LaunchConfiguration('namespace'), parameters=[node_params],
+                    remappings=list(spec.remappings), output='screen', **extra)
+        entities.append(node)
+        if not spec.required:
+            # exit_action decides; launch itself counts the respawns.
+            entities.append(RegisterEventHandler(OnProcessExit(
+                target_action=node, on_exit=_launch_exit_handler(spec, Shutdown))))
     return LaunchDescription(entities)
+
+
+def _launch_exit_handler(spec: NodeSpec, shutdown):
+    def on_exit(event, context):
+        if exit_action(spec, event.returncode) == STOP:
+            return [shutdown(reason=f'{spec.name} exited with code {event.returncode}')]
+        return None
+    return on_exit
 
 
 def describe(names: Sequence[str] = ()) -> str:
@@ -377,7 +422,7 @@ def describe(names: Sequence[str] = ()) -> str:
         lines.append(f'{graph.name}: {graph.description}')
         for spec in graph.nodes:
             remap = ', '.join(f'{a}->{b}' for a, b in spec.remappings)
-            required = ' [required]' if spec.required else ''
+            required = (' [required]' if spec.required else '') + (' [respawn]' if spec.respawn else '')
             lines.append(f'  {spec.name} ({spec.executable}){required}'
                          + (f' remap {remap}' if remap else ''))
         for arg in graph.arguments:

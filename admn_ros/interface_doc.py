@@ -126,7 +126,9 @@ NOTES: Dict[Tuple[str, str], str] = {
     ('noise_injector', 'corrupted/camera/color/image_raw'): 'same header as the input',
     ('noise_injector', 'ground_truth/corruption'): 'one message per source stamp, one status '
                                                    'per modality',
-    ('admn_fusion', 'budget'): 'sets the `budget` parameter; values outside [0.01, 1] are ignored and counted',
+    ('admn_fusion', 'budget'): 'sets the `budget` parameter while `budget_from_topic` is true (a '
+                               'manual set turns it off); values outside [0.01, 1] are ignored '
+                               'and counted',
     ('admn_fusion', 'camera/color/image_raw'): 'after activate, one per model modality; QoS from '
                                                '`input_reliability` / `input_depth`',
     ('admn_fusion', 'camera/depth/image'): 'as above; 32FC1 m or 16UC1 mm',

@@ -18,6 +18,9 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 OK, WARN, ERROR, STALE = 0, 1, 2, 3
 
 DIAGNOSTICS_TOPIC = '/diagnostics'
+# A diagnostics value '<UNDECODABLE_KEY> <topic>' counts that topic's messages that did not decode
+# (bag_player reports them; the evaluator's report shows every such count it saw).
+UNDECODABLE_KEY = 'undecodable'
 
 # A task reports (level, message, values); values become KeyValue pairs with string values.
 DiagnosticTask = Callable[[], Tuple[int, str, Dict[str, Any]]]
@@ -149,6 +152,7 @@ def run_node(factory: Callable[[], Any], args: Optional[Sequence[str]] = None) -
     try:
         try:
             node = factory()
+            refuse_unknown_overrides(node)
         except (ValueError, FileNotFoundError, ParameterException) as exc:
             # A configuration mistake: one clear line, not a traceback (ADMN_DEBUG=1 shows it).
             if os.environ.get('ADMN_DEBUG'):
@@ -156,6 +160,10 @@ def run_node(factory: Callable[[], Any], args: Optional[Sequence[str]] = None) -
             print(f'{getattr(factory, "__name__", "node")}: error: {type(exc).__name__}: {exc}',
                   file=sys.stderr)
             return 2
+        # The node has loaded what it uses: numpy's OpenBLAS and OpenCV get one thread each, as
+        # the thread rule says (admn_ros.fusion.threads); a pool per core stalls next to a busy one.
+        from admn_ros.fusion.threads import limit_native_pools
+        limit_native_pools(1)
         executor.add_node(node)
         while rclpy.ok() and not getattr(node, 'finished', False):
             try:
@@ -175,8 +183,33 @@ def run_node(factory: Callable[[], Any], args: Optional[Sequence[str]] = None) -
         executor.shutdown()
         if node is not None:
             node.destroy_node()
+            # A verdict reached while shutting down (the evaluator's report) still counts.
+            code = code or int(getattr(node, 'exit_code', 0) or 0)
         rclpy.try_shutdown()
+        # Finalise the context now: that deletes the DDS participant, which removes its
+        # shared-memory segment from /dev/shm. exit_without_teardown skips the garbage
+        # collection that would otherwise do it, and the segment would stay behind.
+        try:
+            rclpy.get_default_context().destroy()
+        except Exception:   # already destroyed, or an rclpy without Context.destroy
+            pass
     return code
+
+
+def refuse_unknown_overrides(node) -> None:
+    """ValueError (one line: name, value, the declared names) when the parameter file or the
+    command line sets a parameter the node never declared: rclpy would keep it silently, so a
+    misspelt override (``sensor_source.bogus=1``) would change nothing without a word."""
+    overrides = getattr(node, '_parameter_overrides', {}) or {}
+    declared = set(node._parameters) if hasattr(node, '_parameters') else set()
+    unknown = sorted(n for n in overrides if n not in declared
+                     and not n.startswith(('qos_overrides.', 'use_sim_time')))
+    if unknown:
+        name = unknown[0]
+        value = getattr(overrides[name], 'value', overrides[name])
+        allowed = ', '.join(sorted(n for n in declared if not n.startswith('qos_overrides.')))
+        raise ValueError(f'unknown parameter {name} (= {value!r}) for node {node.get_name()}; '
+                         f'allowed: {allowed}')
 
 
 def _context_shuts_down(rclpy, within_s: float) -> bool:

@@ -1,4 +1,4 @@
-"""Generation speed of the embedded synthetic world (issue #3: >= 500 samples/s on 2 cores).
+"""Generation speed of the embedded synthetic world (target: >= 500 samples/s on 2 cores).
 
     admn bench generation [--samples 512] [--workers 1 2] [--json generation.json]
     python -m admn_ros.benchmarks.generation [--samples N] [--workers W ...] [--json OUT]
@@ -25,10 +25,11 @@ from typing import Dict, Iterator, List, Optional, Sequence
 
 from admn_ros.datasets import synthetic
 
-TARGET_SAMPLES_PER_S = 500.0   # issue #3, at the default config on 2 cores
-# Stage name -> the generator's functions whose time it counts.
-STAGES = {'scene sampling': ('_sample_scenes', '_sample_sounds'), 'rendering': ('_render',),
-          'sound': ('_synthesise',)}
+TARGET_SAMPLES_PER_S = 500.0   # at the default config on 2 cores (docs/model.md)
+# Stage name -> the stage functions generate() calls through admn_ros.datasets.synthetic's names
+# (wrapping them there times them).
+STAGES = {'scene sampling': ('sample_scenes', 'sample_sounds'), 'rendering': ('render',),
+          'sound': ('synthesise',)}
 
 
 def machine() -> dict:

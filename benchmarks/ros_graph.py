@@ -35,8 +35,14 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from admn_ros.bringup import Bringup
+from admn_ros.datasets.synthetic import CLASS_NAMES
+from admn_ros.fusion.checkpoint import read_checkpoint, save_untrained
+from admn_ros.fusion.config import ModelConfig
 from admn_ros.graph import GraphSpec, NodeSpec
 from admn_ros.node_utils import executor_kind, make_executor
+from admn_ros.quality_estimators.inference import default_checkpoint as trained_default
+from admn_ros.wire import PREDICTION, prediction_type
 
 KEYS = ('rate_hz', 'received_hz', 'drops', 'overhead_ms_p50', 'overhead_ms_p95', 'model_ms_p50')
 
@@ -51,13 +57,9 @@ def bench_graph() -> GraphSpec:
 
 def default_checkpoint(out_dir: Path) -> Path:
     """The trained synthetic default, else an untrained default-architecture model in out_dir."""
-    from admn_ros.quality_estimators.evaluate import default_checkpoint as trained_default
     try:
         return trained_default('synthetic')
     except FileNotFoundError:
-        from admn_ros.datasets.synthetic import CLASS_NAMES
-        from admn_ros.fusion.checkpoint import save_untrained
-        from admn_ros.fusion.config import ModelConfig
         print('no trained default (admn train defaults): timing an untrained model of the '
               'default architecture', file=sys.stderr)
         return save_untrained(out_dir / 'untrained.pt', ModelConfig(num_classes=len(CLASS_NAMES)),
@@ -65,7 +67,6 @@ def default_checkpoint(out_dir: Path) -> Path:
 
 
 def has_controller(path: Path) -> bool:
-    from admn_ros.fusion.checkpoint import read_checkpoint
     return 'controller_state' in read_checkpoint(path).get('extra', {})
 
 
@@ -85,10 +86,7 @@ def run(args) -> Dict:
 
 
 def _run(args, work: Path) -> Dict:
-    import rclpy
-
-    from admn_ros.bringup import Bringup
-    from admn_ros.fusion_contract import PREDICTION, prediction_type
+    import rclpy   # only when the graph runs: the core imports without ROS
 
     checkpoint = Path(args.checkpoint) if args.checkpoint else default_checkpoint(work)
     policy = args.policy or ('admn' if has_controller(checkpoint) else 'naive')

@@ -37,9 +37,12 @@ from pathlib import Path
 from typing import List, Sequence, Tuple
 
 import numpy as np
+import soundfile as sf
+import soxr
 
 from admn_ros.datasets.cache import default_cache_root
 from admn_ros.datasets.sample import SAMPLE_RATE, RawBatch
+from admn_ros.paths import PACKAGE_DIR, checkout_root
 
 SPLITS = ('train', 'val', 'test')
 SPEAKER_SPLITS = {
@@ -51,9 +54,6 @@ CLASS_NAMES = ['zero', 'one', 'two', 'three', 'four', 'five', 'six', 'seven', 'e
 CLIP_SECONDS = 1.0
 IMAGE_SIZE = 28
 _CACHE_VERSION = 1   # bump when the audio pipeline changes
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
 
 @dataclass(frozen=True)
 class Recording:
@@ -82,12 +82,12 @@ class AVDigitsPairs:
 
 
 def resolve_data_root(data_root=None) -> Path:
-    """The argument, else ``$ADMN_DATA_ROOT``, else ``<repo>/../shared/data``."""
+    """The argument, else ``$ADMN_DATA_ROOT``, else ``shared/data`` beside the source checkout."""
     if data_root is not None:
         return Path(data_root)
     if os.environ.get('ADMN_DATA_ROOT'):
         return Path(os.environ['ADMN_DATA_ROOT'])
-    return (REPO_ROOT / '..' / 'shared' / 'data').resolve()
+    return ((checkout_root() or PACKAGE_DIR.parent) / '..' / 'shared' / 'data').resolve()
 
 
 def _require(path: Path, what: str) -> Path:
@@ -216,9 +216,6 @@ def fit_clip(wave: np.ndarray, length: int) -> np.ndarray:
 
 def decode_clip(path: Path, length: int = int(CLIP_SECONDS * SAMPLE_RATE)) -> np.ndarray:
     """One WAV -> mono float32 at 16 kHz, fitted to ``length`` samples."""
-    import soundfile as sf
-    import soxr
-
     wave, rate = sf.read(str(path), dtype='float32', always_2d=True)
     mono = wave.mean(axis=1)
     if rate != SAMPLE_RATE:

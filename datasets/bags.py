@@ -1,6 +1,7 @@
 """rosbag2 recording and replay of raw batches with ``rosbags`` (no ROS install needed).
 
-**Layout written by** :func:`write_bag` (topics and encodings in :mod:`admn_ros.datasets.topics`):
+**Layout written by** :func:`write_bag` (topics, encodings and messages from :mod:`admn_ros.wire`,
+the encoders the nodes publish with):
 sample ``i`` is stamped ``t_i = start_ns + round(i * 1e9 / rate_hz)`` and every message of that
 sample carries ``header.stamp == t_i`` and bag log time ``t_i`` - except audio chunks: a clip is
 sent as one message, or with ``audio_chunk=n`` as chunks of ``n`` samples where chunk ``k`` is
@@ -19,25 +20,28 @@ instant; multi-channel audio is averaged to mono and resampled to 16 kHz with so
 different lengths are zero-padded at the end to the longest. Streams are then matched by header
 stamp with :class:`admn_ros.datasets.sync.ApproxSync` fed in log-time order (the messages a live node
 would see), and the samples come out sorted by the anchor's stamp (RGB if present, else the
-first stream). A continuous microphone stream (one long clip) is not windowed per frame here.
+first stream). A continuous microphone stream (one long clip) is windowed per frame only with
+``read_bag(audio_window=...)``, as a live node windows it; ``topics=`` reads a bag whose streams
+have other topic names (a robot's camera on ``/camera/image_raw``, say).
 
 Errors: a missing bag is ``FileNotFoundError``; a directory without ``metadata.yaml``, a
-truncated or garbled storage file, or undecodable messages raise :class:`BagError` (a
-``ValueError``) naming the bag.
+truncated or garbled storage file, or an MCAP checksum that does not match
+(:mod:`admn_ros.datasets.mcap_crc`; written bags are sealed with them) raise :class:`BagError` (a
+``ValueError``) naming the bag. A single message that does not decode is counted per topic
+(``BagSamples.undecodable``) and the rest is read.
 """
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from admn_ros.datasets import topics as T
-from admn_ros.datasets.rosmsg_codec import (audio_from_image, audio_to_image_fields, header_stamp_ns,
-                                   image_fields, image_to_array, pcm_bytes_to_array,
-                                   pcm_frame_bytes, split_stamp)
+from admn_ros import wire
+from admn_ros.wire import topics as T
+from admn_ros.wire.typestore import bag_messages, make_typestore
 from admn_ros.datasets.sample import MODALITIES, SAMPLE_RATE, RawBatch, batch_size, present_modalities
 from admn_ros.datasets.sync import ApproxSync
 
@@ -46,6 +50,7 @@ STORAGES = ('mcap', 'sqlite3')
 CUSTOM_CLASS_NAMES = 'admn_ros.class_names'
 CUSTOM_AUDIO_RATE = 'admn_ros.audio_sample_rate'
 CUSTOM_RATE_HZ = 'admn_ros.rate_hz'
+CUSTOM_DATASET = 'admn_ros.dataset'     # written by `admn bag record`: whose default model fits
 
 
 class BagError(ValueError):
@@ -61,51 +66,7 @@ class BagSamples:
     class_names: List[str]
     anchor: str = ''                      # stream whose stamps are reported
     unmatched: Dict[str, int] = field(default_factory=dict)  # messages left out, per stream
-
-
-# --------------------------------------------------------------------------------------------
-# Typestore
-# --------------------------------------------------------------------------------------------
-
-_STORE = None
-
-
-def make_typestore():
-    """The ROS 2 Kilted typestore plus the ros-drivers audio_common_msgs types (cached)."""
-    global _STORE
-    if _STORE is None:
-        from rosbags.typesys import Stores, get_types_from_msg, get_typestore
-
-        from admn_ros.datasets.msg import audio_common_definitions
-
-        store = get_typestore(Stores.ROS2_KILTED)
-        types = {}
-        for name, text in audio_common_definitions().items():
-            types.update(get_types_from_msg(text, name))
-        store.register(types)
-        _STORE = store
-    return _STORE
-
-
-def _header(store, stamp_ns: int, frame_id: str):
-    sec, nanosec = split_stamp(stamp_ns)
-    stamp = store.types['builtin_interfaces/msg/Time'](sec=sec, nanosec=nanosec)
-    return store.types['std_msgs/msg/Header'](stamp=stamp, frame_id=frame_id)
-
-
-def _image_msg(store, fields: Dict[str, Any], stamp_ns: int, frame_id: str):
-    fields = dict(fields)
-    fields['data'] = np.frombuffer(fields['data'], dtype=np.uint8)
-    return store.types[T.IMAGE_TYPE](header=_header(store, stamp_ns, frame_id), **fields)
-
-
-def _diagnostic_array(store, stamp_ns: int, statuses: Sequence[Tuple[str, Dict[str, str]]]):
-    kv = store.types['diagnostic_msgs/msg/KeyValue']
-    status = store.types['diagnostic_msgs/msg/DiagnosticStatus']
-    items = [status(level=0, name=name, message='', hardware_id='',
-                    values=[kv(key=k, value=v) for k, v in values.items()])
-             for name, values in statuses]
-    return store.types[T.DIAGNOSTIC_ARRAY_TYPE](header=_header(store, stamp_ns, ''), status=items)
+    undecodable: Dict[str, int] = field(default_factory=dict)  # messages that did not decode, per topic
 
 
 # --------------------------------------------------------------------------------------------
@@ -139,11 +100,13 @@ def _corruption_names(batch: RawBatch) -> Dict[str, List[str]]:
 def write_bag(path, batch, *, class_names: Optional[Sequence[str]] = None, rate_hz: float = 10.0,
               storage: str = 'mcap', start_ns: int = DEFAULT_START_NS,
               audio_chunk: Optional[int] = None, depth_encoding: str = T.DEPTH_ENCODING,
-              audio_encoding: str = T.AUDIO_ENCODING) -> Path:
+              audio_encoding: str = T.AUDIO_ENCODING,
+              metadata: Optional[Mapping[str, str]] = None) -> Path:
     """Record a raw batch (or a ``LoadedDataset``) as a rosbag2 directory at ``path``.
 
     ``class_names`` defaults to the dataset's, else ``str(class_id)``. ``depth_encoding`` is
     ``32FC1`` (metres) or ``16UC1`` (millimetres); ``audio_encoding`` ``16SC1`` or ``32FC1``.
+    ``metadata`` goes into the bag's ``custom_data`` too (:func:`bag_custom_data` reads it).
     The directory must not exist. Returns the bag path.
     """
     from rosbags.rosbag2 import StoragePlugin, Writer, WriterError
@@ -183,6 +146,7 @@ def write_bag(path, batch, *, class_names: Optional[Sequence[str]] = None, rate_
                              f'{SAMPLE_RATE / clip_len:.4g} or audio_chunk=None')
 
     store = make_typestore()
+    bag = bag_messages()
     # (log time, order of writing, topic, message type, message)
     records: List[Tuple[int, int, str, str, Any]] = []
 
@@ -191,32 +155,26 @@ def write_bag(path, batch, *, class_names: Optional[Sequence[str]] = None, rate_
 
     for i, t in enumerate(stamps):
         if 'rgb' in batch:
-            add(t, T.RGB_TOPIC, T.IMAGE_TYPE, _image_msg(
-                store, image_fields(batch['rgb'][i], T.RGB_ENCODING), t, T.FRAME_IDS['rgb']))
+            add(t, T.RGB_TOPIC, T.IMAGE_TYPE, wire.rgb_msg(batch['rgb'][i], t, flavour=bag))
         if 'depth' in batch:
-            add(t, T.DEPTH_TOPIC, T.IMAGE_TYPE, _image_msg(
-                store, image_fields(np.asarray(batch['depth'][i], np.float32), depth_encoding),
-                t, T.FRAME_IDS['depth']))
+            add(t, T.DEPTH_TOPIC, T.IMAGE_TYPE, wire.depth_msg(
+                batch['depth'][i], t, encoding=depth_encoding, flavour=bag))
         if 'audio' in batch:
             clip = batch['audio'][i]
             step = int(audio_chunk) if audio_chunk is not None else max(clip_len, 1)
             for start in range(0, max(clip_len, 1), step):
                 t_chunk = t + int(round(start * 1e9 / SAMPLE_RATE))
-                fields = audio_to_image_fields(clip[start:start + step], audio_encoding)
-                add(t_chunk, T.AUDIO_TOPIC, T.IMAGE_TYPE,
-                    _image_msg(store, fields, t_chunk, T.FRAME_IDS['audio']))
+                add(t_chunk, T.AUDIO_TOPIC, T.IMAGE_TYPE, wire.audio_msg(
+                    clip[start:start + step], t_chunk, encoding=audio_encoding, flavour=bag))
         if labels is not None:
             c = int(labels[i])
-            add(t, T.LABEL_TOPIC, T.DIAGNOSTIC_ARRAY_TYPE, _diagnostic_array(
-                store, t, [(T.LABEL_STATUS_NAME, {T.LABEL_KEY_ID: str(c),
-                                                  T.LABEL_KEY_NAME: class_names[c]})]))
+            add(t, T.LABEL_TOPIC, T.DIAGNOSTIC_ARRAY_TYPE,
+                wire.label_msg(t, c, class_names[c], flavour=bag))
         if corruption:
-            statuses = [(m, {T.CORRUPTION_KEY_TYPE: corruption[m][i],
-                             T.CORRUPTION_KEY_SEVERITY:
-                                 f'{float(batch[f"severity_{m}"][i]):.9g}'})
-                        for m in MODALITIES if m in corruption]
+            levels = {m: (corruption[m][i], float(batch[f'severity_{m}'][i]))
+                      for m in MODALITIES if m in corruption}
             add(t, T.CORRUPTION_TOPIC, T.DIAGNOSTIC_ARRAY_TYPE,
-                _diagnostic_array(store, t, statuses))
+                wire.corruption_msg(t, levels, flavour=bag))
     records.sort(key=lambda r: (r[0], r[1]))
 
     plugin = StoragePlugin.MCAP if storage == 'mcap' else StoragePlugin.SQLITE3
@@ -225,6 +183,8 @@ def write_bag(path, batch, *, class_names: Optional[Sequence[str]] = None, rate_
         writer.set_custom_data(CUSTOM_CLASS_NAMES, json.dumps(class_names))
         writer.set_custom_data(CUSTOM_AUDIO_RATE, str(SAMPLE_RATE))
         writer.set_custom_data(CUSTOM_RATE_HZ, repr(float(rate_hz)))
+        for key, value in (metadata or {}).items():
+            writer.set_custom_data(str(key), str(value))
         with writer:
             connections = {}
             for t_ns, _, topic, msgtype, msg in records:
@@ -233,6 +193,9 @@ def write_bag(path, batch, *, class_names: Optional[Sequence[str]] = None, rate_
                 writer.write(connections[topic], t_ns, store.serialize_cdr(msg, msgtype))
     except WriterError as err:
         raise BagError(f'cannot write bag {path}: {err}') from err
+    if storage == 'mcap':
+        from admn_ros.datasets.mcap_crc import seal_bag
+        seal_bag(path)   # rosbags leaves the CRCs 0: fill them in so readers can verify
     return path
 
 
@@ -287,6 +250,7 @@ class _Decoded:
     stamped_audio: List[_Chunk] = field(default_factory=list)   # /audio/audio_stamped
     audio_info: Any = None
     label_names: Dict[int, str] = field(default_factory=dict)
+    undecodable: Dict[str, int] = field(default_factory=dict)   # recorded topic -> messages
 
     @property
     def audio_source(self) -> str:
@@ -313,14 +277,47 @@ def _bag_metadata(path: Path) -> Dict[str, Any]:
         raise BagError(f'{meta_path} is not valid rosbag2 metadata: {err}') from err
 
 
-def _values(status) -> Dict[str, str]:
-    return {kv.key: kv.value for kv in status.values}
+def bag_custom_data(path) -> Dict[str, str]:
+    """The bag's ``custom_data`` metadata (``{}`` when it has none)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f'bag {path} does not exist')
+    return {str(k): str(v) for k, v in (_bag_metadata(path).get('custom_data') or {}).items()}
+
+
+# Streams whose topic a foreign bag may name differently, and the names written here.
+STREAM_TOPICS = {'rgb': T.RGB_TOPIC, 'depth': T.DEPTH_TOPIC, 'audio': T.AUDIO_TOPIC,
+                 'audio_info': T.AUDIO_INFO_TOPIC, 'label': T.LABEL_TOPIC,
+                 'corruption': T.CORRUPTION_TOPIC}
+
+
+def topic_renames(topics: Mapping[str, str], recorded: Mapping[str, str]) -> Dict[str, str]:
+    """``{recorded topic: topic name used here}`` for the streams a foreign bag names otherwise.
+
+    ``topics`` maps stream keys (:data:`STREAM_TOPICS`) to the bag's names (empty = keep);
+    ``recorded`` is the bag's ``{topic: message type}``. Audio recorded as an Image goes to
+    the Image audio topic, anything else to the ``AudioDataStamped`` one.
+    """
+    out = {}
+    for key, topic in topics.items():
+        if key not in STREAM_TOPICS:
+            raise ValueError(f'unknown stream {key!r}; streams: {sorted(STREAM_TOPICS)}')
+        if not topic:
+            continue
+        topic = '/' + str(topic).lstrip('/')
+        if topic not in recorded:
+            raise BagError(f'{key} topic {topic} is not in the bag; its topics: {sorted(recorded)}')
+        target = STREAM_TOPICS[key]
+        if key == 'audio' and recorded[topic] != T.IMAGE_TYPE:
+            target = T.AUDIO_STAMPED_TOPIC
+        out[topic] = target
+    return out
 
 
 def _decode_message(dec: _Decoded, store, topic: str, msgtype: str, log_ns: int, raw) -> None:
     if topic in (T.RGB_TOPIC, T.DEPTH_TOPIC) and msgtype == T.IMAGE_TYPE:
         msg = store.deserialize_cdr(raw, msgtype)
-        arr = image_to_array(msg)
+        arr = wire.read_image(msg)
         if topic == T.RGB_TOPIC:
             if arr.ndim != 3:
                 raise ValueError(f'{topic} carries {msg.encoding}, not a colour image')
@@ -330,15 +327,15 @@ def _decode_message(dec: _Decoded, store, topic: str, msgtype: str, log_ns: int,
                 raise ValueError(f'{topic} carries {msg.encoding}; depth must be 32FC1 or 16UC1')
             key = 'depth'
             arr = arr.astype(np.float32)
-        dec.streams.setdefault(key, []).append((log_ns, header_stamp_ns(msg), arr))
+        dec.streams.setdefault(key, []).append((log_ns, wire.header_stamp_ns(msg), arr))
     elif topic == T.AUDIO_TOPIC and msgtype == T.IMAGE_TYPE:
         msg = store.deserialize_cdr(raw, msgtype)
-        wave = audio_from_image(msg)
-        dec.image_audio.append(_Chunk(log_ns, header_stamp_ns(msg), wave.shape[1], wave))
+        wave = wire.audio_from_image(msg)
+        dec.image_audio.append(_Chunk(log_ns, wire.header_stamp_ns(msg), wave.shape[1], wave))
     elif topic == T.AUDIO_STAMPED_TOPIC and msgtype == T.AUDIO_STAMPED_TYPE:
         msg = store.deserialize_cdr(raw, msgtype)
         data = np.asarray(msg.audio.data, dtype=np.uint8).tobytes()
-        dec.stamped_audio.append(_Chunk(log_ns, header_stamp_ns(msg), len(data), data))
+        dec.stamped_audio.append(_Chunk(log_ns, wire.header_stamp_ns(msg), len(data), data))
     elif topic == T.AUDIO_INFO_TOPIC and msgtype == T.AUDIO_INFO_TYPE:
         info = store.deserialize_cdr(raw, msgtype)
         if dec.audio_info is not None and _info_tuple(info) != _info_tuple(dec.audio_info):
@@ -347,23 +344,14 @@ def _decode_message(dec: _Decoded, store, topic: str, msgtype: str, log_ns: int,
         dec.audio_info = info
     elif topic == T.LABEL_TOPIC and msgtype == T.DIAGNOSTIC_ARRAY_TYPE:
         msg = store.deserialize_cdr(raw, msgtype)
-        found = [s for s in msg.status if s.name == T.LABEL_STATUS_NAME]
-        if len(found) != 1:
-            raise ValueError(f'{topic} message needs exactly one status named '
-                             f'{T.LABEL_STATUS_NAME!r}, found {len(found)}')
-        values = _values(found[0])
-        class_id = int(values[T.LABEL_KEY_ID])
-        if T.LABEL_KEY_NAME in values:
-            dec.label_names[class_id] = values[T.LABEL_KEY_NAME]
-        dec.streams.setdefault('label', []).append((log_ns, header_stamp_ns(msg), class_id))
+        class_id, name = wire.read_label(msg)
+        if name:
+            dec.label_names[class_id] = name
+        dec.streams.setdefault('label', []).append((log_ns, wire.header_stamp_ns(msg), class_id))
     elif topic == T.CORRUPTION_TOPIC and msgtype == T.DIAGNOSTIC_ARRAY_TYPE:
         msg = store.deserialize_cdr(raw, msgtype)
-        levels = {}
-        for s in msg.status:
-            values = _values(s)
-            levels[s.name] = (values[T.CORRUPTION_KEY_TYPE],
-                              float(values[T.CORRUPTION_KEY_SEVERITY]))
-        dec.streams.setdefault('corruption', []).append((log_ns, header_stamp_ns(msg), levels))
+        levels = wire.read_corruption(msg)
+        dec.streams.setdefault('corruption', []).append((log_ns, wire.header_stamp_ns(msg), levels))
 
 
 def _info_tuple(info) -> Tuple:
@@ -371,15 +359,32 @@ def _info_tuple(info) -> Tuple:
             str(info.coding_format))
 
 
-def _read_messages(path: Path) -> _Decoded:
+def _read_messages(path: Path, topics: Optional[Mapping[str, str]] = None) -> _Decoded:
     from rosbags.rosbag2 import Reader
 
+    from admn_ros.datasets.mcap_crc import McapCrcError, verify_bag
+    try:
+        verify_bag(path)   # a flipped byte in an MCAP file is refused before anything is read
+    except McapCrcError as err:
+        raise BagError(str(err)) from None
     store = make_typestore()
     dec = _Decoded()
     try:
         with Reader(path) as reader:
-            for conn, log_ns, raw in reader.messages():
-                _decode_message(dec, store, conn.topic, conn.msgtype, int(log_ns), raw)
+            renames = topic_renames(topics or {}, {t: i.msgtype for t, i in reader.topics.items()})
+            known = set(STREAM_TOPICS.values()) | {T.AUDIO_STAMPED_TOPIC}
+            # A mapped topic replaces the bag's own stream of that name; other topics are skipped
+            # unread (a robot's bag holds much this model does not use).
+            wanted = {c.id: renames.get(c.topic, c.topic) for c in reader.connections
+                      if c.topic in renames or (c.topic in known - set(renames.values()))}
+            conns = [c for c in reader.connections if c.id in wanted]
+            for conn, log_ns, raw in reader.messages(connections=conns):
+                try:
+                    _decode_message(dec, store, wanted[conn.id], conn.msgtype, int(log_ns), raw)
+                except BagError:
+                    raise
+                except Exception:   # one bad message: counted per topic, the rest still read
+                    dec.undecodable[conn.topic] = dec.undecodable.get(conn.topic, 0) + 1
     except BagError:
         raise
     except Exception as err:   # rosbags ReaderError, sqlite3/struct errors, bad fields
@@ -388,9 +393,10 @@ def _read_messages(path: Path) -> _Decoded:
     return dec
 
 
-def _assemble_clips(dec: _Decoded, anchors: np.ndarray, image_rate: int,
-                    path: Path) -> List[Tuple[int, int, np.ndarray]]:
-    """Audio chunks -> (log time, stamp, mono float32 clip at 16 kHz) per clip."""
+def _assemble_clips(dec: _Decoded, anchors: np.ndarray, image_rate: int, path: Path,
+                    window: Optional[int] = None) -> List[Tuple[int, int, np.ndarray]]:
+    """Audio chunks -> (log time, stamp, mono float32 clip at 16 kHz) per clip, or with
+    ``window`` per chunk: the last ``window`` samples of its run up to its end."""
     if not dec.audio_chunks:
         return []
     if dec.audio_source == 'audio_common':
@@ -398,7 +404,7 @@ def _assemble_clips(dec: _Decoded, anchors: np.ndarray, image_rate: int,
             raise BagError(f'{path}: {T.AUDIO_STAMPED_TOPIC} has no {T.AUDIO_INFO_TOPIC} '
                            'AudioInfo, so the sample format, rate and channels are unknown')
         try:
-            frame_bytes = pcm_frame_bytes(dec.audio_info)
+            frame_bytes = wire.pcm_frame_bytes(dec.audio_info)
         except ValueError as err:
             raise BagError(f'{path}: {T.AUDIO_INFO_TOPIC}: {err}') from err
         rate = int(dec.audio_info.sample_rate)
@@ -414,7 +420,9 @@ def _assemble_clips(dec: _Decoded, anchors: np.ndarray, image_rate: int,
     runs: List[List[_Chunk]] = []
     expected = None
     for chunk in sorted(dec.audio_chunks, key=lambda c: c.stamp_ns):
-        if (not runs or abs(chunk.stamp_ns - expected) > tol_ns or is_anchor(chunk.stamp_ns)):
+        # A live node's rolling window does not cut at frame stamps: with a window, neither here.
+        if (not runs or abs(chunk.stamp_ns - expected) > tol_ns
+                or (window is None and is_anchor(chunk.stamp_ns))):
             runs.append([])
             start = chunk.stamp_ns
             frames = 0.0
@@ -426,7 +434,7 @@ def _assemble_clips(dec: _Decoded, anchors: np.ndarray, image_rate: int,
     for run in runs:
         if dec.audio_source == 'audio_common':
             try:
-                wave = pcm_bytes_to_array(b''.join(c.payload for c in run), dec.audio_info)
+                wave = wire.pcm_bytes_to_array(b''.join(c.payload for c in run), dec.audio_info)
             except ValueError as err:
                 raise BagError(f'{path}: audio clip at {run[0].stamp_ns} ns: {err}') from err
         else:
@@ -438,7 +446,14 @@ def _assemble_clips(dec: _Decoded, anchors: np.ndarray, image_rate: int,
         if rate != SAMPLE_RATE:
             import soxr
             mono = soxr.resample(mono, rate, SAMPLE_RATE).astype(np.float32)
-        clips.append((run[0].log_ns, run[0].stamp_ns, mono))
+        if window is None:
+            clips.append((run[0].log_ns, run[0].stamp_ns, mono))
+            continue
+        frames = 0.0
+        for chunk in run:
+            frames += chunk.size / frame_bytes
+            end = min(len(mono), int(round(int(frames) * SAMPLE_RATE / rate)))
+            clips.append((chunk.log_ns, chunk.stamp_ns, mono[max(0, end - int(window)):end]))
     return clips
 
 
@@ -451,12 +466,18 @@ def _default_slop_ns(anchor_stamps: np.ndarray) -> int:
 
 
 def read_bag(path, *, slop_s: Optional[float] = None, queue_size: int = 100,
-             audio_rate_hz: int = SAMPLE_RATE) -> BagSamples:
+             audio_rate_hz: int = SAMPLE_RATE, topics: Optional[Mapping[str, str]] = None,
+             audio_window: Optional[int] = None) -> BagSamples:
     """Read a bag written by :func:`write_bag` (or recorded live) back into a raw batch.
 
     ``slop_s`` defaults to half the anchor stream's median period. ``audio_rate_hz`` is the
     rate of Image-carried audio when the bag's metadata does not say (AudioDataStamped audio
-    takes its rate from ``AudioInfo``).
+    takes its rate from ``AudioInfo``). ``topics`` names the streams of a bag that uses other
+    topics (:func:`topic_renames`). ``audio_window`` (samples at 16 kHz) cuts audio as a live
+    node's rolling window does: every audio message gives the last ``audio_window`` samples of
+    its contiguous run up to its end, stamped like the message, and those windows are matched
+    with the other streams - so a continuous microphone stream gives one clip per frame, and a
+    bag of whole per-sample clips gives each clip (its last ``audio_window`` samples).
     """
     path = Path(path)
     if not path.exists():
@@ -464,12 +485,12 @@ def read_bag(path, *, slop_s: Optional[float] = None, queue_size: int = 100,
     custom = {}
     if path.is_dir():
         custom = _bag_metadata(path).get('custom_data') or {}
-    dec = _read_messages(path)
+    dec = _read_messages(path, topics)
     image_rate = int(custom.get(CUSTOM_AUDIO_RATE, audio_rate_hz))
 
     anchor_stamps = np.array(sorted(s for key in ('rgb', 'depth', 'label')
                                     for _, s, _ in dec.streams.get(key, [])), dtype=np.int64)
-    clips = _assemble_clips(dec, anchor_stamps, image_rate, path)
+    clips = _assemble_clips(dec, anchor_stamps, image_rate, path, audio_window)
     if clips:
         dec.streams['audio'] = clips
     names = [m for m in MODALITIES if m in dec.streams]
@@ -497,7 +518,7 @@ def read_bag(path, *, slop_s: Optional[float] = None, queue_size: int = 100,
     stamps = np.array([items[0][0] for items in matched], dtype=np.int64)
     unmatched = {n: len(dec.streams[n]) - len(matched) for n in names}
     return BagSamples(batch=batch, stamps_ns=stamps, class_names=_class_names(custom, dec),
-                      anchor=anchor, unmatched=unmatched)
+                      anchor=anchor, unmatched=unmatched, undecodable=dict(dec.undecodable))
 
 
 def _with_index(items):

@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
@@ -176,5 +177,4 @@ class ArrayCache:
 
 
 def _warn(message: str) -> None:
-    import warnings
     warnings.warn(message, RuntimeWarning, stacklevel=3)

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+import yaml
 
 from admn_ros.datasets.corruptions import CORRUPTION_TYPES, apply_corruption
 from admn_ros.datasets.sample import MODALITIES, RawBatch, batch_size, present_modalities, take
@@ -173,7 +174,6 @@ def load_conditions(path, modalities: Optional[Sequence[str]] = None) -> List[Co
     ``modalities`` (the dataset's) refuses conditions on modalities the data lacks. Every
     problem is one ValueError line naming the file and the entry.
     """
-    import yaml
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text(encoding='utf8'))

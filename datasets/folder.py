@@ -38,12 +38,21 @@ PCM WAV at 16 kHz, ``label.txt``, conditions in ``meta.yaml``), for exports and 
 """
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+import cv2
 import numpy as np
+import soundfile as sf
+import soxr
+import yaml
 
+from admn_ros.datasets.avdigits import fit_clip
+from admn_ros.datasets.corruptions import CORRUPTION_TYPES, corruption_labels
+from admn_ros.datasets.preprocess import shrink_to_input
 from admn_ros.datasets.sample import MODALITIES, SAMPLE_RATE, RawBatch, batch_size, present_modalities
+from admn_ros.wire.image_codec import depth_to_mm
 
 CLASSES_FILE = 'classes.txt'
 _RGB_FILES = ('rgb.png', 'rgb.jpg')
@@ -65,8 +74,6 @@ def _one_of(record: Path, names: Sequence[str]) -> Optional[Path]:
 
 def read_rgb(path: Path) -> np.ndarray:
     """An image file -> uint8 ``[H, W, 3]`` RGB."""
-    import cv2
-
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)   # grey / RGBA / 16-bit become 8-bit BGR
     if img is None:
         raise ValueError(f'cannot decode image {path}')
@@ -81,8 +88,6 @@ def read_depth(path: Path) -> np.ndarray:
             raise ValueError(f'{path} must hold a 2-D float array in metres, '
                              f'got {depth.dtype} {depth.shape}')
         return depth.astype(np.float32)
-    import cv2
-
     raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if raw is None:
         raise ValueError(f'cannot decode depth image {path}')
@@ -95,18 +100,43 @@ def read_depth(path: Path) -> np.ndarray:
 
 
 def read_audio(path: Path) -> np.ndarray:
-    """Any WAV (rate, channels, format) -> mono float32 at 16 kHz."""
-    import soundfile as sf
-
+    """Any WAV (rate, channels, format) -> mono float32 at 16 kHz; a WAV whose sample data is
+    shorter than its header says is refused (libsndfile would silently return what is there)."""
+    problem = wav_truncation(path)
+    if problem:
+        raise ValueError(f'cannot decode audio {path}: {problem}')
     try:
         wave, rate = sf.read(str(path), dtype='float32', always_2d=True)
-    except sf.SoundFileError as err:
+    except (sf.SoundFileError, RuntimeError) as err:
         raise ValueError(f'cannot decode audio {path}: {err}') from err
     mono = wave.mean(axis=1)
     if rate != SAMPLE_RATE:
-        import soxr
         mono = soxr.resample(mono, rate, SAMPLE_RATE)
     return np.asarray(mono, dtype=np.float32)
+
+
+def wav_truncation(path) -> Optional[str]:
+    """Why a RIFF/WAVE file is truncated (its ``data`` chunk declares more bytes than the file
+    holds), or None; None too for files that are not RIFF/WAVE (soundfile judges those)."""
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, 'rb') as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] not in (b'RIFF', b'RIFX') or head[8:12] != b'WAVE':
+            return None
+        order = '<' if head[:4] == b'RIFF' else '>'
+        offset = 12
+        while offset + 8 <= size:
+            f.seek(offset)
+            chunk_id, length = struct.unpack(order + '4sI', f.read(8))
+            if chunk_id == b'data':
+                held = size - offset - 8
+                if length != 0xFFFFFFFF and length > held:   # 0xFFFFFFFF: a stream of unknown length
+                    return (f'truncated: the header declares {length} bytes of samples, the file '
+                            f'holds {held}')
+                return None
+            offset += 8 + length + (length & 1)
+    return 'truncated: no data chunk before the end of the file'
 
 
 def _parse_label(value: Any, class_names: List[str], where: str) -> int:
@@ -132,8 +162,6 @@ def _read_meta(record: Path) -> Dict[str, Any]:
     path = record / 'meta.yaml'
     if not path.is_file():
         return {}
-    import yaml
-
     try:
         meta = yaml.safe_load(path.read_text(encoding='utf8'))
     except yaml.YAMLError as err:
@@ -154,8 +182,6 @@ def _parse_conditions(conditions: Any, where: str) -> Dict[str, Tuple[int, float
         return {}
     if not isinstance(conditions, dict):
         raise ValueError(f'{where}: conditions must map modality -> {{type, severity}}')
-    from admn_ros.datasets.corruptions import CORRUPTION_TYPES
-
     out = {}
     for m, tag in conditions.items():
         if m not in MODALITIES:
@@ -233,18 +259,18 @@ def _read_record(record: Path, class_names: List[str]) -> Dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 
 def _resize_to(arr: np.ndarray, shape: Tuple[int, int], interpolation: int) -> np.ndarray:
-    import cv2
-
     if arr.shape[:2] == tuple(shape):
         return arr
     return cv2.resize(arr, (shape[1], shape[0]), interpolation=interpolation)
 
 
-def load_folder(path, split: str, *, clip_seconds: Optional[float] = None
-                ) -> Tuple[RawBatch, List[str]]:
-    """Load ``<path>/<split>/*/`` into a raw batch; returns ``(batch, class_names)``."""
-    import cv2
+def load_folder(path, split: str, *, clip_seconds: Optional[float] = None,
+                image_size: Optional[int] = None) -> Tuple[RawBatch, List[str]]:
+    """Load ``<path>/<split>/*/`` into a raw batch; returns ``(batch, class_names)``.
 
+    ``image_size``: resize on load - every image larger than that is centre-cropped and shrunk
+    to ``image_size`` squared as it is read, as the preprocessing would do later
+    (:func:`admn_ros.datasets.preprocess.shrink_to_input`)."""
     root = Path(path)
     split_dir = root / split
     if not split_dir.is_dir():
@@ -257,6 +283,10 @@ def load_folder(path, split: str, *, clip_seconds: Optional[float] = None
     samples = []
     for record in records:
         sample = _read_record(record, class_names)
+        if image_size:
+            for m in ('rgb', 'depth'):
+                if m in sample:
+                    sample[m] = shrink_to_input(sample[m], int(image_size), m)
         mods = tuple(m for m in MODALITIES if m in sample)
         if not mods:
             raise ValueError(f'record {record} has no rgb, depth or audio file')
@@ -295,7 +325,6 @@ def _stack_audio(clips: List[np.ndarray], clip_seconds: Optional[float]) -> np.n
     if clip_seconds is not None:
         if not clip_seconds > 0:
             raise ValueError(f'clip_seconds must be > 0, got {clip_seconds}')
-        from admn_ros.datasets.avdigits import fit_clip
         length = int(round(clip_seconds * SAMPLE_RATE))
         return np.stack([fit_clip(c, length) for c in clips]).astype(np.float32)
     out = np.zeros((len(clips), max(len(c) for c in clips)), np.float32)
@@ -318,13 +347,6 @@ def write_folder(path, split: str, batch, class_names: Sequence[str] = (), *,
     must not exist yet; an existing ``classes.txt`` must match ``class_names``.
     Returns the split folder.
     """
-    import cv2
-    import soundfile as sf
-    import yaml
-
-    from admn_ros.datasets.corruptions import corruption_labels
-    from admn_ros.datasets.rosmsg_codec import depth_to_mm
-
     if hasattr(batch, 'arrays'):   # a LoadedDataset
         class_names = class_names or getattr(batch, 'class_names', ())
         batch = batch.arrays

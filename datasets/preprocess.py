@@ -33,11 +33,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Dict, Optional
+from typing import ClassVar, Dict, Optional
 
+import cv2
+import librosa
 import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import sparse
 
 from admn_ros.datasets.sample import MODALITIES, SAMPLE_RATE, RawBatch, present_modalities
+from admn_ros.fusion.validate import at_least, positive
 
 RGB_MEAN = (0.485, 0.456, 0.406)  # ImageNet statistics: fixed, dataset-independent
 RGB_STD = (0.229, 0.224, 0.225)
@@ -58,6 +64,11 @@ class PreprocessConfig:
     n_frames: int = 64
     controller_size: int = 32
 
+    LIMITS: ClassVar[dict] = {'image_size': at_least(1), 'depth_max_m': positive(),
+                              'clip_seconds': positive(), 'n_fft': at_least(2),
+                              'hop_length': at_least(1), 'n_mels': at_least(1),
+                              'n_frames': at_least(1), 'controller_size': at_least(1)}
+
     def __post_init__(self):
         for name in ('image_size', 'n_fft', 'hop_length', 'n_mels', 'n_frames', 'controller_size'):
             if int(getattr(self, name)) <= 0:
@@ -77,7 +88,6 @@ class PreprocessConfig:
 @lru_cache(maxsize=8)
 def mel_filterbank(n_fft: int, n_mels: int, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Mel filterbank float32 [n_mels, n_fft // 2 + 1] (unit-peak triangles, cached, read-only)."""
-    import librosa
     bank = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=0.0,
                                fmax=sample_rate / 2, norm=None).astype(np.float32)
     bank.flags.writeable = False
@@ -88,7 +98,6 @@ def mel_filterbank(n_fft: int, n_mels: int, sample_rate: int = SAMPLE_RATE) -> n
 def _mel_projection(n_fft: int, n_mels: int, sample_rate: int = SAMPLE_RATE):
     """The filterbank transposed, as a sparse CSR matrix [bins, n_mels]: each bin feeds at most two
     triangles, so the product is ~100x fewer multiply-adds and never touches a BLAS thread pool."""
-    from scipy import sparse
     return sparse.csr_matrix(mel_filterbank(n_fft, n_mels, sample_rate).T)
 
 
@@ -125,7 +134,6 @@ class Preprocessor:
 
         ``log_mel``: this batch's audio model input (``self(batch)['audio']``) when the caller has
         it already; it is pooled instead of recomputed (same result)."""
-        import torch.nn.functional as F
         present = _check_batch(batch)
         size = self.cfg.controller_size
         out = {}
@@ -169,8 +177,6 @@ class Preprocessor:
 
     # ---------------------------------------------------------------- per modality
     def rgb(self, images: np.ndarray, size: int):
-        import cv2
-        import torch
         resized = _resize_each(images, size, cv2.INTER_AREA, cv2.INTER_LINEAR)
         # numpy, not torch: these small element-wise ops are single-threaded and never wait on a
         # busy OpenMP pool.
@@ -180,8 +186,6 @@ class Preprocessor:
         return torch.from_numpy(np.ascontiguousarray(normalised.transpose(0, 3, 1, 2)))
 
     def depth(self, depth: np.ndarray, size: int):
-        import cv2
-        import torch
         metres = np.asarray(depth, np.float32)
         valid = np.isfinite(metres) & (metres > 0)
         metres = np.where(valid, metres, 0.0).astype(np.float32)
@@ -191,7 +195,6 @@ class Preprocessor:
 
     def log_mel(self, audio: np.ndarray):
         """Waveforms [B, T] -> normalised log-mel [B, 1, n_mels, n_frames]."""
-        import torch
         cfg = self.cfg
         wave = np.asarray(audio, np.float32)
         # Crop / zero-pad to the clip length and add the n_fft // 2 zeros on either side that
@@ -253,7 +256,6 @@ def _resize_each(images: np.ndarray, size: int, shrink: int, grow: int) -> np.nd
     One OpenCV call per image: stacking the batch into channels is not bit-identical to single
     images in OpenCV, and batch / single consistency matters more here than a few microseconds.
     """
-    import cv2
     _, height, width, channels = images.shape
     side = min(height, width)
     top, left = (height - side) // 2, (width - side) // 2
@@ -266,3 +268,18 @@ def _resize_each(images: np.ndarray, size: int, shrink: int, grow: int) -> np.nd
         resized = cv2.resize(np.ascontiguousarray(image), (size, size), interpolation=interpolation)
         out[i] = resized.reshape(size, size, channels)
     return out
+
+
+def shrink_to_input(image: np.ndarray, size: int, modality: str) -> np.ndarray:
+    """One ``rgb`` (HxWx3) or ``depth`` (HxW) image larger than ``size`` centre-cropped and shrunk
+    to ``size`` x ``size`` exactly as :class:`Preprocessor` does it (same crop, same interpolation),
+    which then has nothing left to do: the model inputs are the same as from the full image.
+    Resize on load (folder datasets, the bag importer) uses it so large recordings cost no more per
+    epoch than small ones. Images not larger than ``size`` are returned unchanged."""
+    if min(image.shape[:2]) <= size:
+        return image
+    if modality == 'rgb':
+        return _resize_each(image[None], size, cv2.INTER_AREA, cv2.INTER_LINEAR)[0]
+    if modality == 'depth':
+        return _resize_each(image[None, ..., None], size, cv2.INTER_NEAREST, cv2.INTER_NEAREST)[0, ..., 0]
+    raise ValueError(f'shrink_to_input takes rgb or depth images, not {modality!r}')

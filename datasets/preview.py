@@ -8,10 +8,16 @@ above each panel.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import List
 
+import matplotlib
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
+from admn_ros.datasets.corruptions import CORRUPTION_TYPES, CorruptionSampler
+from admn_ros.datasets.preprocess import DB_MEAN, DB_STD, PreprocessConfig, Preprocessor
+from admn_ros.datasets.registry import load_dataset
 from admn_ros.datasets.sample import RawBatch, present_modalities
 
 _TITLES = {'rgb': 'RGB', 'depth': 'depth (m)', 'audio': 'log-mel'}
@@ -19,8 +25,7 @@ _TITLES = {'rgb': 'RGB', 'depth': 'depth (m)', 'audio': 'log-mel'}
 
 def write_preview(dataset_name: str, out_dir, n: int = 8, seed: int = 0, *, split: str = 'val',
                   data_root=None) -> List[Path]:
-    """Write ``<dataset>_clean.png`` (and ``<dataset>_corrupted.png``) into ``out_dir``; return the paths."""
-    from admn_ros.datasets.registry import load_dataset
+    """Write ``<dataset>_clean.png`` and ``<dataset>_corrupted.png`` into ``out_dir``; return the paths."""
     if isinstance(n, bool) or int(n) != n or n <= 0:
         raise ValueError(f'n must be a positive integer, got {n!r}')
     data = load_dataset(dataset_name, split, seed=seed, size=int(n), data_root=data_root)
@@ -29,21 +34,14 @@ def write_preview(dataset_name: str, out_dir, n: int = 8, seed: int = 0, *, spli
     stem = ''.join(ch if ch.isalnum() or ch in '-_' else '_' for ch in dataset_name)
     paths = [_write_grid(data.arrays, data.class_names, out_dir / f'{stem}_clean.png',
                          f'{dataset_name} ({split}, seed {seed}): clean')]
-    corrupted = _corrupt(data.arrays, seed)
-    if corrupted is not None:
-        paths.append(_write_grid(corrupted, data.class_names, out_dir / f'{stem}_corrupted.png',
-                                 f'{dataset_name} ({split}, seed {seed}): corrupted (standard mix)'))
+    paths.append(_write_grid(_corrupt(data.arrays, seed), data.class_names, out_dir / f'{stem}_corrupted.png',
+                             f'{dataset_name} ({split}, seed {seed}): corrupted (standard mix)'))
     return paths
 
 
-def _corrupt(arrays: RawBatch, seed: int) -> Optional[RawBatch]:
-    """The standard corruption mix, or None when the corruption module is unavailable."""
-    try:
-        from admn_ros.datasets.corruptions import CorruptionSampler
-    except ImportError:
-        return None
-    sampler = CorruptionSampler.standard() if hasattr(CorruptionSampler, 'standard') else CorruptionSampler()
-    return sampler(dict(arrays), np.random.default_rng([seed, 0xC0DE]))
+def _corrupt(arrays: RawBatch, seed: int) -> RawBatch:
+    """The standard corruption mix (:meth:`CorruptionSampler.standard`), seeded."""
+    return CorruptionSampler.standard()(dict(arrays), np.random.default_rng([seed, 0xC0DE]))
 
 
 def _corruption_label(arrays: RawBatch, modality: str, i: int) -> str:
@@ -54,24 +52,20 @@ def _corruption_label(arrays: RawBatch, modality: str, i: int) -> str:
     if code == 0 or severity == 0:
         return 'clean'
     try:
-        from admn_ros.datasets.corruptions import CORRUPTION_TYPES
         name = CORRUPTION_TYPES[modality][code]
-    except (ImportError, KeyError, IndexError):
+    except (KeyError, IndexError):
         name = f'type {code}'
     return f'{name} {severity:.2f}'
 
 
 def _write_grid(arrays: RawBatch, class_names, path: Path, title: str) -> Path:
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    from admn_ros.datasets.preprocess import DB_MEAN, DB_STD, Preprocessor, PreprocessConfig
-
     modalities = present_modalities(arrays)
     n = len(arrays['label'])
     depth_max = PreprocessConfig().depth_max_m
     mel = Preprocessor().log_mel(arrays['audio']).numpy()[:, 0] * DB_STD + DB_MEAN if 'audio' in arrays else None
-    fig, axes = plt.subplots(n, len(modalities), figsize=(2.3 * len(modalities) + 0.8, 2.1 * n), squeeze=False)
+    fig = Figure(figsize=(2.3 * len(modalities) + 0.8, 2.1 * n))
+    FigureCanvasAgg(fig)   # an Agg canvas of its own: no pyplot state
+    axes = fig.subplots(n, len(modalities), squeeze=False)
     cmap = matplotlib.colormaps['viridis'].with_extremes(bad='black')
     for i in range(n):
         for j, m in enumerate(modalities):
@@ -94,5 +88,4 @@ def _write_grid(arrays: RawBatch, class_names, path: Path, title: str) -> Path:
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    plt.close(fig)
     return path

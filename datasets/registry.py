@@ -21,7 +21,9 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
-from admn_ros.datasets.sample import MODALITIES, RawBatch, batch_size, present_modalities, take
+from admn_ros.datasets import avdigits, folder, synthetic
+from admn_ros.datasets.cache import ArrayCache, quantise_audio_roundtrip
+from admn_ros.datasets.sample import MODALITIES, SAMPLE_RATE, RawBatch, batch_size, present_modalities, take
 
 SPLITS = ('train', 'val', 'test')
 DATASET_NAMES = ('synthetic', 'tensors', 'avdigits', 'folder:PATH')
@@ -55,11 +57,14 @@ def split_seed(seed: int, split: str) -> int:
 
 
 def load_dataset(name: str, split: str, *, seed: int = 0, size: Optional[int] = None, data_root=None,
-                 cache: bool = True, synthetic_config=None) -> LoadedDataset:
+                 cache: bool = True, synthetic_config=None,
+                 image_size: Optional[int] = None) -> LoadedDataset:
     """Load one split of a named dataset (see the module docstring for names).
 
     ``cache=False`` bypasses the on-disk cache (synthetic only); ``synthetic_config`` overrides
     the :class:`admn_ros.datasets.synthetic.SyntheticConfig` (its ``seed`` is replaced by ``seed``).
+    ``image_size`` resizes ``folder:`` images on load to the model's input size (the built-in
+    datasets are generated at it or below).
     """
     if not isinstance(name, str):
         raise ValueError(f'dataset name must be a string, got {type(name).__name__}')
@@ -77,15 +82,13 @@ def load_dataset(name: str, split: str, *, seed: int = 0, size: Optional[int] = 
     elif name == 'tensors':
         arrays, class_names = _random_tensors(split, seed, size or TENSOR_SIZES[split])
     elif name == 'avdigits':
-        from admn_ros.datasets.avdigits import load_avdigits
-        arrays, class_names = load_avdigits(split, data_root=data_root, seed=seed)
+        arrays, class_names = avdigits.load_avdigits(split, data_root=data_root, seed=seed)
         arrays = _subset(arrays, size, seed, name)
     elif name.startswith('folder:'):
         path = name[len('folder:'):]
         if not path:
             raise ValueError("dataset 'folder:' needs a path, e.g. 'folder:/data/my_recordings'")
-        from admn_ros.datasets.folder import load_folder
-        arrays, class_names = load_folder(path, split)
+        arrays, class_names = folder.load_folder(path, split, image_size=image_size)
         arrays = _subset(arrays, size, seed, name)
     else:
         raise ValueError(f'unknown dataset {name!r}; known: {", ".join(DATASET_NAMES)}')
@@ -98,14 +101,11 @@ def content_version(name: str) -> int:
     """Version of the content a built-in generator makes for ``name`` (0 for data read from files);
     caches of derived arrays key on it so they are rebuilt when the generator changes."""
     if name == 'synthetic':
-        from admn_ros.datasets.synthetic import GENERATOR_VERSION
-        return GENERATOR_VERSION
+        return synthetic.GENERATOR_VERSION
     return TENSORS_VERSION if name == 'tensors' else 0
 
 
 def _load_synthetic(split, seed, size, cache, config):
-    from admn_ros.datasets import synthetic
-    from admn_ros.datasets.cache import ArrayCache, quantise_audio_roundtrip
     cfg = config or synthetic.SyntheticConfig()
     cfg = dataclasses.replace(cfg, seed=split_seed(seed, split))
     n = size or SYNTHETIC_SIZES[split]
@@ -122,7 +122,6 @@ def _load_synthetic(split, seed, size, cache, config):
 def _random_tensors(split: str, seed: int, n: int):
     """Generated arrays with the raw-batch dtypes (rgb 64x64, depth with NaN holes, 1 s of audio) and a
     simple class signal in every modality (brightness, distance, tone pitch), so a model can learn it."""
-    from admn_ros.datasets.sample import SAMPLE_RATE
     rng = np.random.default_rng([seed, 0x7E5, SPLITS.index(split)])
     label = (rng.permutation(n) % TENSOR_CLASSES).astype(np.int64)
     level = (label / max(1, TENSOR_CLASSES - 1)).astype(np.float32)[:, None, None]

@@ -36,7 +36,9 @@ from typing import Any, Dict, List, Mapping, Sequence, Tuple, Union
 
 import yaml
 
+from admn_ros.datasets.corruptions import CORRUPTION_TYPES, apply_corruption
 from admn_ros.datasets.sample import MODALITIES
+from admn_ros.fusion.validate import read_yaml
 
 Level = Tuple[str, float]
 CLEAN: Level = ('clean', 0.0)
@@ -53,8 +55,6 @@ def _check_time(value: Any, what: str) -> float:
 
 def check_level(modality: str, ctype: Any, severity: Any) -> Level:
     """Validate one level against ``CORRUPTION_TYPES``; severity 0 becomes ``('clean', 0.0)``."""
-    from admn_ros.datasets.corruptions import CORRUPTION_TYPES
-
     if modality not in CORRUPTION_TYPES:
         raise ValueError(f'unknown modality {modality!r}; known: {tuple(CORRUPTION_TYPES)}')
     if ctype == SILENT:
@@ -376,8 +376,6 @@ def apply_levels(batch, levels: Mapping[str, Level], rng, *, babble_bank=None):
     modalities are ignored, since a schedule always names all of them. A ``silent`` modality is
     left out of the returned batch, as a sensor that published nothing.
     """
-    from admn_ros.datasets.corruptions import apply_corruption
-
     out = dict(batch)
     for m in MODALITIES:
         if m in batch:
@@ -391,8 +389,7 @@ def apply_levels(batch, levels: Mapping[str, Level], rng, *, babble_bank=None):
 
 def load_schedule(path) -> Schedule:
     """Read a schedule from YAML (safe loader); raises ValueError on bad entries."""
-    with open(path, 'r', encoding='utf-8') as f:
-        data = yaml.safe_load(f)
+    data = read_yaml(path, mapping=False)   # one line for a syntax error or a !!python tag
     try:
         return Schedule.from_dict(data)
     except ValueError as err:

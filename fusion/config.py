@@ -1,8 +1,10 @@
 """Model configuration: plain dataclasses, serialisable to a dict and back (checkpoints, YAML)."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
-from typing import Any, Dict, Tuple
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar, Dict, Tuple
+
+from admn_ros.fusion.validate import ConfigError, Each, at_least, build, one_of, positive
 
 
 @dataclass
@@ -19,6 +21,42 @@ class EncoderConfig:
     # 'patch': one strided conv (ViT). 'conv': two 3x3 stride-2 convs before it (a convolutional
     # stem), which makes a ViT trained from scratch on small data learn far faster.
     stem: str = 'patch'
+    # LayerShuffle (fusion/layershuffle.py): width of a learned embedding of the position a block
+    # runs at, projected into the tokens before it (0 = none); per-block heads that predict it.
+    position_embed_dim: int = 0
+    position_head: bool = False
+    # LayerCollapse (fusion/collapse.py): blocks whose MLP activation is a PReLU with one learned
+    # slope, and blocks whose MLP has been merged into one linear layer.
+    prelu_blocks: Tuple[int, ...] = ()
+    collapsed_blocks: Tuple[int, ...] = ()
+
+    LIMITS: ClassVar[dict] = {'in_chans': at_least(1), 'patch_size': at_least(1),
+                              'dim': at_least(1), 'depth': at_least(1), 'heads': at_least(1),
+                              'mlp_ratio': positive(), 'stem': one_of('patch', 'conv'),
+                              'position_embed_dim': at_least(0),
+                              'prelu_blocks': Each(at_least(0)), 'collapsed_blocks': Each(at_least(0))}
+
+    def check(self) -> None:
+        if min(self.input_size) < 1:
+            raise ConfigError('input_size', list(self.input_size), 'two integers >= 1')
+        if self.input_size[0] % self.patch_size or self.input_size[1] % self.patch_size:
+            raise ConfigError('patch_size', self.patch_size,
+                              f'a divisor of input_size {list(self.input_size)}')
+        if self.dim % self.heads:
+            raise ConfigError('heads', self.heads, f'a divisor of dim {self.dim}')
+        for key in ('prelu_blocks', 'collapsed_blocks'):
+            blocks = getattr(self, key)
+            if any(b >= self.depth for b in blocks) or len(set(blocks)) != len(blocks):
+                raise ConfigError(key, list(blocks), f'distinct block indices below depth {self.depth}')
+        if set(self.prelu_blocks) & set(self.collapsed_blocks):
+            raise ConfigError('collapsed_blocks', list(self.collapsed_blocks),
+                              'blocks not also in prelu_blocks')
+
+    def mlp_kind(self, block: int) -> str:
+        """The MLP of block ``block`` (:data:`admn_ros.fusion.blocks.MLP_KINDS`)."""
+        if block in self.collapsed_blocks:
+            return 'linear'
+        return 'prelu' if block in self.prelu_blocks else 'gelu'
 
     @property
     def stem_widths(self) -> Tuple[int, int]:
@@ -58,6 +96,21 @@ class ModelConfig:
     head: str = 'classification'
     num_classes: int = 10
 
+    LIMITS: ClassVar[dict] = {'adapter_hidden': at_least(1), 'fusion_dim': at_least(1),
+                              'fusion_depth': at_least(0), 'fusion_heads': at_least(1),
+                              'head': one_of('classification'), 'num_classes': at_least(1)}
+
+    def check(self) -> None:
+        if not self.encoders:
+            raise ConfigError('encoders', {}, 'at least one modality')
+        depths = {e.depth for e in self.encoders.values()}
+        if len(depths) != 1:
+            raise ConfigError('encoders', {m: e.depth for m, e in self.encoders.items()},
+                              'one depth shared by every encoder')
+        if self.fusion_dim % self.fusion_heads:
+            raise ConfigError('fusion_heads', self.fusion_heads,
+                              f'a divisor of fusion_dim {self.fusion_dim}')
+
     @property
     def modalities(self) -> Tuple[str, ...]:
         return tuple(self.encoders)
@@ -74,33 +127,10 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: Dict[str, Any]) -> 'ModelConfig':
-        data = dict(data)
-        encoders = {m: from_dict(EncoderConfig, e) for m, e in data.pop('encoders', {}).items()}
-        cfg = from_dict(cls, data)
-        if encoders:
-            cfg.encoders = encoders
-        cfg.depth  # validate
-        return cfg
+        return from_dict(cls, data)
 
 
 def from_dict(cls, data: Dict[str, Any]):
-    """Build dataclass ``cls`` from a dict, rejecting unknown keys and recursing into dataclass fields."""
-    if data is None:
-        return cls()
-    if not isinstance(data, dict):
-        raise ValueError(f'{cls.__name__}: expected a mapping, got {type(data).__name__}')
-    known = {f.name: f for f in fields(cls)}
-    unknown = set(data) - set(known)
-    if unknown:
-        raise ValueError(f'{cls.__name__}: unknown keys {sorted(unknown)}; known: {sorted(known)}')
-    kwargs = {}
-    default = cls()
-    for name, value in data.items():
-        current = getattr(default, name)
-        if is_dataclass(current) and isinstance(value, dict):
-            value = from_dict(type(current), value) if not hasattr(type(current), 'from_dict') \
-                else type(current).from_dict(value)
-        elif isinstance(current, tuple) and isinstance(value, list):
-            value = tuple(value)
-        kwargs[name] = value
-    return cls(**kwargs)
+    """Build dataclass ``cls`` from a dict: unknown keys, types and limits checked
+    (:func:`admn_ros.fusion.validate.build`), nested dataclass fields built alike."""
+    return build(cls, data)

@@ -5,10 +5,25 @@ import contextlib
 
 import torch
 
+from admn_ros.fusion.validate import ConfigError
+
+
+DEVICE_CHOICES = 'auto, cpu, cuda or cuda:N'
+
+
+def check_device(spec: str) -> str:
+    """``spec`` normalised if it names a device this code can use (``auto``, ``cpu``, ``cuda``,
+    ``cuda:N``), else ValueError in one line; whether CUDA is present is :func:`resolve_device`'s
+    question. The one check of a device setting (configs, node parameters, flags)."""
+    text = ('auto' if spec is None else spec if isinstance(spec, str) else '?').strip().lower() or 'auto'
+    if text in ('auto', 'cpu', 'cuda') or (text.startswith('cuda:') and text[5:].isdigit()):
+        return text
+    raise ConfigError('device', spec, DEVICE_CHOICES)
+
 
 def resolve_device(spec: str = 'auto') -> torch.device:
     """``auto`` -> first CUDA device if available, else CPU; ``cpu``; ``cuda`` / ``cuda:N``."""
-    spec = (spec or 'auto').strip().lower()
+    spec = check_device(spec)
     if spec == 'auto':
         return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     if spec == 'cpu':

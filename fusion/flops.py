@@ -14,11 +14,22 @@ import numpy as np
 from admn_ros.fusion.config import EncoderConfig, ModelConfig
 
 
-def block_flops(tokens: int, dim: int, mlp_ratio: float = 4.0) -> float:
-    """One pre-norm transformer block: qkv, Q·Kᵀ, attention·V, projection, two MLP linears."""
+def block_flops(tokens: int, dim: int, mlp_ratio: float = 4.0, *, mlp: str = 'gelu',
+                position_dim: int = 0) -> float:
+    """One pre-norm transformer block: qkv, Q·Kᵀ, attention·V, projection, two MLP linears (one
+    for a collapsed MLP, ``mlp='linear'``), plus a LayerShuffle position projection when
+    ``position_dim`` is set."""
     hidden = int(dim * mlp_ratio)
-    macs = tokens * (3 * dim * dim + dim * dim + 2 * dim * hidden) + 2 * tokens * tokens * dim
+    mlp_macs = dim * dim if mlp == 'linear' else 2 * dim * hidden
+    macs = (tokens * (3 * dim * dim + dim * dim + mlp_macs) + 2 * tokens * tokens * dim
+            + tokens * (dim + position_dim) * dim * (position_dim > 0))
     return 2.0 * macs
+
+
+def encoder_block_costs(cfg: EncoderConfig) -> np.ndarray:
+    """FLOPs of each block of an encoder (they differ once some MLPs are collapsed)."""
+    return np.array([block_flops(cfg.num_tokens, cfg.dim, cfg.mlp_ratio, mlp=cfg.mlp_kind(i),
+                                 position_dim=cfg.position_embed_dim) for i in range(cfg.depth)])
 
 
 def patch_embed_flops(cfg: EncoderConfig) -> float:
@@ -42,6 +53,10 @@ class CostModel:
     fusion_block_flops: Dict[int, float]  # one fusion block as a function of its token count
     head_flops: float
     depth: int
+    # Each block of modality m, where they differ (collapsed MLPs); None: all cost block_flops[m].
+    # block_flops[m] is then the dearest block: the budget selector counts every block at it, so a
+    # selection stays within its budget, and budget fractions refer to the uncollapsed model.
+    block_costs: Optional[Dict[str, np.ndarray]] = None
 
     @classmethod
     def from_config(cls, cfg: ModelConfig) -> 'CostModel':
@@ -50,8 +65,11 @@ class CostModel:
         head = 2.0 * cfg.fusion_dim * cfg.num_classes
         if cfg.head == 'regression':
             head = 2.0 * (cfg.fusion_dim * cfg.fusion_dim + cfg.fusion_dim * cfg.num_classes)
+        costs = {m: encoder_block_costs(e) for m, e in cfg.encoders.items()}
+        uneven = any(c.min() != c.max() for c in costs.values())
         return cls(
-            block_flops={m: block_flops(e.num_tokens, e.dim, e.mlp_ratio) for m, e in cfg.encoders.items()},
+            block_flops={m: float(c.max()) for m, c in costs.items()},
+            block_costs=costs if uneven else None,
             embed_flops={m: patch_embed_flops(e) for m, e in cfg.encoders.items()},
             adapter_flops={m: 2.0 * (e.dim * cfg.fusion_dim + 2 * cfg.fusion_dim * cfg.adapter_hidden)
                            for m, e in cfg.encoders.items()},
@@ -80,7 +98,10 @@ class CostModel:
         total = 0.0
         for m, mask in keep.items():
             mask = np.asarray(mask, dtype=bool)
-            total = total + mask.sum(-1) * self.block_flops[m]
+            if self.block_costs is not None:
+                total = total + mask.astype(np.float64) @ self.block_costs[m]
+            else:
+                total = total + mask.sum(-1) * self.block_flops[m]
         return np.atleast_1d(np.asarray(total, dtype=np.float64))
 
     def total_flops(self, keep: Mapping[str, np.ndarray]) -> np.ndarray:

@@ -10,9 +10,12 @@ sensor is destroyed, the others then carry the decision if they are given the la
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Iterable
+from typing import ClassVar, Dict, Iterable
 
+import numpy as np
 import torch
+
+from admn_ros.fusion.validate import Range, fraction
 
 
 @dataclass
@@ -24,6 +27,10 @@ class LayerDropConfig:
     uniform_count_prob: float = 0.5  # share of batches that use the uniform-count rule when enabled
     absent_prob: float = 0.0       # per modality per sample: no block at all (token left out of
                                    # fusion); never every modality of a sample at once
+
+    LIMITS: ClassVar[dict] = {'max_rate': Range(0.0, 1.0, hi_open=True), 'warmup_epochs': Range(0.0),
+                              'full_drop_prob': fraction(), 'uniform_count_prob': fraction(),
+                              'absent_prob': Range(0.0, 1.0, hi_open=True)}
 
     def rate(self, epoch: float) -> float:
         """Drop rate at a (fractional) epoch."""
@@ -67,9 +74,37 @@ def sample_keep(modalities: Iterable[str], depth: int, batch: int, epoch: float,
     return keep
 
 
-def evenly_spaced(depth: int, k: int) -> torch.Tensor:
-    """LayerDrop's pruning rule generalised: ``k`` survivors at ``round(linspace(0, depth-1, k))``."""
+def check_depth(depth: int) -> int:
+    """``depth`` as an int when it is a positive integer, else ValueError."""
+    if int(depth) != depth or depth < 1:
+        raise ValueError(f'depth must be a positive integer, got {depth!r}')
+    return int(depth)
+
+
+def check_layer_count(count: int, depth: int) -> int:
+    """``count`` as an int when it is a number of layers of a ``depth``-layer encoder, else ValueError."""
+    check_depth(depth)
+    if int(count) != count or not 0 <= count <= depth:
+        raise ValueError(f'layer count must be an integer in [0, {depth}], got {count!r}')
+    return int(count)
+
+
+def evenly_spaced_indices(count: int, depth: int) -> np.ndarray:
+    """LayerDrop's pruning rule generalised: ``count`` survivors at ``rint(linspace(0, depth - 1,
+    count))``, in float64 (numpy rounds half to even).
+
+    The one "evenly spaced layers" rule: stage-1 validation at reduced depth, the rule-based
+    policies, the oracle's and the controller's candidate splits and the latency benchmark all use
+    it. The spacing is at least one layer, so the indices are distinct; ``count = 1`` keeps layer 0.
+    """
+    count = check_layer_count(count, depth)
+    if count == 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.rint(np.linspace(0, depth - 1, count)).astype(np.int64)
+
+
+def evenly_spaced_mask(count: int, depth: int) -> torch.Tensor:
+    """:func:`evenly_spaced_indices` as a bool keep-row ``[depth]``."""
     row = torch.zeros(depth, dtype=torch.bool)
-    if k > 0:
-        row[torch.linspace(0, depth - 1, k).round().long()] = True
+    row[torch.from_numpy(evenly_spaced_indices(count, depth))] = True
     return row

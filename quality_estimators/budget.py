@@ -17,11 +17,28 @@ from __future__ import annotations
 import functools
 import itertools
 from dataclasses import dataclass
-from typing import Sequence, Tuple, Union
+from typing import Mapping, Sequence, Tuple, Union
 
 import numpy as np
 
 UNITS = ('layers', 'flops')
+
+#: The budget fractions accepted everywhere: :class:`Budget`, the fusion node's ``budget``
+#: parameter and topic, budget_manager's schedules and load range. Below 1% of the model no
+#: allocation keeps even one layer of each modality, so smaller values are refused, not clipped.
+BUDGET_RANGE = (0.01, 1.0)
+
+
+def budget_problem(fraction) -> str:
+    """Why ``fraction`` is not an acceptable budget (one line), or '' when it is."""
+    lo, hi = BUDGET_RANGE
+    try:
+        value = float(fraction)
+    except (TypeError, ValueError):
+        return f'budget fraction must be a number, got {fraction!r}'
+    if not np.isfinite(value) or not lo <= value <= hi:
+        return f'budget fraction must lie in [{lo:g}, {hi:g}] (of the full model), got {fraction!r}'
+    return ''
 
 #: Relative slack allowed on the budget, only to absorb float round-off (e.g. a fraction times a
 #: FLOPs total versus the same total summed in another order).  It is far smaller than any layer cost.
@@ -39,15 +56,12 @@ class Budget:
     unit: str = 'layers'
 
     def __post_init__(self):
-        try:
-            fraction = float(self.fraction)
-        except (TypeError, ValueError):
-            raise ValueError(f'budget fraction must be a number, got {self.fraction!r}') from None
-        if not np.isfinite(fraction) or not 0.0 < fraction <= 1.0:
-            raise ValueError(f'budget fraction must lie in (0, 1], got {self.fraction!r}')
+        problem = budget_problem(self.fraction)
+        if problem:
+            raise ValueError(problem)
         if self.unit not in UNITS:
             raise ValueError(f'budget unit must be one of {UNITS}, got {self.unit!r}')
-        object.__setattr__(self, 'fraction', fraction)
+        object.__setattr__(self, 'fraction', float(self.fraction))
 
 
 def unit_costs(budget: Budget, layer_cost: Sequence[float]) -> np.ndarray:
@@ -71,6 +85,24 @@ def absolute_budget(budget: Budget, layer_cost: Sequence[float], depth: int,
     if len(cost) != len(configured_modalities):
         raise ValueError(f'{len(cost)} layer costs for {len(configured_modalities)} configured modalities')
     return float(budget.fraction * int(depth) * cost.sum())
+
+
+def spent_fraction(keep: Mapping[str, np.ndarray], unit: str, depth: int,
+                   configured_modalities: Sequence[str], cost_model=None) -> float:
+    """What an allocation ``keep`` (``{m: bool [depth]}``) costs as a fraction of the full model
+    of ``configured_modalities``, in ``unit``: the quantity a :class:`Budget`'s fraction bounds.
+
+    ``cost_model`` (a :class:`admn_ros.fusion.flops.CostModel`) prices the blocks for ``'flops'``.
+    """
+    if unit not in UNITS:
+        raise ValueError(f'budget unit must be one of {UNITS}, got {unit!r}')
+    if unit == 'layers':
+        layers = sum(int(np.sum(k)) for k in keep.values())
+        return layers / (int(depth) * len(configured_modalities))
+    if cost_model is None:
+        raise ValueError("a FLOPs budget's spent fraction needs the cost model")
+    used = float(cost_model.encoder_flops({m: np.asarray(k) for m, k in keep.items()})[0])
+    return used / cost_model.full_encoder_flops(configured_modalities)
 
 
 def select_layers(scores: np.ndarray, layer_cost: Sequence[float],

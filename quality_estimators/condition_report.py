@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 from admn_ros.datasets.conditions import DESTROYING
 
@@ -94,23 +96,22 @@ def _modalities(report) -> List[str]:
     return []
 
 
-def _pyplot():
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    return plt
+def agg_figure(figsize) -> Figure:
+    """A matplotlib figure drawn by Agg, without pyplot (for the evaluation plots too)."""
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)   # an Agg canvas of its own: no pyplot state
+    return fig
 
 
 def plot_condition_accuracy(report: Dict, path) -> None:
     """Grouped bars: accuracy per condition, one bar per policy, one panel per budget."""
-    plt = _pyplot()
     results = report['results']
     budgets, policies = _budgets(results), _ordered(results, 'policy')
     conditions = [c['name'] for c in report['conditions']]
     cell = {(r['condition'], r['policy'], r['budget']): r['metric'] for r in results}
     width = max(6.0, 0.12 * len(conditions) * (len(policies) + 1) + 2)
-    fig, axes = plt.subplots(len(budgets), 1, figsize=(width, 3.2 * len(budgets) + 1.5), squeeze=False,
-                             sharex=True)
+    fig = agg_figure((width, 3.2 * len(budgets) + 1.5))
+    axes = fig.subplots(len(budgets), 1, squeeze=False, sharex=True)
     x = np.arange(len(conditions))
     bar = 0.8 / len(policies)
     for ax, budget in zip(axes[:, 0], budgets):
@@ -127,7 +128,6 @@ def plot_condition_accuracy(report: Dict, path) -> None:
     fig.suptitle(f"{report['dataset']}: accuracy by condition")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def plot_condition_layers(report: Dict, path) -> bool:
@@ -138,13 +138,12 @@ def plot_condition_layers(report: Dict, path) -> bool:
     policies = [p for p in ALLOCATION_POLICIES if p in _ordered(results, 'policy')]
     if not policies:
         return False
-    plt = _pyplot()
     budgets, mods = _budgets(results), _modalities(report)
     conditions = [c['name'] for c in report['conditions']]
     cell = {(r['condition'], r['policy'], r['budget']): r['layers'] for r in results}
     vmax = max((v for r in results if r['layers'] for v in r['layers'].values()), default=1.0)
-    fig, axes = plt.subplots(len(policies), len(budgets), squeeze=False,
-                             figsize=(1.2 * len(mods) * len(budgets) + 3, 0.28 * len(conditions) * len(policies) + 2))
+    fig = agg_figure((1.2 * len(mods) * len(budgets) + 3, 0.28 * len(conditions) * len(policies) + 2))
+    axes = fig.subplots(len(policies), len(budgets), squeeze=False)
     for row, p in enumerate(policies):
         for col, budget in enumerate(budgets):
             ax = axes[row, col]
@@ -162,7 +161,6 @@ def plot_condition_layers(report: Dict, path) -> bool:
             ax.set_title(f'{p}, budget {budget:g}', fontsize='small')
     fig.colorbar(image, ax=axes.ravel().tolist(), label='mean layers')
     fig.savefig(path, dpi=120, bbox_inches='tight')
-    plt.close(fig)
     return True
 
 

@@ -17,7 +17,7 @@ estimator around one of two relaxations (``relaxation``):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Optional, Sequence, Tuple
+from typing import ClassVar, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -25,6 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from admn_ros.fusion.blocks import Block
+from admn_ros.fusion.flops import block_flops
+from admn_ros.fusion.validate import ConfigError, Each, at_least, build, one_of, positive
 from admn_ros.quality_estimators.budget import select_layers
 
 UNITS = ('layers', 'flops')
@@ -47,12 +49,21 @@ class ControllerConfig:
     def to_dict(self) -> dict:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
 
+    LIMITS: ClassVar[dict] = {'modalities': Each(min_len=1), 'view_size': at_least(8),
+                              'depth': at_least(1), 'embed_dim': at_least(1),
+                              'transformer_depth': at_least(0), 'heads': at_least(1),
+                              'gumbel_scale': at_least(0), 'tau': positive(),
+                              'relaxation': one_of('gumbel_st', 'subset_st')}
+
+    def check(self) -> None:
+        if self.view_size % 8:
+            raise ConfigError('view_size', self.view_size, 'a multiple of 8')
+        if self.embed_dim % self.heads:
+            raise ConfigError('heads', self.heads, f'a divisor of embed_dim {self.embed_dim}')
+
     @classmethod
     def from_dict(cls, data: dict) -> 'ControllerConfig':
-        data = dict(data)
-        if 'modalities' in data:
-            data['modalities'] = tuple(data['modalities'])
-        return cls(**data)
+        return build(cls, data)
 
 
 class ViewEncoder(nn.Sequential):
@@ -179,7 +190,6 @@ def straight_through_mask(logits: torch.Tensor, layer_cost, budget_abs, present:
 
 def controller_cost_flops(cfg: ControllerConfig) -> float:
     """Analytic FLOPs of one controller forward pass (all modalities present), as in fusion.flops."""
-    from admn_ros.fusion.flops import block_flops
     s, e = cfg.view_size, cfg.embed_dim
     total = 0.0
     for m in cfg.modalities:
@@ -200,11 +210,14 @@ class ControllerScorer:
     """Adapts a trained controller to the policy interface: raw batch -> per-layer scores [B, M, D]."""
 
     def __init__(self, controller: AllocationController, preprocessor, modalities: Sequence[str],
-                 device: Optional[torch.device] = None):
+                 device: Optional[torch.device] = None, blocks=None):
         self.controller = controller.eval()
         self.pre = preprocessor
         self.modalities = tuple(modalities)
         self.device = device or next(controller.parameters()).device
+        # A pruned model (admn_ros.fusion.prune) keeps some of the layers the controller scores:
+        # ``blocks[m]`` lists them, and only their scores are passed on.
+        self.blocks = None if blocks is None else np.array([list(blocks[m]) for m in self.modalities])
 
     @torch.inference_mode()
     def scores(self, batch, budget, present, inputs=None) -> np.ndarray:
@@ -220,4 +233,7 @@ class ControllerScorer:
         # Positive, rank-preserving scores for the knapsack; controller order -> policy order.
         probs = torch.exp(logits - logits.amax((1, 2), keepdim=True)).cpu().numpy()
         order = [self.controller.cfg.modalities.index(m) for m in self.modalities]
-        return probs[:, order]
+        probs = probs[:, order]
+        if self.blocks is not None:
+            probs = np.take_along_axis(probs, self.blocks[None], axis=2)
+        return probs

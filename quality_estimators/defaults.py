@@ -1,4 +1,4 @@
-"""Trained defaults for the built-in datasets: one command, the shipped configs, a known location.
+"""Making the trained defaults of the built-in datasets: one command, the shipped configs.
 
     admn train defaults --dataset synthetic      # -> $ADMN_CACHE_DIR/models/synthetic/controller.pt
     admn train defaults --dataset synthetic --ship   # ... and copied into the package (half precision)
@@ -7,46 +7,27 @@ The package ships each built-in dataset's default as ``admn_ros/models/<dataset>
 with it by pip and colcon), listed with its SHA-256 in ``admn_ros/models/SHA256SUMS``. ``admn eval``,
 ``admn demo``, the fusion node and ``admn bringup`` use the shipped file when no checkpoint is
 given; a default trained into the cache is used instead only when ``ADMN_DEFAULT_MODEL=cache`` is
-set (or when nothing is shipped for that dataset).
+set (or when nothing is shipped for that dataset). Finding and loading a default is
+:mod:`admn_ros.quality_estimators.inference`'s job, which imports no trainer; this module trains.
 """
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
-from admn_ros.datasets.cache import default_cache_root
+from admn_ros.fusion.checkpoint import read_checkpoint, write_payload
+from admn_ros.fusion.stage1 import Stage1Config, train_stage1
 from admn_ros.paths import config_dir, models_dir
+from admn_ros.quality_estimators.inference import cached_checkpoint, shipped_checkpoint
+from admn_ros.quality_estimators.train_controller import ControllerTrainConfig, train_controller
 
-MODELS_DIR = models_dir()
-CHECKSUMS = MODELS_DIR / 'SHA256SUMS'
-PREFERENCE_ENV = 'ADMN_DEFAULT_MODEL'   # 'shipped' (default) or 'cache'
-
-
-def shipped_checkpoint(dataset: str) -> Path:
-    return MODELS_DIR / f'{dataset}.pt'
+CHECKSUMS_NAME = 'SHA256SUMS'
 
 
-def cached_checkpoint(dataset: str) -> Path:
-    return default_cache_root() / 'models' / dataset / 'controller.pt'
-
-
-def default_checkpoint(dataset: str) -> Path:
-    """The trained default of a built-in dataset: the shipped one, or the cache's when
-    ``ADMN_DEFAULT_MODEL=cache`` asks for it (either one when only it exists)."""
-    prefer = os.environ.get(PREFERENCE_ENV, 'shipped').strip().lower() or 'shipped'
-    if prefer not in ('shipped', 'cache'):
-        raise ValueError(f'{PREFERENCE_ENV} must be shipped or cache, got {prefer!r}')
-    order = [shipped_checkpoint(dataset), cached_checkpoint(dataset)]
-    if prefer == 'cache':
-        order.reverse()
-    for path in order:
-        if path.exists():
-            return path
-    raise FileNotFoundError(
-        f'no trained default for dataset {dataset!r} (looked in {order[0]} and {order[1]}); '
-        f'make one with: admn train defaults --dataset {dataset}')
+def checksums_file(models: Optional[Path] = None) -> Path:
+    """The ``sha256sum``-format list of the shipped models (in ``models`` instead, if given)."""
+    return Path(models if models is not None else models_dir()) / CHECKSUMS_NAME
 
 
 def file_sha256(path) -> str:
@@ -57,27 +38,26 @@ def file_sha256(path) -> str:
     return digest.hexdigest()
 
 
-def read_checksums() -> Dict[str, str]:
+def read_checksums(models: Optional[Path] = None) -> Dict[str, str]:
     """``{file name: sha256}`` from ``SHA256SUMS`` (``sha256sum`` format)."""
-    if not CHECKSUMS.exists():
+    path = checksums_file(models)
+    if not path.exists():
         return {}
     out = {}
-    for line in CHECKSUMS.read_text().splitlines():
+    for line in path.read_text().splitlines():
         if line.strip():
             digest, name = line.split(maxsplit=1)
             out[name.strip().lstrip('*')] = digest
     return out
 
 
-def ship(dataset: str, source=None) -> Path:
-    """Copy a trained default into the package in half precision and record its checksum.
+def ship(dataset: str, source=None, *, models: Optional[Path] = None) -> Path:
+    """Copy a trained default into the package (or into ``models``) in half precision and record
+    its checksum.
 
     Floating-point weights are stored as float16 (loading casts them back into the float32 model),
     which halves the file; everything else in the checkpoint is kept as it is.
     """
-    import torch
-
-    from admn_ros.fusion.checkpoint import read_checkpoint
     source = Path(source) if source is not None else cached_checkpoint(dataset)
     payload = read_checkpoint(source)
     payload['state_dict'] = _half(payload['state_dict'])
@@ -85,12 +65,12 @@ def ship(dataset: str, source=None) -> Path:
     if 'controller_state' in extra:
         extra['controller_state'] = _half(extra['controller_state'])
     payload['extra'] = extra
-    MODELS_DIR.mkdir(parents=True, exist_ok=True)
-    target = shipped_checkpoint(dataset)
-    torch.save(payload, target)
-    sums = read_checksums()
+    target = shipped_checkpoint(dataset, models)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_payload(payload, target)   # a fresh digest of the halved weights
+    sums = read_checksums(models)
     sums[target.name] = file_sha256(target)
-    CHECKSUMS.write_text(''.join(f'{digest}  {name}\n' for name, digest in sorted(sums.items())))
+    checksums_file(models).write_text(''.join(f'{digest}  {name}\n' for name, digest in sorted(sums.items())))
     return target
 
 
@@ -103,9 +83,7 @@ def train_defaults(dataset: str, *, device: str = 'auto', progress: bool = True,
     """Both stages with the shipped configs into ``out`` (default: the default's cache folder);
     returns the controller checkpoint. ``shrink(stage1_cfg, controller_cfg)`` may edit the configs
     first (the demo's --quick smoke run makes them tiny)."""
-    from admn_ros.fusion.stage1 import Stage1Config, train_stage1
-    from admn_ros.quality_estimators.train_controller import ControllerTrainConfig, train_controller
-    out = Path(out) if out is not None else default_cache_root() / 'models' / dataset
+    out = Path(out) if out is not None else cached_checkpoint(dataset).parent
     s1 = Stage1Config.from_yaml(str(config_dir() / 'training' / f'stage1_{dataset}.yaml'))
     c = ControllerTrainConfig.from_yaml(str(config_dir() / 'training' / f'controller_{dataset}.yaml'))
     s1.device = c.device = device

@@ -14,7 +14,7 @@ rgb       blur         variance of the Laplacian over variance of the image, bot
 rgb       exposure     tonal range p99 - p1 and the fraction of clipped-white pixels
 rgb       occlusion    fraction of pixels in exactly uniform 3x3 patches of a colour other
                        than the dominant flat one (the background)
-depth     valid        fraction of finite, positive readings
+depth     valid        fraction of physical readings: finite, in (0, MAX_DEPTH_M]
 depth     noise        residual of a 3x3 least-squares plane at each pixel, robust MAD sigma
 depth     quantisation fraction of neighbouring valid readings that are exactly equal
 audio     snr          spread between loud and quiet 25 ms frames (dB); zero padding counts
@@ -44,6 +44,9 @@ _LAPLACIAN_NORM2 = 20.0
 # white noise has std sigma * sqrt(1 - 1/9) = sigma * sqrt(8/9).
 _PLANE_RESIDUAL_NORM = np.sqrt(8.0 / 9.0)
 _GREY = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601 luma
+#: Depth beyond this (metres) is no reading any sensor makes (a garbage 3e38, say): it counts as
+#: invalid like NaN / inf (REP 117), and never enters arithmetic, where it would overflow.
+MAX_DEPTH_M = 1.0e4
 
 
 @dataclass(frozen=True)
@@ -238,21 +241,29 @@ def _check_depth(depth: np.ndarray) -> np.ndarray:
     return depth
 
 
+def _physical(depth: np.ndarray) -> np.ndarray:
+    """Readings that are real distances: finite, in (0, MAX_DEPTH_M] (REP 118: NaN / 0 mean no
+    return; REP 117: +-inf out of range)."""
+    with np.errstate(invalid='ignore'):   # NaN compares False, as wanted
+        return np.isfinite(depth) & (depth > 0) & (depth <= MAX_DEPTH_M)
+
+
 def depth_valid_fraction(depth: np.ndarray) -> np.ndarray:
-    """Fraction [B] of readings that are finite and positive (REP 118: NaN / 0 mean no return)."""
+    """Fraction [B] of physical readings (:func:`_physical`)."""
     depth = _check_depth(depth)
-    valid = np.isfinite(depth) & (depth > 0)
-    return valid.reshape(len(depth), -1).mean(axis=1)
+    return _physical(depth).reshape(len(depth), -1).mean(axis=1)
 
 
 def _depth_windows(depth: np.ndarray):
     """The nine shifted [B, H-2, W-2] views of each pixel's 3x3 neighbourhood and their validity."""
     depth = _check_depth(depth).astype(np.float32)
+    ok = _physical(depth)
+    depth = np.where(ok, depth, np.float32(0))   # invalid readings never enter the arithmetic
     h, w = depth.shape[1:]
     views = [depth[:, dy:dy + h - 2, dx:dx + w - 2] for dy in range(3) for dx in range(3)]
     valid = np.ones(views[0].shape, bool)
-    for v in views:
-        valid &= np.isfinite(v) & (v > 0)
+    for v in [ok[:, dy:dy + h - 2, dx:dx + w - 2] for dy in range(3) for dx in range(3)]:
+        valid &= v
     return views, valid
 
 
@@ -264,8 +275,7 @@ def depth_noise_sigma(depth: np.ndarray) -> np.ndarray:
     few enough for the median to ignore.  A sample with no complete window gets NaN.
     """
     views, valid = _depth_windows(depth)
-    with np.errstate(invalid='ignore'):
-        residual = np.abs(views[4] - sum(views) / 9.0)
+    residual = np.abs(views[4] - sum(views) / 9.0)
     out = np.full(len(valid), np.nan)
     for i in range(len(valid)):  # np.nanmedian over the batch is several times slower
         r = residual[i][valid[i]]
@@ -281,7 +291,7 @@ def depth_equal_fraction(depth: np.ndarray) -> np.ndarray:
     output (coarse disparity steps) makes most neighbours equal.  0 when no pair is valid.
     """
     depth = _check_depth(depth)
-    ok = np.isfinite(depth) & (depth > 0)
+    ok = _physical(depth)
     equal = np.zeros(len(depth))
     total = np.zeros(len(depth))
     for axis in (1, 2):

@@ -26,13 +26,19 @@ import numpy as np
 import torch
 
 from admn_ros.datasets.cache import ArrayCache, content_digest, default_cache_root
+from admn_ros.datasets.conditions import apply_condition, resolve_conditions
+from admn_ros.datasets.corruptions import CORRUPTION_VERSION, CorruptionSampler
 from admn_ros.datasets.registry import LoadedDataset, load_dataset
 from admn_ros.datasets.sample import RawBatch, take
 from admn_ros.fusion.flops import CostModel
+from admn_ros.fusion.validate import Range, parse_list
 from admn_ros.quality_estimators.budget import Budget
-from admn_ros.quality_estimators.defaults import default_checkpoint
+from admn_ros.quality_estimators.condition_report import agg_figure, summarise, write_condition_report
+from admn_ros.quality_estimators.inference import (LoadedModel, allocate_and_run, default_checkpoint,
+                                                   executed_flops, load_model)
 from admn_ros.quality_estimators.oracle import POLICY_NAME as ORACLE_SPLIT
-from admn_ros.quality_estimators.oracle import OracleConfig
+from admn_ros.quality_estimators.oracle import FixedSplitPolicy, OracleConfig, OracleSearch
+from admn_ros.quality_estimators.policies import policy_spec_error
 
 
 def corrupted_test_set(dataset: str, *, seed: int = 0, size: Optional[int] = None,
@@ -47,7 +53,6 @@ def corrupted_test_set(dataset: str, *, seed: int = 0, size: Optional[int] = Non
 
 
 def _mixed(test: RawBatch, seed: int, clean: bool) -> RawBatch:
-    from admn_ros.datasets.corruptions import CORRUPTION_VERSION, CorruptionSampler
     # Keyed on the test arrays themselves: a folder or data root whose files changed, or a new
     # loader, gets a new set; no name or version could say that for data read from files.
     parts = {'test_content': content_digest(test), 'seed': seed,
@@ -81,28 +86,31 @@ class _Setup:
     cost: CostModel
     device: torch.device
     test: LoadedDataset
+    loaded: LoadedModel
 
 
 def _setup(checkpoint, dataset: Optional[str], *, seed: int, size: Optional[int], device: str,
-           data_root: Optional[str]) -> _Setup:
-    from admn_ros.fusion.checkpoint import checkpoint_preprocessor
-    from admn_ros.fusion.device import resolve_device
-    from admn_ros.quality_estimators.train_controller import load_controller
+           data_root: Optional[str], allow_missing: bool = False) -> _Setup:
     checkpoint = checkpoint or default_checkpoint(dataset or 'synthetic')
-    dev = resolve_device(device)
-    model, ctrl, meta = load_controller(checkpoint, map_location=dev)
+    loaded = load_model(checkpoint, device)
+    model, meta = loaded.model, loaded.meta
     name = dataset or checkpoint_dataset(meta, checkpoint)
     test = load_dataset(name, 'test', seed=seed, size=size, data_root=data_root)
     if model.cfg.num_classes != test.num_classes:
         trained_on = meta.get('dataset')
         raise ValueError(f'{checkpoint} predicts {model.cfg.num_classes} classes but dataset {name!r} has '
                          f'{test.num_classes}' + (f'; it was trained on {trained_on!r}' if trained_on else ''))
-    return _Setup(str(checkpoint), name, model, ctrl, meta, checkpoint_preprocessor(meta),
-                  CostModel.from_config(model.cfg), dev, test)
+    missing = [m for m in model.modalities if m not in test.modalities]
+    if missing and not allow_missing:
+        # Every sample would run without them: the numbers would not describe the model.
+        raise ValueError(f'dataset {name!r} has no {", ".join(missing)} for the model\'s '
+                         f'{", ".join(model.modalities)} (missing from every sample); pass '
+                         '--allow-missing-modalities to evaluate without them')
+    return _Setup(str(checkpoint), name, model, loaded.controller, meta, loaded.preprocessor, loaded.cost,
+                  loaded.device, test, loaded)
 
 
 def _check_policies(policies: Sequence[str], *, by_condition: bool) -> None:
-    from admn_ros.quality_estimators.policies import policy_spec_error
     for spec in policies:
         if spec == ORACLE_SPLIT:
             if not by_condition:
@@ -115,27 +123,16 @@ def _check_policies(policies: Sequence[str], *, by_condition: bool) -> None:
 
 
 class _Policies:
-    """Makes each cell's policy; the controller scorer is built once, on first use."""
+    """Makes each cell's policy (:meth:`admn_ros.quality_estimators.inference.LoadedModel.policy`;
+    the controller scorer is built once, on first use)."""
 
     def __init__(self, s: _Setup, seed: int):
-        self.s, self.seed, self._scorer = s, seed, None
+        self.s, self.seed = s, seed
 
     def make(self, spec: str):
         """(policy, extra GFLOP-counted FLOPs per sample) for one cell: a fresh policy per cell,
         so a seeded random policy gives a cell the same numbers whatever else is evaluated."""
-        from admn_ros.quality_estimators.controller import controller_cost_flops
-        from admn_ros.quality_estimators.policies import make_policy
-        from admn_ros.quality_estimators.train_controller import make_scorer
-        s, extra = self.s, 0.0
-        if spec == 'admn':
-            if s.ctrl is None:
-                raise ValueError(f'{s.checkpoint} has no controller: policy admn needs a controller checkpoint')
-            if self._scorer is None:
-                self._scorer = make_scorer(s.ctrl, s.meta, s.model.modalities, s.device)
-            extra = controller_cost_flops(s.ctrl.cfg)
-        policy = make_policy(spec, modalities=s.model.modalities, depth=s.model.depth, cost_model=s.cost,
-                             seed=self.seed, controller=self._scorer)
-        return policy, extra
+        return self.s.loaded.policy(spec, seed=self.seed)
 
 
 def _row(spec: str, fraction: float, cell: Optional[Dict]) -> Dict:
@@ -157,11 +154,10 @@ def evaluate_policy(model, pre, policy, test: RawBatch, budget: Budget, cost: Co
     for start in range(0, n, batch_size):
         raw = take(test, slice(start, start + batch_size))
         inputs = {m: x.to(device) for m, x in pre(raw).items() if m in present}
-        keep_np = policy.allocate(raw, budget, present, inputs)
-        keep = {m: torch.as_tensor(np.asarray(keep_np[m], dtype=bool), device=device) for m in present}
-        out = model(inputs, keep)
-        correct += int((out.argmax(-1).cpu() == torch.as_tensor(raw['label'])).sum())
-        flops.append(cost.total_flops({m: keep_np[m] for m in present}) + extra_flops)
+        run = allocate_and_run(model, policy, raw, inputs, budget, present, device)
+        keep_np = run.keep
+        correct += int((run.logits.argmax(-1).cpu() == torch.as_tensor(raw['label'])).sum())
+        flops.append(executed_flops(cost, keep_np, present, extra_flops))
         for m in mods:
             layers[m].append(np.asarray(keep_np[m]).sum(-1) if m in present else np.zeros(len(raw['label'])))
     return {'metric': correct / n, 'gflops': float(np.concatenate(flops).mean() / 1e9),
@@ -171,13 +167,14 @@ def evaluate_policy(model, pre, policy, test: RawBatch, budget: Budget, cost: Co
 
 def evaluate(checkpoint, dataset: Optional[str], budgets: Sequence[float], policies: Sequence[str], *,
              unit: str = 'layers', seed: int = 0, size: Optional[int] = None, device: str = 'auto',
-             data_root: Optional[str] = None, clean: bool = False) -> Dict:
+             data_root: Optional[str] = None, clean: bool = False, allow_missing: bool = False) -> Dict:
     """Every (policy, budget) cell on the standard corrupted (or the clean) test set.
 
     ``checkpoint=None`` is the dataset's trained default; ``dataset=None`` the checkpoint's own.
     """
     _check_policies(policies, by_condition=False)
-    s = _setup(checkpoint, dataset, seed=seed, size=size, device=device, data_root=data_root)
+    s = _setup(checkpoint, dataset, seed=seed, size=size, device=device, data_root=data_root,
+               allow_missing=allow_missing)
     test = _mixed(s.test.arrays, seed, clean)
     make = _Policies(s, seed)
     results, allocations = [], {}
@@ -201,52 +198,81 @@ def evaluate_conditions(checkpoint, dataset: Optional[str], budgets: Sequence[fl
 
     ``conditions`` is a preset name or YAML file (:func:`admn_ros.datasets.conditions.resolve_conditions`)
     or a list of :class:`admn_ros.datasets.conditions.Condition`. The model is loaded once; each condition
-    set is built once and scored with :func:`evaluate_policy` for every cell. ``oracle_split``
-    chooses on up to ``oracle.val_size`` validation samples under the same condition.
+    set is built once and scored with :func:`evaluate_policy` for every cell (:class:`ConditionScorer`).
+    ``oracle_split`` chooses on up to ``oracle.val_size`` validation samples under the same condition.
     """
-    from admn_ros.datasets.conditions import apply_condition, resolve_conditions
-    from admn_ros.quality_estimators.condition_report import summarise
-    from admn_ros.quality_estimators.oracle import FixedSplitPolicy, OracleSearch
-    _check_policies(policies, by_condition=True)
-    s = _setup(checkpoint, dataset, seed=seed, size=size, device=device, data_root=data_root)
+    scorer = ConditionScorer(checkpoint, dataset, policies, seed=seed, size=size, device=device,
+                             data_root=data_root, oracle=oracle)
+    s = scorer.setup
     conds = resolve_conditions(conditions, s.test.arrays) if isinstance(conditions, str) else list(conditions)
     names = [c.name for c in conds]
     if not conds or len(set(names)) != len(names):
         raise ValueError(f'conditions must be a non-empty list with unique names, got {names}')
-    val = _ValidationSource(s.dataset, seed, data_root, oracle.val_size) if ORACLE_SPLIT in policies else None
-    make = _Policies(s, seed)
     results = []
     for cond in conds:
-        test = apply_condition(s.test.arrays, cond, seed)
-        val_cond = val.under(cond) if val is not None else None
-        # One search per condition: its encoder outputs are shared by every budget.
-        search = (OracleSearch(s.model, s.pre, val_cond, config=oracle, device=s.device)
-                  if val_cond is not None and len(val_cond['label']) else None)
+        test = scorer.under(cond)
+        search = scorer.search(cond)
         where = {'condition': cond.name, 'corrupted': cond.describe(), 'samples': int(len(test['label']))}
         for spec in policies:
             for fraction in budgets:
-                budget = Budget(float(fraction), unit)
-                fields: Dict[str, Any] = {}
-                if spec != ORACLE_SPLIT:
-                    policy, extra = make.make(spec)
-                elif search is None:
-                    results.append({**where, **_row(spec, fraction, None),
-                                    'note': 'no validation samples under this condition'})
-                    continue
-                else:
-                    choice = search.choose(budget, s.cost)
-                    policy = FixedSplitPolicy(choice.candidate, s.model.modalities, s.model.depth, s.cost)
-                    extra = 0.0
-                    fields = {'split': dict(choice.candidate.split), 'realisation': choice.candidate.realisation,
-                              'val_metric': round(choice.val_metric, 5), 'val_size': choice.val_size}
-                cell = evaluate_policy(s.model, s.pre, policy, test, budget, s.cost, extra_flops=extra,
-                                       device=s.device)
-                cell.pop('per_sample_layers')
-                results.append({**where, **_row(spec, fraction, cell), **fields})
+                results.append({**where, **scorer.score(test, spec, Budget(float(fraction), unit), search)})
     return {'dataset': s.dataset, 'budget_unit': unit, 'checkpoint': s.checkpoint, 'metric_name': 'accuracy',
             'test_size': int(len(s.test)), 'seed': seed,
             'conditions': [{'name': c.name, 'corrupted': c.describe(), 'recorded': c.recorded} for c in conds],
             'results': results, 'summary': summarise(results)}
+
+
+class ConditionScorer:
+    """One loaded model scoring (policy, budget) cells on the test split under conditions: what
+    :func:`evaluate_conditions` and the noise sweep (:mod:`admn_ros.quality_estimators.sweep`) share.
+
+    Per condition: :meth:`under` builds the test set once, :meth:`search` runs the
+    ``oracle_split`` search once (its encoder outputs serve every budget), and :meth:`score`
+    scores each (policy, budget) cell on them.
+    """
+
+    def __init__(self, checkpoint, dataset: Optional[str], policies: Sequence[str], *, seed: int = 0,
+                 size: Optional[int] = None, device: str = 'auto', data_root: Optional[str] = None,
+                 oracle: OracleConfig = OracleConfig()):
+        _check_policies(policies, by_condition=True)
+        self.setup = _setup(checkpoint, dataset, seed=seed, size=size, device=device, data_root=data_root)
+        self.seed, self.oracle = seed, oracle
+        self.val = (_ValidationSource(self.setup.dataset, seed, data_root, oracle.val_size)
+                    if ORACLE_SPLIT in policies else None)
+        self._policies = _Policies(self.setup, seed)
+
+    def under(self, condition) -> RawBatch:
+        """The test split under ``condition`` (:func:`admn_ros.datasets.conditions.apply_condition`)."""
+        return apply_condition(self.setup.test.arrays, condition, self.seed)
+
+    def search(self, condition):
+        """The ``oracle_split`` search under ``condition``; None without ``oracle_split`` or when
+        no validation sample carries the condition."""
+        if self.val is None:
+            return None
+        val = self.val.under(condition)
+        if not len(val['label']):
+            return None
+        s = self.setup
+        return OracleSearch(s.model, s.pre, val, config=self.oracle, device=s.device)
+
+    def score(self, test: RawBatch, spec: str, budget: Budget, search=None) -> Dict:
+        """One cell: ``{policy, budget, metric, gflops, layers}`` (plus the split chosen, for
+        ``oracle_split``; a ``note`` and no metric when it had no validation samples)."""
+        s, fields = self.setup, {}
+        if spec != ORACLE_SPLIT:
+            policy, extra = self._policies.make(spec)
+        elif search is None:
+            return {**_row(spec, budget.fraction, None), 'note': 'no validation samples under this condition'}
+        else:
+            choice = search.choose(budget, s.cost)
+            policy = FixedSplitPolicy(choice.candidate, s.model.modalities, s.model.depth, s.cost)
+            extra = 0.0
+            fields = {'split': dict(choice.candidate.split), 'realisation': choice.candidate.realisation,
+                      'val_metric': round(choice.val_metric, 5), 'val_size': choice.val_size}
+        cell = evaluate_policy(s.model, s.pre, policy, test, budget, s.cost, extra_flops=extra, device=s.device)
+        cell.pop('per_sample_layers')
+        return {**_row(spec, budget.fraction, cell), **fields}
 
 
 class _ValidationSource:
@@ -259,7 +285,6 @@ class _ValidationSource:
     def under(self, condition) -> RawBatch:
         """At most ``size`` samples (a seeded subset) with ``condition`` applied; recorded conditions
         select their tagged samples from the whole split first."""
-        from admn_ros.datasets.conditions import apply_condition
         if condition.recorded:
             return self._subset(apply_condition(self.arrays, condition, self.seed))
         return apply_condition(self._subset(self.arrays), condition, self.seed)
@@ -283,10 +308,8 @@ def print_table(report: Dict) -> None:
 
 
 def plot_curves(report: Dict, path) -> None:
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = agg_figure((6, 4))
+    ax = fig.subplots()
     for p in dict.fromkeys(r['policy'] for r in report['results']):
         rows = sorted((r for r in report['results'] if r['policy'] == p), key=lambda r: r['gflops'])
         ax.plot([r['gflops'] for r in rows], [r['metric'] for r in rows], marker='o', label=p)
@@ -297,14 +320,10 @@ def plot_curves(report: Dict, path) -> None:
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def plot_allocation(report: Dict, path, policy: str = 'admn', budget: Optional[float] = None) -> None:
     """Mean layers given to each modality against that modality's corruption severity."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
     test = report['_test']
     keys = [k for k in report['_allocations'] if k[0] == policy]
     if not keys:
@@ -312,7 +331,8 @@ def plot_allocation(report: Dict, path, policy: str = 'admn', budget: Optional[f
     budget = budget if budget is not None else sorted(k[1] for k in keys)[len(keys) // 2]
     layers = report['_allocations'][(policy, budget)]
     mods = [m for m in layers if f'severity_{m}' in test]
-    fig, axes = plt.subplots(1, len(mods), figsize=(4 * len(mods), 3.2), sharey=True, squeeze=False)
+    fig = agg_figure((4 * len(mods), 3.2))
+    axes = fig.subplots(1, len(mods), sharey=True, squeeze=False)
     bins = np.linspace(0, 1, 6)
     for ax, m in zip(axes[0], mods):
         sev = test[f'severity_{m}']
@@ -325,7 +345,6 @@ def plot_allocation(report: Dict, path, policy: str = 'admn', budget: Optional[f
     fig.suptitle(f'{policy} allocation at budget {budget}')
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def public(report: Dict) -> Dict:
@@ -333,11 +352,10 @@ def public(report: Dict) -> Dict:
 
 
 def run_eval_cli(args) -> int:
-    budgets = [float(b) for b in args.budgets.split(',') if b.strip()]
-    policies = [p.strip() for p in args.policies.split(',') if p.strip()]
+    budgets = list(parse_list(args.budgets, '--budgets', float, limit=Range(0.0, 1.0, lo_open=True)))
+    policies = list(parse_list(args.policies, '--policies', str))
     conditions = getattr(args, 'conditions', None)
     if conditions:
-        from admn_ros.quality_estimators.condition_report import write_condition_report
         if args.clean:
             raise ValueError('--clean and --conditions do not mix: every condition preset has a clean row')
         report = evaluate_conditions(args.checkpoint, args.dataset, budgets, policies, conditions,
@@ -347,7 +365,8 @@ def run_eval_cli(args) -> int:
                                allocation_plot=getattr(args, 'allocation_plot', None))
         return 0
     report = evaluate(args.checkpoint, args.dataset, budgets, policies, unit=args.budget_unit, seed=args.seed,
-                      size=args.size, device=args.device, clean=args.clean)
+                      size=args.size, device=args.device, clean=args.clean,
+                      allow_missing=getattr(args, 'allow_missing_modalities', False))
     write_report(report, json_path=args.json, plot=args.plot,
                  allocation_plot=getattr(args, 'allocation_plot', None))
     return 0
@@ -367,5 +386,5 @@ def write_report(report: Dict, *, json_path=None, plot=None, allocation_plot=Non
         plot_allocation(report, allocation_plot)
 
 
-__all__: List[str] = ['evaluate', 'evaluate_conditions', 'evaluate_policy', 'corrupted_test_set',
-                       'checkpoint_dataset', 'default_checkpoint', 'run_eval_cli', 'write_report']
+__all__: List[str] = ['evaluate', 'evaluate_conditions', 'ConditionScorer', 'evaluate_policy', 'corrupted_test_set',
+                       'checkpoint_dataset', 'run_eval_cli', 'write_report']

@@ -12,7 +12,7 @@ Candidates:
   strict budget (``'flops'`` weighs a layer by the cost model's per-layer FLOPs); only splits that
   fill the budget are tried, i.e. no modality could take one more layer (as every other policy
   spends its budget);
-* realisations: ``evenly_spaced`` (:func:`~admn_ros.quality_estimators.policies.evenly_spaced_indices`,
+* realisations: ``evenly_spaced`` (:func:`~admn_ros.fusion.layerdrop.evenly_spaced_indices`,
   LayerDrop's survivors) and ``naive`` (:func:`~admn_ros.quality_estimators.policies.naive_layer_indices`,
   the layer rule of the ``naive`` policy: first layer, last layers, then every other one);
   where both give the same layers the pair is tried once, as ``evenly_spaced``.
@@ -37,8 +37,9 @@ import numpy as np
 import torch
 
 from admn_ros.datasets.sample import RawBatch, take
+from admn_ros.fusion.layerdrop import evenly_spaced_indices
 from admn_ros.quality_estimators.budget import ROUND_OFF_RTOL, Budget, absolute_budget, unit_costs
-from admn_ros.quality_estimators.policies import Policy, evenly_spaced_indices, naive_layer_indices
+from admn_ros.quality_estimators.policies import Policy, naive_layer_indices
 
 POLICY_NAME = 'oracle_split'
 REALISATIONS = {'evenly_spaced': evenly_spaced_indices, 'naive': naive_layer_indices}

@@ -34,8 +34,10 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from admn_ros.datasets.sample import RawBatch, batch_size
+from admn_ros.datasets.sample import MODALITIES, RawBatch, batch_size
+from admn_ros.fusion.layerdrop import check_depth, check_layer_count, evenly_spaced_indices
 from admn_ros.quality_estimators.budget import ROUND_OFF_RTOL, Budget, absolute_budget, select_layers, unit_costs
+from admn_ros.quality_estimators.estimators import QualityConfig, modality_quality
 
 POLICY_NAMES = ('full', 'naive', 'every_other', 'unimodal', 'random', 'heuristic', 'admn', 'share')
 # The spec forms, for messages and parameter descriptions.
@@ -58,7 +60,7 @@ def naive_priority(depth: int) -> Tuple[int, ...]:
 
     For depth 12: 0, 11, 10, 8, 6, 4, 2, 1, 3, 5, 7, 9 (input- and output-side layers matter most).
     """
-    _check_depth(depth)
+    check_depth(depth)
     order = [0, depth - 1, depth - 2] + list(range(depth - 4, 0, -2)) + list(range(1, depth))
     return tuple(dict.fromkeys(i for i in order if 0 <= i < depth))
 
@@ -69,33 +71,10 @@ def naive_layer_indices(count: int, depth: int) -> np.ndarray:
     The first ``count`` entries of :func:`naive_priority`, except the published 6-of-12 set
     {0, 1, 3, 8, 10, 11}, which is used verbatim.
     """
-    count = _check_count(count, depth)
+    count = check_layer_count(count, depth)
     if (depth, count) in _ADMN_NAIVE_OVERRIDES:
         return np.array(_ADMN_NAIVE_OVERRIDES[(depth, count)])
     return np.sort(np.array(naive_priority(depth)[:count], dtype=np.int64))
-
-
-def evenly_spaced_indices(count: int, depth: int) -> np.ndarray:
-    """LayerDrop's survivors ``rint(linspace(0, depth - 1, count))`` (numpy rounds half to even).
-
-    The spacing is at least one layer, so the indices are distinct; ``count = 1`` keeps layer 0.
-    """
-    count = _check_count(count, depth)
-    if count == 0:
-        return np.zeros(0, dtype=np.int64)
-    return np.rint(np.linspace(0, depth - 1, count)).astype(np.int64)
-
-
-def _check_depth(depth: int) -> None:
-    if int(depth) != depth or depth < 1:
-        raise ValueError(f'depth must be a positive integer, got {depth!r}')
-
-
-def _check_count(count: int, depth: int) -> int:
-    _check_depth(depth)
-    if int(count) != count or not 0 <= count <= depth:
-        raise ValueError(f'layer count must be an integer in [0, {depth}], got {count!r}')
-    return int(count)
 
 
 # ------------------------------------------------------------------------------ budget splitting
@@ -189,7 +168,7 @@ class Policy:
     def __init__(self, modalities: Sequence[str], depth: int, cost_model=None):
         if not modalities or len(set(modalities)) != len(modalities):
             raise ValueError(f'modalities must be a non-empty list without repeats, got {modalities!r}')
-        _check_depth(depth)
+        check_depth(depth)
         self.modalities = tuple(modalities)
         self.depth = int(depth)
         if cost_model is None:
@@ -314,7 +293,6 @@ class HeuristicPolicy(EveryOtherPolicy):
         self.quality_config = quality_config
 
     def _weights(self, batch, mask):
-        from admn_ros.quality_estimators.estimators import QualityConfig, modality_quality
         needed = [m for i, m in enumerate(self.modalities) if mask[:, i].any()]
         missing = [m for m in needed if m not in batch]
         if missing:
@@ -356,7 +334,6 @@ class SharePolicy(EveryOtherPolicy):
 def policy_spec_error(spec: str) -> str:
     """Why ``spec`` is not a policy spec ('' when it is one); what needs a model (a controller,
     the number of modalities) is checked when the policy is made."""
-    from admn_ros.datasets.sample import MODALITIES
     name, _, arg = str(spec).partition(':')
     if name not in POLICY_NAMES or (name in ('unimodal', 'share')) != bool(arg):
         return f'policy must be one of {POLICY_SPECS}, got {spec!r}'

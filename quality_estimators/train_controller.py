@@ -30,27 +30,34 @@ encoder and trains the allocation head on the task loss alone (ADMN_AE). The out
 """
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import ClassVar, Optional, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from admn_ros.datasets.registry import load_dataset
 from admn_ros.datasets.sample import take
-from admn_ros.fusion.checkpoint import (CheckpointError, checkpoint_preprocessor, load_checkpoint, read_checkpoint,
-                               save_checkpoint, state_digest)
-from admn_ros.fusion.config import from_dict
+from admn_ros.fusion.checkpoint import (CheckpointError, checkpoint_preprocessor, load_checkpoint, load_optimizer,
+                                       load_weights, resume_state, save_checkpoint, state_digest)
+from admn_ros.fusion.device import check_device
 from admn_ros.fusion.flops import CostModel
-from admn_ros.fusion.runtime import CsvLog, init_runtime, load_yaml, seed_everything
-from admn_ros.fusion.stage1 import AugmentConfig, DataConfig, _plain, _progress, check_same_config
+from admn_ros.fusion.layerdrop import evenly_spaced_indices
+from admn_ros.fusion.recipe import batch_size_for
+from admn_ros.fusion.threads import thread_summary
+from admn_ros.fusion.training import (AugmentConfig, CsvLog, DataConfig, build_augment, check_same_config,
+                                     init_runtime, plain, progress_bar, seed_everything, with_babble_bank)
+from admn_ros.fusion.validate import (ConfigError, Each, OneOf, Range, at_least, check_limits, one_of,
+                                      positive)
+from admn_ros.fusion.validate import from_yaml as config_from_yaml
 from admn_ros.quality_estimators.budget import ROUND_OFF_RTOL, UNITS
-from admn_ros.quality_estimators.controller import (AllocationController, ControllerConfig, ControllerScorer,
-                                           straight_through_mask)
+from admn_ros.quality_estimators.controller import AllocationController, ControllerConfig, straight_through_mask
+from admn_ros.quality_estimators.policies import split_counts
 
 
 @dataclass
@@ -62,25 +69,36 @@ class ControllerTrainConfig:
     epochs: int = 8
     warmup_epochs: int = 1             # corruption loss only
     ae_epochs: int = 4                 # label_free: autoencoder pre-training
-    batch_size: int = 64
+    batch_size: Optional[int] = None   # empty: the small-data rule (fusion/recipe.py), <= 64
     lr: float = 1e-3
     corruption_weight: float = 1.0
-    budget_range: tuple = (0.1, 1.0)
-    budget_units: tuple = ('layers', 'flops')
+    budget_range: Tuple[float, float] = (0.1, 1.0)
+    budget_units: Tuple[str, ...] = ('layers', 'flops')
     allocation_loss: str = 'straight_through'  # or 'candidates' / 'splits' (module docstring)
     candidates: int = 8                # allocations tried per batch ('candidates', 'splits')
     candidate_temperature: float = 0.05  # T of the loss weighting, in nats ('candidates', 'splits')
     seed: int = 0
     device: str = 'auto'
 
+    LIMITS: ClassVar[dict] = {'variant': one_of('supervised', 'label_free'), 'epochs': at_least(1),
+                              'warmup_epochs': at_least(0), 'ae_epochs': at_least(0),
+                              'batch_size': at_least(1), 'lr': positive(),
+                              'corruption_weight': at_least(0),
+                              'budget_range': Each(Range(0.0, 1.0, lo_open=True)),
+                              'budget_units': Each(OneOf(UNITS), min_len=1),
+                              'allocation_loss': one_of('straight_through', 'candidates', 'splits'),
+                              'candidates': at_least(1), 'candidate_temperature': positive(),
+                              'seed': at_least(0)}
+
+    def check(self) -> None:
+        lo, hi = self.budget_range
+        if lo > hi:
+            raise ConfigError('budget_range', list(self.budget_range), '[low, high] with low <= high')
+        check_device(self.device)
+
     @classmethod
     def from_yaml(cls, path: Optional[str]) -> 'ControllerTrainConfig':
-        data = load_yaml(path)
-        ctrl = data.pop('controller', None)
-        cfg = from_dict(cls, data)
-        if ctrl:
-            cfg.controller = ControllerConfig.from_dict(ctrl)
-        return cfg
+        return config_from_yaml(cls, path)
 
 
 class ViewDecoder(nn.Module):
@@ -140,7 +158,6 @@ def candidate_masks(budget_abs: float, costs: np.ndarray, depth: int, count: int
     """``count`` allocations ``[C, M, D]`` that fill ``budget_abs`` strictly, counts from
     :func:`candidate_counts`; the layers evenly spaced for even ``c``, random for odd ``c``; layer 0
     of every modality always."""
-    from admn_ros.quality_estimators.policies import evenly_spaced_indices
     masks = np.zeros((count, len(costs), depth), dtype=bool)
     for c in range(count):
         for i, k in enumerate(candidate_counts(budget_abs, costs, depth, rng)):
@@ -179,7 +196,6 @@ def split_weights(n_modalities: int) -> np.ndarray:
     """Share weights of the candidate splits ``[S, M]``: every vector in {0, 1, 2}^M (two
     modalities: {0, 1, 2, 3}^M, for finer steps) but zero, one per direction, the even split first.
     Weight 0 starves a modality (its first layer only)."""
-    import itertools
     levels = (1, 0, 2, 3) if n_modalities <= 2 else (1, 0, 2)
     seen, out = set(), []
     for w in itertools.product(levels, repeat=n_modalities):
@@ -196,7 +212,6 @@ def split_weights(n_modalities: int) -> np.ndarray:
 def split_candidates(budget_abs: float, costs: np.ndarray, depth: int, count: int, rng) -> np.ndarray:
     """Distinct count splits ``[S, M]`` (``S <= count``) that fill ``budget_abs`` strictly: the even
     split always, then a random draw of the others of :func:`split_weights`."""
-    from admn_ros.quality_estimators.policies import split_counts
     weights = split_weights(len(costs))
     present = np.ones((len(weights), len(costs)), dtype=bool)
     counts = split_counts(np.full(len(weights), budget_abs), np.asarray(costs, np.float64), weights,
@@ -209,7 +224,6 @@ def split_candidates(budget_abs: float, costs: np.ndarray, depth: int, count: in
 
 def split_loss(logits, model, inputs, labels, budget_abs: float, costs, cfg, rng):
     """The ``splits`` allocation loss (module docstring) for logits ``[B, M, D]`` in model order."""
-    from admn_ros.quality_estimators.policies import evenly_spaced_indices
     depth = model.depth
     splits = split_candidates(budget_abs, costs, depth, cfg.candidates, rng)
     masks = np.zeros((len(splits), len(model.modalities), depth), dtype=bool)
@@ -255,7 +269,8 @@ def controller_step(ctrl, model, pre, cost, raw, rng, cfg: ControllerTrainConfig
             loss = loss + whole(logits, model, inputs, labels, float(budget_abs[0]), costs, cfg, rng)
         keep = {m: mask[:, i].bool() if candidates else mask[:, i] for i, m in enumerate(mods)}
         with torch.set_grad_enabled(not candidates):
-            out = model(inputs, keep)
+            # The straight-through mask trains through the differentiable blend path.
+            out = model(inputs, keep, mode='skip' if candidates else 'blend')
         if not candidates:
             loss = loss + F.cross_entropy(out.float(), labels)
         acc = float((out.argmax(-1) == labels).float().mean())
@@ -265,8 +280,11 @@ def controller_step(ctrl, model, pre, cost, raw, rng, cfg: ControllerTrainConfig
 
 
 def train_controller(cfg: ControllerTrainConfig, stage1, out_dir, *, resume: bool = False,
-                     progress: bool = True) -> Path:
-    rt = init_runtime(cfg.device)
+                     progress: bool = True, threads: int = 0) -> Path:
+    check_limits(cfg)   # flags and code may have changed fields after the file was read
+    rt = init_runtime(cfg.device, threads)   # threads > 0 overrides the rule (admn_ros.fusion.threads)
+    if progress and rt.is_main:
+        print(f'threads: {thread_summary(rt.threads)}', flush=True)
     out = Path(out_dir)
     seed_everything(cfg.seed)
     model, meta = load_checkpoint(stage1, map_location=rt.device)
@@ -276,12 +294,16 @@ def train_controller(cfg: ControllerTrainConfig, stage1, out_dir, *, resume: boo
     pre = checkpoint_preprocessor(meta)
     cost = CostModel.from_config(model.cfg)
     d = cfg.data
-    train = load_dataset(d.dataset, d.train_split, seed=d.seed, size=d.train_size, data_root=d.data_root)
+    train = d.load(d.train_split, d.train_size, pre.cfg.image_size)
+    if cfg.batch_size is None:
+        cfg = dataclasses.replace(cfg, batch_size=batch_size_for(len(train)))
+        if rt.is_main:
+            print(f'controller batch_size={cfg.batch_size} for {len(train)} training samples '
+                  '(the small-data rule)', flush=True)
     mods = model.modalities
     ccfg = ControllerConfig(**{**cfg.controller.__dict__, 'modalities': tuple(mods), 'depth': model.depth})
     ctrl = AllocationController(ccfg).to(rt.device)
-    from admn_ros.fusion.stage1 import build_augment
-    augment = build_augment(cfg.augment)
+    augment = with_babble_bank(build_augment(cfg.augment), train.arrays)
     log = CsvLog(out / 'metrics.csv')
     n = len(train.arrays['label'])
     steps = max(1, n // cfg.batch_size)
@@ -313,15 +335,18 @@ def train_controller(cfg: ControllerTrainConfig, stage1, out_dir, *, resume: boo
     start = 0
     backbone = state_digest(model)
     if resume and (out / 'last.pt').exists():
-        state = read_checkpoint(out / 'last.pt', map_location=rt.device)['extra']
+        state = resume_state(out / 'last.pt', ('controller_state', 'optimizer', 'scheduler',
+                                                'rng_state', 'epoch'),
+                             map_location=rt.device)['extra']
         check_same_config(out / 'last.pt', state.get('controller_train_config', {}), cfg)
         if state.get('stage1_digest') != backbone:
             which = ('another stage-1 model than' if 'stage1_digest' in state
                      else 'a stage-1 model it did not record (an older run), maybe not')
             raise CheckpointError(f'{out / "last.pt"} was trained on {which} {stage1}; delete {out} '
                                   '(or choose another --out) to train on this one')
-        ctrl.load_state_dict(state['controller_state'])
-        opt.load_state_dict(state['optimizer'])
+        load_weights(ctrl, state['controller_state'], f'{out / "last.pt"}: controller weights do not '
+                     'match the config')
+        load_optimizer(opt, state['optimizer'], out / 'last.pt')
         sched.load_state_dict(state['scheduler'])
         torch.set_rng_state(state['rng_state'].cpu())  # the Gumbel noise continues its stream
         start = int(state['epoch']) + 1
@@ -331,7 +356,7 @@ def train_controller(cfg: ControllerTrainConfig, stage1, out_dir, *, resume: boo
         ctrl.train()
         task = cfg.variant == 'label_free' or epoch >= cfg.warmup_epochs
         corruption = cfg.variant == 'supervised'
-        bar = _progress(steps, f'controller {epoch + 1}/{cfg.epochs}', progress and rt.is_main)
+        bar = progress_bar(steps, f'controller {epoch + 1}/{cfg.epochs}', progress and rt.is_main)
         tot_loss, tot_acc, layers = 0.0, [], []
         for raw, rng in batches(epoch):
             loss, acc, mean_layers = controller_step(ctrl, model, pre, cost, raw, rng, cfg, task=task,
@@ -388,26 +413,7 @@ def _pretrain_autoencoder(ctrl, pre, batches, cfg, device, progress):
 
 def _meta(ctrl, stage1_meta, cfg) -> dict:
     return {**stage1_meta, 'stage': 'controller', 'controller_config': ctrl.cfg.to_dict(),
-            'controller_state': ctrl.state_dict(), 'controller_train_config': _plain(asdict(cfg))}
+            'controller_state': ctrl.state_dict(), 'controller_train_config': plain(asdict(cfg))}
 
 
-def load_controller(path, map_location='cpu'):
-    """(model, controller or None, meta) from a controller or stage-1 checkpoint."""
-    model, meta = load_checkpoint(path, map_location=map_location)
-    ctrl = None
-    if 'controller_state' in meta:
-        ctrl = AllocationController(ControllerConfig.from_dict(meta['controller_config']))
-        try:
-            ctrl.load_state_dict(meta['controller_state'])
-        except RuntimeError as exc:
-            raise CheckpointError(f'{path}: controller weights do not match its config: {exc}') from exc
-        ctrl.to(map_location).eval()
-    return model.eval(), ctrl, meta
-
-
-def make_scorer(ctrl, meta, modalities, device=None) -> ControllerScorer:
-    pre = checkpoint_preprocessor(meta)
-    return ControllerScorer(ctrl, pre, modalities, device)
-
-
-__all__ = ['ControllerTrainConfig', 'train_controller', 'load_controller', 'make_scorer', 'UNITS']
+__all__ = ['ControllerTrainConfig', 'train_controller', 'UNITS']

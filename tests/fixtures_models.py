@@ -77,7 +77,8 @@ def build_tiny_stage1(out_dir: Path) -> Path:
     """Train (or reuse) the tiny AV-digits stage-1 checkpoint under ``out_dir``."""
     from admn_ros.fusion.config import ModelConfig
     from admn_ros.fusion.layerdrop import LayerDropConfig
-    from admn_ros.fusion.stage1 import AugmentConfig, DataConfig, Stage1Config, train_stage1
+    from admn_ros.fusion.stage1 import Stage1Config, train_stage1
+    from admn_ros.fusion.training import AugmentConfig, DataConfig
 
     path = Path(out_dir) / 'model.pt'
     if path.is_file():
@@ -90,7 +91,7 @@ def build_tiny_stage1(out_dir: Path) -> Path:
                                   uniform_count=False),
         augment=AugmentConfig(policy='none'),
         epochs=EPOCHS, batch_size=32, lr=2e-3, weight_decay=0.0, warmup_steps=5,
-        eval_batch_size=VAL_SIZE, device='cpu')
+        stem='patch', eval_batch_size=VAL_SIZE, device='cpu')
     return train_stage1(cfg, out_dir, progress=False)
 
 
@@ -158,3 +159,25 @@ def sample_frame(i: int = 0, size: int = 48) -> dict:
     audio = (0.3 * np.sin(2 * np.pi * (300 + 40 * i) * t)
              + 0.01 * rng.standard_normal(16000)).astype(np.float32)
     return {'rgb': rgb.astype(np.uint8), 'depth': depth, 'audio': audio}
+
+
+def rgb_audio_model(depth: int, num_classes: int, seed: int = 0, **enc):
+    """A tiny untrained RGB + audio model (16x16 inputs, dim 32) for the compression tests."""
+    import torch
+    from admn_ros.fusion.config import EncoderConfig, ModelConfig
+    from admn_ros.fusion.model import ADMNModel
+    base = dict(input_size=(16, 16), patch_size=8, dim=32, depth=depth, heads=2, **enc)
+    torch.manual_seed(seed)
+    cfg = ModelConfig(encoders={'rgb': EncoderConfig(in_chans=3, **base),
+                                'audio': EncoderConfig(in_chans=1, **base)},
+                      adapter_hidden=32, fusion_dim=32, fusion_depth=1, fusion_heads=2,
+                      num_classes=num_classes)
+    return ADMNModel(cfg).eval()
+
+
+def rgb_audio_inputs(batch: int = 4, seed: int = 0):
+    """Seeded random inputs for :func:`rgb_audio_model`."""
+    import torch
+    g = torch.Generator().manual_seed(seed)
+    return {'rgb': torch.randn(batch, 3, 16, 16, generator=g),
+            'audio': torch.randn(batch, 1, 16, 16, generator=g)}

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from admn_ros.datasets import avdigits as av
+from admn_ros.paths import checkout_root
 
 ROOT = av.resolve_data_root()
 pytestmark = pytest.mark.skipif(not (ROOT / 'fsdd').is_dir(),
@@ -97,7 +98,7 @@ def test_fit_clip_centres():
 def test_data_root_resolution_and_missing_data(tmp_path, monkeypatch):
     monkeypatch.delenv('ADMN_DATA_ROOT', raising=False)
     monkeypatch.chdir(tmp_path)                       # not relative to the working directory
-    assert av.resolve_data_root() == (av.REPO_ROOT.parent / 'shared' / 'data').resolve()
+    assert av.resolve_data_root() == (checkout_root().parent / 'shared' / 'data').resolve()
     monkeypatch.setenv('ADMN_DATA_ROOT', str(tmp_path / 'nowhere'))
     with pytest.raises(FileNotFoundError, match='nowhere'):
         av.load_avdigits('val')

@@ -202,3 +202,34 @@ def test_invalid_selection_inputs_are_rejected(change):
         present = np.ones((2, 3), bool)
     with pytest.raises(ValueError):
         select_layers(scores, cost, budget, present)
+
+
+def test_one_budget_range_for_every_consumer():
+    """Budget, the fusion node (parameter range and topic) and budget_manager all take
+    BUDGET_RANGE; a value outside it is refused in one line naming the range."""
+    lo, hi = budget_mod.BUDGET_RANGE
+    assert (lo, hi) == (0.01, 1.0)
+    for ok in (lo, 0.5, hi):
+        assert budget_mod.budget_problem(ok) == '' and Budget(ok).fraction == ok
+    for bad in (0.005, 0.0, -1.0, 1.0001, float('nan'), float('inf'), 'half', None):
+        problem = budget_mod.budget_problem(bad)
+        assert problem and '\n' not in problem
+        with pytest.raises(ValueError, match=r'budget fraction must'):
+            Budget(bad)
+    assert '[0.01, 1]' in budget_mod.budget_problem(0.005)
+
+
+def test_spent_fraction_is_what_the_budget_bounds():
+    from admn_ros.fusion.config import ModelConfig
+    from admn_ros.fusion.flops import CostModel
+    from tests.fixtures_models import tiny_model_config
+    cost = CostModel.from_config(ModelConfig.from_dict(tiny_model_config()))
+    mods, depth = cost.modalities, cost.depth
+    keep = {m: np.arange(depth) < (i + 1) for i, m in enumerate(mods)}   # 1, 2, 3 ... layers
+    layers = sum(i + 1 for i in range(len(mods)))
+    assert budget_mod.spent_fraction(keep, 'layers', depth, mods) == layers / (depth * len(mods))
+    flops = budget_mod.spent_fraction(keep, 'flops', depth, mods, cost)
+    limit = absolute_budget(Budget(flops, 'flops'), cost.layer_costs(mods), depth, mods)
+    assert sum(keep[m].sum() * cost.block_flops[m] for m in mods) == pytest.approx(limit)
+    with pytest.raises(ValueError, match='cost model'):
+        budget_mod.spent_fraction(keep, 'flops', depth, mods)

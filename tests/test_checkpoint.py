@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from admn_ros.fusion.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
+from admn_ros.fusion.checkpoint import (CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint,
+                                       write_payload)
 from admn_ros.fusion.model import ADMNModel
 from tests.test_model import inputs, small_config
 
@@ -44,8 +45,64 @@ def test_foreign_and_corrupt_files_are_refused(tmp_path):
 def test_weights_that_do_not_match_the_config_are_refused(tmp_path):
     model = ADMNModel(small_config())
     path = save_checkpoint(tmp_path / 'm.pt', model)
-    payload = torch.load(path, weights_only=True)
+    payload = read_checkpoint(path)
     payload['model_config']['fusion_depth'] = 3  # config now asks for more fusion blocks than stored
-    torch.save(payload, path)
+    write_payload(payload, path)
     with pytest.raises(CheckpointError, match='do not match'):
         load_checkpoint(path)
+
+
+def _flip_bytes_inside(path, needle: bytes, count: int, seed: int = 0) -> None:
+    """Flip ``count`` random bytes inside the stored tensor whose raw bytes contain ``needle``,
+    keeping the zip archive itself readable (as a bit rot on disk would)."""
+    import numpy as np
+    data = bytearray(path.read_bytes())
+    start = data.find(needle)
+    assert start >= 0
+    rng = np.random.default_rng(seed)
+    for i in rng.choice(len(needle), size=min(count, len(needle)), replace=False):
+        data[start + int(i)] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_flipped_bytes_inside_the_weights_are_refused_by_the_digest(tmp_path):
+    # Defect: a checkpoint with 2,000 flipped bytes in its weights loaded and ran.
+    torch.manual_seed(0)
+    model = ADMNModel(small_config())
+    path = save_checkpoint(tmp_path / 'm.pt', model)
+    weight = max(model.state_dict().values(), key=lambda t: t.numel())
+    needle = weight.detach().contiguous().numpy().tobytes()
+    _flip_bytes_inside(path, needle, 2000)
+    payload = torch.load(path, weights_only=True)   # torch itself does not notice
+    assert payload['format'] == 'admn_ros.checkpoint'
+    with pytest.raises(CheckpointError, match='digest mismatch') as err:
+        load_checkpoint(path)
+    assert '\n' not in str(err.value)
+
+
+def test_a_file_without_digest_is_refused_until_one_is_added(tmp_path):
+    from admn_ros.fusion.checkpoint import DIGEST_KEY, main
+    model = ADMNModel(small_config())
+    path = save_checkpoint(tmp_path / 'm.pt', model)
+    payload = torch.load(path, weights_only=True)
+    payload.pop(DIGEST_KEY)
+    payload['version'] = 1   # as written before digests
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match='--add-digest'):
+        load_checkpoint(path)
+    assert main(['--add-digest', str(path)]) == 0
+    loaded, _ = load_checkpoint(path)
+    assert loaded.cfg == model.cfg
+
+
+def test_a_shape_mismatch_is_one_line(tmp_path):
+    big = small_config()
+    path = save_checkpoint(tmp_path / 'm.pt', ADMNModel(big))
+    payload = read_checkpoint(path)
+    for enc in payload['model_config']['encoders'].values():
+        enc['dim'] *= 2   # every encoder tensor now disagrees with the stored weights
+    write_payload(payload, path)
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(path)
+    message = str(err.value)
+    assert '\n' not in message and 'of another shape' in message and len(message) < 400

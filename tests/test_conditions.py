@@ -282,7 +282,7 @@ def test_recorded_tags_survive_evaluation(tmp_path, tensors_test):
 
 
 def test_training_augment_keeps_recorded_tags(tensors_test):
-    from admn_ros.fusion.stage1 import AugmentConfig, build_augment
+    from admn_ros.fusion.training import AugmentConfig, build_augment
     tagged = _tagged(tensors_test)
     augment = build_augment(AugmentConfig(p_clean=0.0))
     out = augment(tagged, np.random.default_rng(0))

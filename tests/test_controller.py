@@ -231,7 +231,7 @@ def test_training_moves_layers_to_the_clean_modality(toy_model, relaxation):
         x, y, _ = toy_batch(64, rng)
         logits, _, _ = ctrl(x, fraction)
         mask = straight_through_mask(logits, np.ones(2), TOY_BUDGET, present, ctrl.cfg, True)
-        loss = F.cross_entropy(toy_model(x, {'rgb': mask[:, 0], 'audio': mask[:, 1]}), y)
+        loss = F.cross_entropy(toy_model(x, {'rgb': mask[:, 0], 'audio': mask[:, 1]}, mode='blend'), y)
         copt.zero_grad()
         loss.backward()
         copt.step()
@@ -323,9 +323,9 @@ def test_train_controller_logs_resumes_and_writes_a_loadable_checkpoint(tiny_sta
                                                                         monkeypatch,
                                                                         allocation_loss):
     from admn_ros.fusion.checkpoint import CheckpointError
-    from admn_ros.fusion.stage1 import AugmentConfig, DataConfig
-    from admn_ros.quality_estimators.train_controller import (ControllerTrainConfig, load_controller,
-                                                     train_controller)
+    from admn_ros.fusion.training import AugmentConfig, DataConfig
+    from admn_ros.quality_estimators.inference import load_controller
+    from admn_ros.quality_estimators.train_controller import ControllerTrainConfig, train_controller
     cfg = ControllerTrainConfig(
         data=DataConfig(dataset='avdigits', train_split='val', train_size=64),
         augment=AugmentConfig(policy='independent', start_epoch=0), epochs=2, warmup_epochs=1,
@@ -375,9 +375,9 @@ def test_train_controller_without_corruption_labels_skips_the_warm_up_steps(tiny
     # augment.policy none: the warm-up epoch has no corruption labels to learn from; it must
     # leave the controller untouched rather than fail on a loss without a gradient.
     from admn_ros.fusion.checkpoint import read_checkpoint
-    from admn_ros.fusion.stage1 import AugmentConfig, DataConfig
-    from admn_ros.quality_estimators.train_controller import (ControllerTrainConfig, load_controller,
-                                                     train_controller)
+    from admn_ros.fusion.training import AugmentConfig, DataConfig
+    from admn_ros.quality_estimators.inference import load_controller
+    from admn_ros.quality_estimators.train_controller import ControllerTrainConfig, train_controller
     cfg = ControllerTrainConfig(
         data=DataConfig(dataset='avdigits', train_split='val', train_size=64),
         augment=AugmentConfig(policy='none'), epochs=1, warmup_epochs=1, batch_size=32,

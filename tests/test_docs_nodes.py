@@ -76,7 +76,7 @@ def test_documented_defaults_are_the_declared_ones_not_the_doc_overrides(docs):
     # spot checks against the node code, independent of the recording mechanism
     assert docs['sensor_source'].parameter('source').default == 'synthetic'
     assert docs['admn_fusion'].parameter('policy').default == 'admn'
-    assert docs['admn_fusion'].parameter('modalities').default == []
+    assert docs['admn_fusion'].parameter('modalities').default == ['all']
     assert docs['admn_fusion'].parameter('autostart').read_only
     assert docs['noise_injector'].parameter('rgb.severity').range == '[0.0, 1.0]'
     assert 'low_light' in docs['noise_injector'].parameter('rgb.type').choices

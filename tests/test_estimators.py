@@ -142,3 +142,22 @@ def test_config_is_validated():
         QualityConfig(audio_frame=400, audio_hop=300)
     with pytest.raises(ValueError):
         QualityConfig(depth_valid_zero=0.9, depth_valid_full=0.5)
+
+
+def test_non_physical_depth_counts_as_invalid_without_numpy_warnings():
+    """A garbage 3e38 (finite, but no sensor reads it) used to overflow the plane fit with
+    numpy warnings; beyond MAX_DEPTH_M a reading is invalid like NaN and inf."""
+    import warnings
+
+    from admn_ros.quality_estimators.estimators import MAX_DEPTH_M, depth_scores, depth_valid_fraction
+    depth = np.full((2, 32, 32), 2.0, np.float32)
+    depth[0, :16] = 3e38                                        # half the first image garbage
+    depth[1, :16] = np.inf
+    depth[1, 16, :8] = (np.nan, -np.inf, 0.0, MAX_DEPTH_M * 2, np.float32(3.4e38), 5.0, 5.0, 5.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        valid = depth_valid_fraction(depth)
+        scores = depth_scores(depth)
+    assert valid[0] == 0.5 and valid[1] == pytest.approx((16 * 32 - 5) / 1024)
+    assert all(np.all(np.isfinite(v)) and np.all((v >= 0) & (v <= 1)) for v in scores.values())
+    assert scores['noise'][0] == pytest.approx(1.0)     # the flat valid half is judged, not the garbage

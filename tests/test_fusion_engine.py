@@ -1,6 +1,6 @@
-"""admn_ros.fusion_engine without ROS: decoding, rolling audio, sync with quiet modalities, the
-frame queue, the worker, and one-frame inference (budget, real skipping, FLOPs, absent
-modalities)."""
+"""admn_ros.runtime without ROS: decoding (admn_ros.wire), rolling audio, sync with quiet
+modalities, the frame queue, the worker, and one-frame inference (budget, real skipping, FLOPs,
+absent modalities)."""
 import threading
 import time
 from types import SimpleNamespace
@@ -8,10 +8,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from admn_ros.fusion_engine import (EngineConfig, Frame, FrameQueue, FusionEngine, ModalitySync,
-                                    RejectedInput, RollingAudio, Worker, decode_audio,
-                                    decode_depth, decode_rgb, resolve_model_path)
-from admn_ros.datasets.rosmsg_codec import audio_to_image_fields, image_fields
+from admn_ros.runtime.engine import EngineConfig, FusionEngine, resolve_model_path
+from admn_ros.runtime.frame_queue import Frame, FrameQueue
+from admn_ros.runtime.modality_sync import ModalitySync
+from admn_ros.runtime.rolling_audio import RollingAudio
+from admn_ros.runtime.worker import Worker
+from admn_ros.wire.sensor_input import RejectedInput, decode_audio, decode_depth, decode_rgb
+from admn_ros.wire.audio_codec import audio_to_image_fields
+from admn_ros.wire.image_codec import image_fields
 from admn_ros.quality_estimators.budget import Budget
 from tests.fixtures_models import make_random_checkpoint, sample_frame as sample
 
@@ -299,3 +303,13 @@ def test_model_path_errors_say_what_to_do(tmp_path, monkeypatch):
         FusionEngine(EngineConfig(model_path=str(make_random_checkpoint(
             tmp_path / 'two.pt', modalities=('rgb', 'audio'))), policy='full',
             modalities=('depth',)))
+
+
+def test_the_runtime_imports_no_rclpy():
+    """The per-frame core runs (and is tested) without ROS: only the node adapts it to rclpy."""
+    import subprocess
+    import sys
+    code = ('import sys\n'
+            'import admn_ros.runtime.engine, admn_ros.runtime.intake, admn_ros.runtime.worker\n'
+            "assert not [m for m in sys.modules if m.split('.')[0] == 'rclpy']\n")
+    subprocess.run([sys.executable, '-c', code], check=True)

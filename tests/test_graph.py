@@ -180,11 +180,12 @@ class _Recorder:
 def _stub_launch(monkeypatch):
     """Minimal stand-ins for launch / launch_ros that record what they were built with."""
     mods = {name: types.ModuleType(name) for name in (
-        'launch', 'launch.actions', 'launch.substitutions', 'launch_ros', 'launch_ros.actions',
-        'launch_ros.parameter_descriptions')}
+        'launch', 'launch.actions', 'launch.event_handlers', 'launch.substitutions', 'launch_ros',
+        'launch_ros.actions', 'launch_ros.parameter_descriptions')}
     classes = {}
     for mod, names in (('launch', ['LaunchDescription']),
-                       ('launch.actions', ['DeclareLaunchArgument', 'Shutdown']),
+                       ('launch.actions', ['DeclareLaunchArgument', 'RegisterEventHandler', 'Shutdown']),
+                       ('launch.event_handlers', ['OnProcessExit']),
                        ('launch.substitutions', ['LaunchConfiguration']),
                        ('launch_ros.actions', ['Node']),
                        ('launch_ros.parameter_descriptions', ['ParameterValue'])):
@@ -212,6 +213,9 @@ def test_launch_files_build_exactly_the_graph(monkeypatch):
             assert kw['executable'] == spec.executable and kw['package'] == 'admn_ros'
             assert kw['remappings'] == list(spec.remappings)
             assert ('on_exit' in kw) == spec.required
+            assert kw.get('respawn', False) == spec.respawn
+            if spec.respawn:
+                assert kw['respawn_max_retries'] == G.RESPAWN_LIMIT
             node_params = kw['parameters'][0]
             assert set(node_params) == set(params[spec.name])
             for key, value in node_params.items():
@@ -221,6 +225,18 @@ def test_launch_files_build_exactly_the_graph(monkeypatch):
                     assert value.kwargs['value_type'] is type(params[spec.name][key])
                 else:
                     assert value == params[spec.name][key]
+        # Every node that does not end the graph on any exit gets the exit policy as a handler.
+        handlers = [e.args[0] for e in entities if isinstance(e, classes['RegisterEventHandler'])]
+        assert [h.kwargs['target_action'].kwargs['name'] for h in handlers] == \
+            [s.name for s in graph.nodes if not s.required]
+        for handler in handlers:
+            target = graph.node(handler.kwargs['target_action'].kwargs['name'])
+            on_exit = handler.kwargs['on_exit']
+            failed = on_exit(types.SimpleNamespace(returncode=1), None)
+            refused = on_exit(types.SimpleNamespace(returncode=G.CONFIG_REFUSED), None)
+            assert on_exit(types.SimpleNamespace(returncode=0), None) is None
+            assert isinstance(refused[0], classes['Shutdown'])   # a restart cannot mend a config
+            assert (failed is None) == target.respawn
 
 
 def test_launch_description_without_launch_says_what_to_do(monkeypatch):
@@ -274,7 +290,7 @@ def test_bringup_processes_talk_and_stop_cleanly_on_sigint(ros_context, tmp_path
     from rclpy.executors import SingleThreadedExecutor
     from sensor_msgs.msg import Image
 
-    from admn_ros import messages as M
+    from admn_ros import wire
 
     wav = tmp_path / 'tone.wav'
     soundfile.write(wav, (0.3 * np.sin(np.arange(8000) * 0.2)).astype(np.float32), 16000)
@@ -287,8 +303,8 @@ def test_bringup_processes_talk_and_stop_cleanly_on_sigint(ros_context, tmp_path
                             text=True)
     node = rclpy.create_node('probe', context=ros_context)
     audio, levels = [], []
-    node.create_subscription(Image, '/talk/' + M.CORRUPTED_TOPICS['audio'], audio.append, 10)
-    node.create_subscription(DiagnosticArray, '/talk/' + M.CORRUPTION, levels.append, 10)
+    node.create_subscription(Image, '/talk/' + wire.CORRUPTED_TOPICS['audio'], audio.append, 10)
+    node.create_subscription(DiagnosticArray, '/talk/' + wire.CORRUPTION, levels.append, 10)
     executor = SingleThreadedExecutor(context=ros_context)
     executor.add_node(node)
     try:
@@ -296,8 +312,8 @@ def test_bringup_processes_talk_and_stop_cleanly_on_sigint(ros_context, tmp_path
         while len(audio) < 3 and time.monotonic() < deadline and proc.poll() is None:
             executor.spin_once(timeout_sec=0.05)
         assert len(audio) >= 3, 'no corrupted audio arrived'
-        assert np.all(M.read_audio(audio[-1]) == 0)       # muted at severity 1 by the injector
-        assert M.read_corruption(levels[-1])['audio'] == ('muted', 1.0)
+        assert np.all(wire.read_audio(audio[-1]) == 0)       # muted at severity 1 by the injector
+        assert wire.read_corruption(levels[-1])['audio'] == ('muted', 1.0)
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=20)
     finally:

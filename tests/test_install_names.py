@@ -60,7 +60,7 @@ def test_installs_beside_a_package_named_datasets(tmp_path):
         assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     probe = ('import datasets, admn_ros, admn_ros.datasets.synthetic as syn\n'
              'from admn_ros.paths import models_dir\n'
-             'from admn_ros.quality_estimators.defaults import shipped_checkpoint\n'
+             'from admn_ros.quality_estimators.inference import shipped_checkpoint\n'
              'print(datasets.WHO); print(admn_ros.__file__); print(syn.__file__)\n'
              'print(shipped_checkpoint("synthetic").is_file())\n')
     # After the venv's own packages, so its `datasets` and `admn_ros` win.

@@ -61,13 +61,13 @@ def test_blend_path_equals_skip_path_for_the_same_mask(model):
     x, keep = inputs(6), random_keep(6, seed=1)
     with torch.no_grad():
         skipped = model(x, keep)
-        blended = model(x, {m: k.float() for m, k in keep.items()})
+        blended = model(x, {m: k.float() for m, k in keep.items()}, mode='blend')
     torch.testing.assert_close(skipped, blended, rtol=1e-5, atol=1e-5)
 
 
 def test_blend_path_is_differentiable_in_the_mask(model):
     keep = {m: k.float().requires_grad_() for m, k in random_keep(3, seed=2).items()}
-    model(inputs(3), keep).sum().backward()
+    model(inputs(3), keep, mode='blend').sum().backward()
     assert all(k.grad is not None and k.grad.abs().sum() > 0 for k in keep.values())
 
 

@@ -8,8 +8,8 @@ from hypothesis import given, settings, strategies as st
 from admn_ros.datasets.corruptions import apply_corruption
 from admn_ros.datasets.synthetic import generate
 from admn_ros.quality_estimators.budget import ROUND_OFF_RTOL, Budget, absolute_budget, select_layers
-from admn_ros.quality_estimators.policies import (evenly_spaced_indices, make_policy, naive_layer_indices,
-                                         naive_priority, split_counts)
+from admn_ros.fusion.layerdrop import evenly_spaced_indices
+from admn_ros.quality_estimators.policies import make_policy, naive_layer_indices, naive_priority, split_counts
 
 MODS = ('rgb', 'depth', 'audio')
 DEPTH = 12

@@ -139,7 +139,7 @@ def test_external_loaders_are_wired_with_subsets_and_validation(monkeypatch):
         load_dataset('avdigits', 'test', size=50)
 
     monkeypatch.setattr(folder, 'load_folder',
-                        lambda path, split: ({'audio': fake['audio'], 'label': fake['label'] + 5}, ['a', 'b']))
+                        lambda path, split, **kw: ({'audio': fake['audio'], 'label': fake['label'] + 5}, ['a', 'b']))
     with pytest.raises(ValueError, match='labels'):
         load_dataset('folder:/data/x', 'train')
 

@@ -1,6 +1,5 @@
 """admn_ros.report: corruption phases, layer shifts and the timeline plot, from per-frame records
 (no ROS)."""
-from pathlib import Path
 
 import pytest
 

@@ -16,8 +16,8 @@ rclpy = pytest.importorskip('rclpy')
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 
-from admn_ros import fusion_contract as F  # noqa: E402
-from admn_ros.datasets import topics as T  # noqa: E402
+from admn_ros import wire  # noqa: E402
+from admn_ros.wire import topics as T  # noqa: E402
 from admn_ros.quality_estimators.budget import Budget  # noqa: E402
 from tests.fixtures_models import (RosHarness, make_random_checkpoint,  # noqa: E402, F401
                                    tiny_stage1)
@@ -37,7 +37,8 @@ def params(**values):
 
 
 def test_bag_replay_on_sim_time_scores_exactly_like_offline_evaluation(ros_context, tmp_path):
-    from admn_ros.fusion_engine import EngineConfig, Frame, FusionEngine
+    from admn_ros.runtime.engine import EngineConfig, FusionEngine
+    from admn_ros.runtime.frame_queue import Frame
     from admn_ros.nodes.admn_fusion import AdmnFusion
     from admn_ros.nodes.bag_player import BagPlayer
     from admn_ros.nodes.evaluator import Evaluator
@@ -61,7 +62,7 @@ def test_bag_replay_on_sim_time_scores_exactly_like_offline_evaluation(ros_conte
             frame_queue_depth=1000, input_reliability=1, input_depth=1000)))
         evaluator = h.add(Evaluator(**ns, parameter_overrides=params(
             use_sim_time=True, report_path=str(tmp_path / 'report.json'), drop_after_s=60.0)))
-        preds = h.listen(F.prediction_type(), F.PREDICTION)
+        preds = h.listen(wire.prediction_type(), wire.PREDICTION)
         outputs = fusion.pubs
         assert h.spin_until(lambda: outputs['prediction'].get_subscription_count() >= 2
                             and outputs['inference'].get_subscription_count() >= 1, 10)
@@ -73,9 +74,9 @@ def test_bag_replay_on_sim_time_scores_exactly_like_offline_evaluation(ros_conte
                             40), evaluator.summary()
         assert player.done.wait(5)
         # Fusion ran on bag time: its clock is at the end of the bag, years before the wall clock.
-        stamps = sorted(F.read_prediction(p)[0] for p in preds)
+        stamps = sorted(wire.read_prediction(p)[0] for p in preds)
         assert 0 <= fusion.get_clock().now().nanoseconds - stamps[-1] < 1e9
-        online = {F.read_prediction(p)[0]: F.read_prediction(p)[1] for p in preds}
+        online = {wire.read_prediction(p)[0]: wire.read_prediction(p)[1] for p in preds}
         summary = evaluator.summary()
     finally:
         h.close()   # evaluator.destroy_node writes its report
@@ -120,8 +121,8 @@ def test_graph_processes_started_by_bringup_predict_above_chance(
     }
     lines = []
     h = RosHarness(ros_context, '/' + namespace)
-    preds = h.listen(F.prediction_type(), F.PREDICTION)
-    allocs = h.listen(DiagnosticArray, F.ALLOCATION)
+    preds = h.listen(wire.prediction_type(), wire.PREDICTION)
+    allocs = h.listen(DiagnosticArray, wire.ALLOCATION)
     bringup = Bringup('noise_experiment', overrides, namespace=namespace, sink=lines.append)
     try:
         bringup.start()

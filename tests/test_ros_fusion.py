@@ -17,8 +17,7 @@ from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import Float32  # noqa: E402
 
 from admn_ros import graph as G  # noqa: E402
-from admn_ros import messages as M  # noqa: E402
-from admn_ros import fusion_contract as F  # noqa: E402
+from admn_ros import wire  # noqa: E402
 from admn_ros.node_utils import EXECUTOR_ENV, executor_kind, make_executor  # noqa: E402
 from admn_ros.nodes.admn_fusion import AdmnFusion  # noqa: E402
 from tests.fixtures_models import RosHarness, make_random_checkpoint, sample_frame  # noqa: E402
@@ -64,14 +63,14 @@ class Feeder:
 
     def __init__(self, h):
         self.h = h
-        self.pubs = {m: h.publisher(Image, M.SENSOR_TOPICS[m]) for m in MODS}
+        self.pubs = {m: h.publisher(Image, wire.SENSOR_TOPICS[m]) for m in MODS}
         self.samples = [sample_frame(i) for i in range(3)]
         self.count = 0
 
     def send(self, modalities=MODS):
         data = self.samples[self.count % len(self.samples)]
         stamp = self.h.probe.get_clock().now().nanoseconds
-        build = {'rgb': M.rgb_msg, 'depth': M.depth_msg, 'audio': M.audio_msg}
+        build = {'rgb': wire.rgb_msg, 'depth': wire.depth_msg, 'audio': wire.audio_msg}
         for m in modalities:
             self.pubs[m].publish(build[m](data[m], stamp))
         self.count += 1
@@ -86,7 +85,7 @@ class Feeder:
 
 
 def allocations(msgs):
-    return [F.read_allocation(m) for m in msgs]
+    return [wire.read_allocation(m) for m in msgs]
 
 
 def total_layers(alloc):
@@ -112,7 +111,7 @@ def test_noise_on_one_modality_moves_its_layers_to_the_others(ros, model):
         Parameter('rate_hz', value=20.0)]))
     injector = h.add(NoiseInjector(context=h.ctx, namespace=h.namespace))
     fusion_node(h, model, remap=G._FROM_INJECTOR, policy='heuristic', budget=0.5)
-    got = h.listen(DiagnosticArray, F.ALLOCATION)
+    got = h.listen(DiagnosticArray, wire.ALLOCATION)
     assert h.spin_until(lambda: len(got) >= 10, 20), 'no allocations from the pipeline'
     before = mean_layers(allocations(got[2:]))
     injector.set_parameters([Parameter('audio.type', value='white_noise'),
@@ -132,7 +131,7 @@ def test_budget_changes_through_parameters_and_topic_apply_to_the_next_frames(ro
     h = ros()
     fusion = fusion_node(h, model, budget=0.5)
     feeder = Feeder(h)
-    got = h.listen(DiagnosticArray, F.ALLOCATION)
+    got = h.listen(DiagnosticArray, wire.ALLOCATION)
     feeder.run(10, until=lambda: len(got) >= 3)
     assert {(a['fraction'], total_layers(a)) for a in allocations(got)} == {(0.5, 6)}
 
@@ -140,6 +139,8 @@ def test_budget_changes_through_parameters_and_topic_apply_to_the_next_frames(ro
     assert client.wait_for_services(timeout_sec=5.0)
     result = wait_future(h, client.set_parameters([Parameter('budget', value=0.25)]))
     assert result.results[0].successful
+    # A manual set takes the budget from the topic (next test); hand it back for the topic checks.
+    assert fusion.set_parameters([Parameter('budget_from_topic', value=True)])[0].successful
     n = len(got)
     feeder.run(10, until=lambda: len(got) >= n + 5)
     later = allocations(got[n + 2:])          # at most one frame in flight, one waiting
@@ -151,9 +152,11 @@ def test_budget_changes_through_parameters_and_topic_apply_to_the_next_frames(ro
         assert not result.results[0].successful and reason in result.results[0].reason
     assert fusion.get_parameter('budget').value == 0.25
 
-    budget_pub = h.publisher(Float32, F.BUDGET, F.budget_qos())
+    budget_pub = h.publisher(Float32, wire.BUDGET, wire.budget_qos())
     budget_pub.publish(Float32(data=float('nan')))   # ignored and counted
-    assert h.spin_until(lambda: fusion.budget_rejected == 1, 5)
+    assert h.spin_until(lambda: fusion.budget_owner.rejected == 1, 5)
+    budget_pub.publish(Float32(data=0.005))          # below the one BUDGET_RANGE
+    assert h.spin_until(lambda: fusion.budget_owner.rejected == 2, 5)
     assert fusion.get_parameter('budget').value == 0.25
     budget_pub.publish(Float32(data=0.75))
     assert h.spin_until(lambda: fusion.get_parameter('budget').value == 0.75, 5)
@@ -162,15 +165,46 @@ def test_budget_changes_through_parameters_and_topic_apply_to_the_next_frames(ro
     assert {(a['fraction'], total_layers(a)) for a in allocations(got[n + 2:])} == {(0.75, 9)}
 
 
+def test_a_manual_budget_holds_against_the_topic_until_handed_back(ros, model):
+    """Who owns the budget: a manual set (as `ros2 param set`) turns budget_from_topic off in the
+    same change; budget_manager's messages are then counted, not applied, until it is set true,
+    which applies the latest topic value at once."""
+    h = ros()
+    fusion = fusion_node(h, model, budget=0.5)
+    budget_pub = h.publisher(Float32, wire.BUDGET, wire.budget_qos())
+    budget_pub.publish(Float32(data=0.75))        # the topic drives the budget ...
+    assert h.spin_until(lambda: fusion.get_parameter('budget').value == 0.75, 5)
+    assert fusion.get_parameter('budget_from_topic').value is True
+
+    client = AsyncParameterClient(h.probe, f'{h.namespace}/admn_fusion')
+    assert client.wait_for_services(timeout_sec=5.0)
+    result = wait_future(h, client.set_parameters([Parameter('budget', value=0.3)]))
+    assert result.results[0].successful                          # ... until set by hand
+    assert fusion.get_parameter('budget_from_topic').value is False
+    budget_pub.publish(Float32(data=0.9))
+    assert h.spin_until(lambda: fusion.budget_owner.held == 1, 5)
+    assert fusion.get_parameter('budget').value == 0.3 and fusion.budget.fraction == 0.3
+    status = {s.name: s for s in fusion.diagnostics.build().status}['admn_fusion: allocation']
+    assert 'set by hand' in status.message
+    assert {kv.key: kv.value for kv in status.values}['held budget messages'] == '1'
+
+    result = wait_future(h, client.set_parameters([Parameter('budget_from_topic', value=True)]))
+    assert result.results[0].successful                          # handed back: latest applies
+    assert fusion.get_parameter('budget').value == 0.9 and fusion.budget.fraction == 0.9
+    budget_pub.publish(Float32(data=0.4))
+    assert h.spin_until(lambda: fusion.get_parameter('budget').value == 0.4, 5)
+    assert fusion.get_parameter('budget_from_topic').value is True
+
+
 def test_a_stopped_sensor_loses_its_layers_within_a_second(ros, model):
     h = ros()
     fusion_node(h, model, budget=0.5, modality_timeout_s=0.5)
     feeder = Feeder(h)
     seen = []   # (receipt time, allocation)
-    h.probe.create_subscription(DiagnosticArray, F.ALLOCATION,
+    h.probe.create_subscription(DiagnosticArray, wire.ALLOCATION,
                                 lambda m: seen.append((time.monotonic(),
-                                                       F.read_allocation(m))), 500)
-    preds = h.listen(F.prediction_type(), F.PREDICTION)
+                                                       wire.read_allocation(m))), 500)
+    preds = h.listen(wire.prediction_type(), wire.PREDICTION)
     feeder.run(10, until=lambda: len(seen) >= 5)
     assert all(a['present'] == dict.fromkeys(MODS, True) for _, a in seen)
 
@@ -193,30 +227,30 @@ def test_bad_input_is_rejected_counted_and_survived(ros, model):
     h = ros()
     fusion = fusion_node(h, model)
     feeder = Feeder(h)
-    preds = h.listen(F.prediction_type(), F.PREDICTION)
+    preds = h.listen(wire.prediction_type(), wire.PREDICTION)
     feeder.run(10, until=lambda: len(preds) >= 1)
     stamp = h.probe.get_clock().now().nanoseconds
     good = sample_frame(0)
-    wrong_encoding = M.image_msg(good['depth'], '32FC1', stamp)
-    truncated = M.rgb_msg(good['rgb'], stamp)
+    wrong_encoding = wire.image_msg(good['depth'], '32FC1', stamp)
+    truncated = wire.rgb_msg(good['rgb'], stamp)
     truncated.height += 5                      # data no longer matches height x step
-    nan_audio = M.audio_msg(np.zeros(800, np.float32), stamp, encoding='32FC1')
+    nan_audio = wire.audio_msg(np.zeros(800, np.float32), stamp, encoding='32FC1')
     nan_audio.data = np.full(800, np.nan, np.float32).tobytes()
-    negative = M.depth_msg(np.full((16, 16), -1.0, np.float32), stamp)
-    before_epoch = M.depth_msg(good['depth'], stamp)
+    negative = wire.depth_msg(np.full((16, 16), -1.0, np.float32), stamp)
+    before_epoch = wire.depth_msg(good['depth'], stamp)
     before_epoch.header.stamp.sec = -1                 # int32 on the wire: it can arrive
     for m, msg in (('rgb', wrong_encoding), ('rgb', truncated), ('audio', nan_audio),
                    ('depth', negative), ('depth', before_epoch)):
         feeder.pubs[m].publish(msg)
-    assert h.spin_until(lambda: sum(fusion.rejected.values()) == 5, 5)
-    assert fusion.rejected == {'rgb': 2, 'depth': 2, 'audio': 1}
+    assert h.spin_until(lambda: fusion.counters.total_rejected() == 5, 5)
+    assert fusion.counters.rejected == {'rgb': 2, 'depth': 2, 'audio': 1}
     # A set whose audio is a stream's first, short chunk (16 ms) is valid: it runs zero-padded.
     n = len(preds)
     short = h.probe.get_clock().now().nanoseconds
-    feeder.pubs['rgb'].publish(M.rgb_msg(good['rgb'], short))
-    feeder.pubs['depth'].publish(M.depth_msg(good['depth'], short))
-    feeder.pubs['audio'].publish(M.audio_msg(good['audio'][:256], short))
-    assert h.spin_until(lambda: any(M.stamp_to_ns(p.header.stamp) == short for p in preds), 5)
+    feeder.pubs['rgb'].publish(wire.rgb_msg(good['rgb'], short))
+    feeder.pubs['depth'].publish(wire.depth_msg(good['depth'], short))
+    feeder.pubs['audio'].publish(wire.audio_msg(good['audio'][:256], short))
+    assert h.spin_until(lambda: any(wire.stamp_to_ns(p.header.stamp) == short for p in preds), 5)
     feeder.run(10, until=lambda: len(preds) >= n + 4)   # still working
     assert fusion.failed == 0
     status = {s.name: s for s in fusion.diagnostics.build().status}['admn_fusion: inputs']
@@ -226,8 +260,8 @@ def test_bad_input_is_rejected_counted_and_survived(ros, model):
 
 
 @pytest.mark.parametrize('executor', [None, 'events'], ids=['harness', 'events'])
-def test_lifecycle_loads_on_configure_and_frees_on_deactivate(ros, model, tmp_path, monkeypatch,
-                                                              executor):
+def test_lifecycle_loads_on_configure_and_frees_on_cleanup(ros, model, tmp_path, monkeypatch,
+                                                           executor):
     from rclpy.lifecycle import TransitionCallbackReturn as R
     from std_srvs.srv import SetBool
     h = ros(executor)
@@ -237,7 +271,7 @@ def test_lifecycle_loads_on_configure_and_frees_on_deactivate(ros, model, tmp_pa
                    parameter_overrides=[Parameter('dataset', value='nowhere')])
 
     fusion = fusion_node(h, tmp_path / 'missing.pt', autostart=False)
-    topic = f'{h.namespace}/{M.RGB}'
+    topic = f'{h.namespace}/{wire.RGB}'
     assert fusion.state_label() == 'unconfigured' and fusion.engine is None
     assert fusion.trigger_configure() == R.FAILURE and 'does not exist' in fusion.last_error
     fusion.set_parameters([Parameter('model_path', value=str(model))])
@@ -245,11 +279,12 @@ def test_lifecycle_loads_on_configure_and_frees_on_deactivate(ros, model, tmp_pa
     assert h.probe.count_subscribers(topic) == 0          # no intake before activation
     assert fusion.trigger_activate() == R.SUCCESS
     feeder = Feeder(h)
-    preds = h.listen(F.prediction_type(), F.PREDICTION)
+    preds = h.listen(wire.prediction_type(), wire.PREDICTION)
     feeder.run(10, until=lambda: len(preds) >= 2)
     assert len(preds) >= 2
 
-    assert fusion.trigger_deactivate() == R.SUCCESS and fusion.engine is None
+    engine = fusion.engine
+    assert fusion.trigger_deactivate() == R.SUCCESS and fusion.engine is engine   # still loaded
     # The events executor lets go of a destroyed subscription on its next turn.
     assert h.spin_until(lambda: h.probe.count_subscribers(topic) == 0, 2)
     h.spin_for(0.2)                                       # what was published before arrives
@@ -258,8 +293,15 @@ def test_lifecycle_loads_on_configure_and_frees_on_deactivate(ros, model, tmp_pa
     assert len(preds) == n
 
     fusion.set_parameters([Parameter('policy', value='every_other')])
-    assert fusion.trigger_activate() == R.SUCCESS and fusion.engine is not None   # reloaded
-    assert fusion.engine.cfg.policy == 'every_other'     # with the parameters of now
+    assert fusion.trigger_activate() == R.SUCCESS and fusion.engine is engine     # not reloaded
+    feeder.run(10, until=lambda: len(preds) >= n + 2)
+    assert len(preds) >= n + 2
+    # Cleanup frees the model; the next configure loads it with the parameters of now.
+    assert fusion.trigger_deactivate() == R.SUCCESS and fusion.trigger_cleanup() == R.SUCCESS
+    assert fusion.engine is None and fusion.state_label() == 'unconfigured'
+    assert fusion.trigger_configure() == R.SUCCESS and fusion.engine.cfg.policy == 'every_other'
+    assert fusion.trigger_activate() == R.SUCCESS
+    n = len(preds)
     feeder.run(10, until=lambda: len(preds) >= n + 2)
     assert len(preds) >= n + 2
 
@@ -279,7 +321,7 @@ def test_lifecycle_loads_on_configure_and_frees_on_deactivate(ros, model, tmp_pa
     assert fusion.trigger_cleanup() == R.SUCCESS and fusion.state_label() == 'unconfigured'
 
     # A failing transition goes through on_error to unconfigured, leaving nothing behind.
-    prediction_topic = f'{h.namespace}/{F.PREDICTION}'
+    prediction_topic = f'{h.namespace}/{wire.PREDICTION}'
     assert fusion.trigger_configure() == R.SUCCESS
     assert h.spin_until(lambda: h.probe.count_publishers(prediction_topic) == 1, 2)
     def broken(audio_input):
@@ -297,23 +339,23 @@ def test_outputs_carry_the_source_stamp_quality_and_cost(ros, model):
     fusion_node(h, model, budget=0.5, budget_unit='flops')
     feeder = Feeder(h)
     outs = {k: h.listen(DiagnosticArray, t) for k, t in (
-        ('allocation', F.ALLOCATION), ('quality', F.QUALITY), ('inference', F.INFERENCE))}
-    preds = h.listen(F.prediction_type(), F.PREDICTION)
+        ('allocation', wire.ALLOCATION), ('quality', wire.QUALITY), ('inference', wire.INFERENCE))}
+    preds = h.listen(wire.prediction_type(), wire.PREDICTION)
     stamps = set()
     deadline = time.monotonic() + 10
     while len(outs['inference']) < 3 and time.monotonic() < deadline:
         stamps.add(feeder.send())
         h.spin_for(0.05)
-    stamp, class_id, score = F.read_prediction(preds[0])
+    stamp, class_id, score = wire.read_prediction(preds[0])
     assert stamp in stamps and 0 <= class_id < 12 and 0 < score <= 1
-    assert preds[0].header.frame_id == M.FRAME_IDS['rgb']   # the set's anchor is the RGB frame
-    alloc = F.read_allocation(outs['allocation'][0])
-    info = F.read_inference(outs['inference'][0])
+    assert preds[0].header.frame_id == wire.FRAME_IDS['rgb']   # the set's anchor is the RGB frame
+    alloc = wire.read_allocation(outs['allocation'][0])
+    info = wire.read_inference(outs['inference'][0])
     assert alloc['stamp_ns'] == info['stamp_ns'] == stamp and alloc['unit'] == 'flops'
     assert alloc['spent'] <= 0.5 and all(alloc['kept'][m][0] == 0 for m in MODS)
     assert info['gflops'] > 0 and info['latency_ms'] >= info['model_ms'] > 0
     assert info['present'] == MODS
-    quality = F.read_quality(outs['quality'][0])
+    quality = wire.read_quality(outs['quality'][0])
     assert set(quality) == set(MODS) and all(0 <= q <= 1 for q in quality.values())
 
 
@@ -351,26 +393,26 @@ def test_evaluator_matches_by_stamp_and_reports(ros, tmp_path):
     report = tmp_path / 'out' / 'report.json'
     ev = h.add(Evaluator(context=h.ctx, namespace=h.namespace, parameter_overrides=[
         Parameter('report_path', value=str(report)), Parameter('drop_after_s', value=0.3)]))
-    labels = h.publisher(DiagnosticArray, M.LABEL, 100)
-    preds = h.publisher(F.prediction_type(), F.PREDICTION, 100)
-    infos = h.publisher(DiagnosticArray, F.INFERENCE, 100)
+    labels = h.publisher(DiagnosticArray, wire.LABEL, 100)
+    preds = h.publisher(wire.prediction_type(), wire.PREDICTION, 100)
+    infos = h.publisher(DiagnosticArray, wire.INFERENCE, 100)
     assert h.spin_until(lambda: labels.get_subscription_count() and preds.get_subscription_count()
                         and infos.get_subscription_count(), 5)
     s = [1_000_000_000 * k for k in range(1, 6)]
-    labels.publish(M.label_msg(s[0], 9))                   # before any prediction: warm-up
+    labels.publish(wire.label_msg(s[0], 9))                   # before any prediction: warm-up
     h.spin_for(0.1)
     for stamp, (truth, guess) in zip(s[1:4], ((1, 1), (2, 0), (3, 3))):
-        header = M.header(stamp)
-        preds.publish(F.prediction_msg(fake_inference(guess), header))
+        header = wire.header(stamp)
+        preds.publish(wire.prediction_msg(fake_inference(guess), header))
         if stamp != s[3]:                                  # s[3]: prediction before its label
-            labels.publish(M.label_msg(stamp, truth))
+            labels.publish(wire.label_msg(stamp, truth))
         inf = fake_inference(guess, gflops=stamp / 1e9, model_ms=4.0, policy_ms=1.5,
                              preprocess_ms=stamp / 1e9 / 10)
-        infos.publish(F.inference_msg(inf, header, latency_ms=10.0 * stamp / 1e9,
+        infos.publish(wire.inference_msg(inf, header, latency_ms=10.0 * stamp / 1e9,
                                       processing_ms=7.0, dropped=0))
     h.spin_for(0.1)
-    labels.publish(M.label_msg(s[3], 3))
-    labels.publish(M.label_msg(s[4], 4))                   # never predicted: a drop
+    labels.publish(wire.label_msg(s[3], 3))
+    labels.publish(wire.label_msg(s[4], 4))                   # never predicted: a drop
     assert h.spin_until(lambda: ev.summary()['drops'] == 1 and ev.summary()['matched'] == 3, 5)
     summary = ev.summary()
     assert summary['accuracy'] == pytest.approx(2 / 3) and summary['warmup_labels'] == 1
@@ -404,8 +446,8 @@ def test_evaluator_splits_the_report_into_corruption_phases(ros, tmp_path):
     ev = h.add(Evaluator(context=h.ctx, namespace=h.namespace, parameter_overrides=[
         Parameter('report_path', value=str(report))]))
     pubs = {name: h.publisher(kind, topic, 100) for name, kind, topic in (
-        ('label', DiagnosticArray, M.LABEL), ('pred', F.prediction_type(), F.PREDICTION),
-        ('alloc', DiagnosticArray, F.ALLOCATION), ('level', DiagnosticArray, M.CORRUPTION))}
+        ('label', DiagnosticArray, wire.LABEL), ('pred', wire.prediction_type(), wire.PREDICTION),
+        ('alloc', DiagnosticArray, wire.ALLOCATION), ('level', DiagnosticArray, wire.CORRUPTION))}
     assert h.spin_until(lambda: all(p.get_subscription_count() for p in pubs.values()), 5)
     clean = {m: ('clean', 0.0) for m in MODS}
     n = 12
@@ -415,13 +457,13 @@ def test_evaluator_splits_the_report_into_corruption_phases(ros, tmp_path):
         # Depth is absent from the frames: its (reported) holes must not split the phases.
         levels = dict(clean, depth=('holes', 0.5), **({'rgb': ('low_light', 1.0)} if dark else {}))
         layers = {'rgb': 1, 'depth': 0, 'audio': 5} if dark else {'rgb': 4, 'depth': 0, 'audio': 2}
-        header = M.header(stamp)
-        pubs['alloc'].publish(F.allocation_msg(fake_allocation(layers, ('rgb', 'audio')), MODS,
+        header = wire.header(stamp)
+        pubs['alloc'].publish(wire.allocation_msg(fake_allocation(layers, ('rgb', 'audio')), MODS,
                                                header))
-        pubs['pred'].publish(F.prediction_msg(fake_inference(i % 2), header))
-        pubs['label'].publish(M.label_msg(stamp, 0))
+        pubs['pred'].publish(wire.prediction_msg(fake_inference(i % 2), header))
+        pubs['label'].publish(wire.label_msg(stamp, 0))
         if i != 3:                      # stamp 3's record is lost: an 'unknown' phase
-            pubs['level'].publish(M.corruption_msg(stamp, levels))
+            pubs['level'].publish(wire.corruption_msg(stamp, levels))
     assert h.spin_until(lambda: len(ev.frames()) == n and ev.summary()['matched'] == n, 5)
     h.nodes.remove(ev)
     h.executor.remove_node(ev)
@@ -449,7 +491,8 @@ def test_budget_schedules_parse_strictly_and_step_in_time():
     sched = parse_schedule([[0.5, 0.5], {'t': 1.0, 'budget': 0.25}], loop_period_s=2.0)
     assert [sched.value_at(t) for t in (0.0, 0.5, 0.99, 1.0, 1.9, 2.6, 3.2)] == \
         [None, 0.5, 0.5, 0.25, 0.25, 0.5, 0.25]
-    for bad, reason in (([[1, 0.5], [1, 0.6]], 'increase'), ([[0, 0.0]], r'\(0, 1\]'),
+    for bad, reason in (([[1, 0.5], [1, 0.6]], 'increase'), ([[0, 0.0]], r'\[0.01, 1\]'),
+                        ([[0, 0.005]], r'\[0.01, 1\]'),
                         ([[0, 0.5, 1]], r'\[t, budget\]'), ({'t': 0}, 'list'), ([], 'at least'),
                         ([{'t': 0, 'b': 1}], 'keys')):
         with pytest.raises(ValueError, match=reason):
@@ -490,8 +533,8 @@ def test_budget_manager_schedule_drives_the_fusion_budget(ros, model, tmp_path):
     h = ros()
     fusion = fusion_node(h, model, budget=0.9)
     heard = []
-    h.probe.create_subscription(Float32, F.BUDGET, lambda m: heard.append(round(m.data, 6)),
-                                F.budget_qos())
+    h.probe.create_subscription(Float32, wire.BUDGET, lambda m: heard.append(round(m.data, 6)),
+                                wire.budget_qos())
     manager = h.add(BudgetManager(context=h.ctx, namespace=h.namespace, parameter_overrides=[
         Parameter('schedule_file', value=str(schedule))]))
     assert manager.mode == 'schedule'
@@ -534,15 +577,15 @@ def test_graph_config_sections_of_these_nodes_are_declared_parameters(ros, model
 
 def test_diagnostics_count_drops_of_an_empty_queue(ros, model):
     """An empty queue is falsy (it has a length): its drops must still be reported."""
-    from admn_ros.fusion_engine import FrameQueue
+    from admn_ros.runtime.frame_queue import FrameQueue
     h = ros()
     fusion = fusion_node(h, model)
     queue = FrameQueue(1)
     queue.dropped = 102
-    fusion.queue = queue
+    fusion.intake.queue = queue
     assert len(queue) == 0
-    _, _, values = fusion._diag_inference()
-    assert values['dropped'] == 102
+    status = {s.name: s for s in fusion.diagnostics.build().status}['admn_fusion: inference']
+    assert {kv.key: kv.value for kv in status.values}['dropped'] == '102'
 
 
 def test_far_future_stamps_on_one_camera_do_not_stall_predictions(ros, model):
@@ -551,15 +594,127 @@ def test_far_future_stamps_on_one_camera_do_not_stall_predictions(ros, model):
     h = ros()
     fusion = fusion_node(h, model, sync_queue_size=5)
     feeder = Feeder(h)
-    preds = h.listen(F.prediction_type(), F.PREDICTION)
+    preds = h.listen(wire.prediction_type(), wire.PREDICTION)
     feeder.run(10, until=lambda: len(preds) >= 3)
     future = h.probe.get_clock().now().nanoseconds + 3600 * 10 ** 9
     for k in range(10):   # one at a time: the best-effort input queue (depth 5) would drop some
-        feeder.pubs['rgb'].publish(M.rgb_msg(feeder.samples[0]['rgb'], future + k * 10 ** 6))
+        feeder.pubs['rgb'].publish(wire.rgb_msg(feeder.samples[0]['rgb'], future + k * 10 ** 6))
         h.spin_for(0.05)
     glitch = time.monotonic()
     n = len(preds)
     feeder.run(3.0, until=lambda: len(preds) >= n + 5)
     assert len(preds) >= n + 5, 'predictions stalled after the far-future stamps'
     assert time.monotonic() - glitch < 2.0
-    assert fusion.sync.evicted() >= 5   # most of them: best effort may lose a few on the way
+    assert fusion.intake.sync.evicted() >= 5   # most of them: best effort may lose a few on the way
+
+
+# --------------------------------------------------------------------------- ROS conformance
+def _parameter_listing(h, node_name):
+    """Every parameter of a node through rclpy's parameter services, as `ros2 param dump` reads
+    them (list_parameters, then get_parameters): ``{name: value}``."""
+    from rclpy.parameter import parameter_value_to_python
+    client = AsyncParameterClient(h.probe, node_name)
+    assert client.wait_for_services(timeout_sec=5.0)
+    names = sorted(wait_future(h, client.list_parameters()).result.names)
+    values = wait_future(h, client.get_parameters(names)).values
+    unset = [n for n, v in zip(names, values) if v.type == 0]
+    assert not unset, f'parameters without a value (ros2 param get fails on them): {unset}'
+    listing = {}
+    for n, v in zip(names, values):
+        value = parameter_value_to_python(v)
+        listing[n] = list(value) if isinstance(value, (list, tuple)) else value
+    return listing
+
+
+def _nest(flat):
+    """Dotted names -> nested maps, the form `ros2 param dump` writes."""
+    out = {}
+    for name, value in flat.items():
+        *parents, leaf = name.split('.')
+        level = out
+        for p in parents:
+            level = level.setdefault(p, {})
+        level[leaf] = value
+    return out
+
+
+def test_every_parameter_lists_and_round_trips_through_a_params_file(ros, model, tmp_path):
+    """`ros2 param dump /admn_fusion` printed nothing and `ros2 param get modalities` failed: every
+    parameter now has a value, and the dump loads back with --params-file to the same values."""
+    import yaml
+    h = ros()
+    fusion = fusion_node(h, model, modalities=['rgb', 'audio'])
+    fusion.set_parameters([Parameter('budget', value=0.3), Parameter('sync_slop_s', value=0.04)])
+    name = f'{h.namespace}/admn_fusion'
+    listing = _parameter_listing(h, name)
+    assert listing['modalities'] == ['rgb', 'audio'] and listing['budget'] == 0.3
+    assert listing['budget_from_topic'] is False              # the manual set above took it
+    assert fusion.engine.modalities == ('rgb', 'audio')
+    dump = tmp_path / 'dump.yaml'
+    dump.write_text(yaml.safe_dump({name: {'ros__parameters': _nest(listing)}}))
+    fusion.destroy_node()
+    h.nodes.remove(fusion)
+
+    again = h.add(AdmnFusion(context=h.ctx, namespace=h.namespace,
+                             cli_args=['--ros-args', '--params-file', str(dump)]))
+    assert _parameter_listing(h, name) == listing
+    assert again.engine.modalities == ('rgb', 'audio') and again.budget.fraction == 0.3
+    default = h.add(AdmnFusion(context=h.ctx, namespace=h.namespace, node_name='defaults',
+                               parameter_overrides=[Parameter('model_path', value=str(model)),
+                                                    Parameter('policy', value='naive')]))
+    assert _parameter_listing(h, f'{h.namespace}/defaults')['modalities'] == ['all']
+    assert default.engine.modalities == default.engine.model_modalities
+
+
+def test_oversized_messages_are_rejected_before_decoding_and_counted(ros, model):
+    h = ros()
+    fusion = fusion_node(h, model, max_message_bytes=40_000)   # the feeder's frames fit (32 kB)
+    feeder = Feeder(h)
+    preds = h.listen(wire.prediction_type(), wire.PREDICTION)
+    feeder.run(10, until=lambda: len(preds) >= 2)
+    stamp = h.probe.get_clock().now().nanoseconds
+    feeder.pubs['rgb'].publish(wire.rgb_msg(np.zeros((200, 200, 3), np.uint8), stamp))
+    feeder.pubs['depth'].publish(wire.depth_msg(np.ones((200, 200), np.float32), stamp))
+    assert h.spin_until(lambda: fusion.counters.total_rejected() == 2, 5)
+    assert fusion.counters.rejected == {'rgb': 1, 'depth': 1, 'audio': 0}
+    assert 'max_message_bytes' in fusion.counters.last_reject
+    n = len(preds)
+    feeder.run(10, until=lambda: len(preds) >= n + 2)              # and the stream goes on
+    assert len(preds) >= n + 2 and fusion.failed == 0
+    # A run-time change of the limit applies to the next message.
+    fusion.set_parameters([Parameter('max_message_bytes', value=1000)])
+    feeder.send()
+    assert h.spin_until(lambda: fusion.counters.rejected['rgb'] == 2, 5)
+
+
+def test_ctrl_c_stops_without_publishing_into_a_dead_context(ros, model):
+    """Under `ros2 launch`, Ctrl-C used to find the worker publishing after the context had shut
+    down (`RCLError: publisher's context is invalid`). The node process is stopped with SIGINT
+    while frames are queued; it must exit 0 and log no error."""
+    import signal
+    import subprocess
+    import sys
+    h = ros()
+    feeder = Feeder(h)
+    preds = h.listen(wire.prediction_type(), wire.PREDICTION)
+    for attempt in range(2):
+        proc = subprocess.Popen(
+            [sys.executable, '-m', 'admn_ros.nodes.admn_fusion', '--ros-args',
+             '-r', f'__ns:={h.namespace}', '-p', f'model_path:={model}', '-p', 'policy:=naive',
+             '-p', 'frame_queue_depth:=1000', '-p', 'input_reliability:=1',
+             '-p', 'input_depth:=1000'],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            n = len(preds)
+            feeder.run(60, period=0.01, until=lambda: len(preds) >= n + 5)
+            assert len(preds) >= n + 5, 'the node never predicted'
+            feeder.run(0.3, period=0.002)         # a backlog for the worker when the signal lands
+            proc.send_signal(signal.SIGINT)
+            out, _ = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        assert proc.returncode == 0, out
+        for bad in ('RCLError', 'context is invalid', 'Traceback', '[ERROR]', 'inference failed'):
+            assert bad not in out, f'attempt {attempt}: {bad!r} in\n{out}'

@@ -10,7 +10,7 @@ from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
-from admn_ros import messages as M  # noqa: E402
+from admn_ros import wire  # noqa: E402
 from tests.fixtures_models import RosHarness  # noqa: E402
 
 pytestmark = pytest.mark.ros
@@ -34,24 +34,24 @@ def harness(ros_context):
 def test_message_helpers_round_trip_and_reject_bad_input():
     stamp = 1_700_000_000_123_456_789
     wave = np.linspace(-0.5, 0.5, 800, dtype=np.float32)
-    msg = M.audio_msg(wave, stamp)
+    msg = wire.audio_msg(wave, stamp)
     assert (msg.encoding, msg.height, msg.width) == ('16SC1', 1, 800)
-    assert M.stamp_to_ns(msg.header.stamp) == stamp
-    assert np.allclose(M.read_audio(msg)[0], wave, atol=1 / 32768)
-    assert M.read_label(M.label_msg(stamp, 7, 'seven')) == (7, 'seven')
+    assert wire.stamp_to_ns(msg.header.stamp) == stamp
+    assert np.allclose(wire.read_audio(msg)[0], wave, atol=1 / 32768)
+    assert wire.read_label(wire.label_msg(stamp, 7, 'seven')) == (7, 'seven')
     levels = {'rgb': ('low_light', 0.25), 'audio': ('clean', 0.0)}
-    assert M.read_corruption(M.corruption_msg(stamp, levels)) == levels
+    assert wire.read_corruption(wire.corruption_msg(stamp, levels)) == levels
     with pytest.raises(ValueError, match='no .label. status'):
-        M.read_label(DiagnosticArray())
+        wire.read_label(DiagnosticArray())
     with pytest.raises(ValueError, match='uint8'):
-        M.rgb_msg(np.zeros((4, 4, 3), np.float32), stamp)
+        wire.rgb_msg(np.zeros((4, 4, 3), np.float32), stamp)
     with pytest.raises(ValueError, match='reliability'):
-        M.sensor_qos(reliability=5)
-    assert M.message_class('sensor_msgs/msg/Image') is Image
+        wire.sensor_qos(reliability=5)
+    assert wire.message_class('sensor_msgs/msg/Image') is Image
     with pytest.raises(ImportError):
-        M.message_class('audio_common_msgs/msg/NoSuchType')
+        wire.message_class('audio_common_msgs/msg/NoSuchType')
     with pytest.raises(ValueError, match='pkg/msg/Name'):
-        M.message_class('Image')
+        wire.message_class('Image')
 
 
 # --------------------------------------------------------------------------- sensor_source
@@ -65,23 +65,23 @@ def test_sensor_source_publishes_dataset_samples_with_shared_stamps(ros_context,
         Parameter('dataset_size', value=4), Parameter('rate_hz', value=50.0),
         Parameter('loop', value=False)])
     h = harness(src)
-    rgb, depth = h.listen(Image, M.RGB), h.listen(Image, M.DEPTH)
-    audio, labels = h.listen(Image, M.AUDIO), h.listen(DiagnosticArray, M.LABEL)
+    rgb, depth = h.listen(Image, wire.RGB), h.listen(Image, wire.DEPTH)
+    audio, labels = h.listen(Image, wire.AUDIO), h.listen(DiagnosticArray, wire.LABEL)
     streams = (rgb, depth, audio, labels)
     assert h.spin_until(lambda: all(len(s) == 4 for s in streams))
     h.spin_for(0.2)
     assert len(rgb) == 4  # loop=False: no fifth frame
-    stamps = [[M.stamp_to_ns(m.header.stamp) for m in stream] for stream in streams]
+    stamps = [[wire.stamp_to_ns(m.header.stamp) for m in stream] for stream in streams]
     assert stamps[0] == stamps[1] == stamps[2] == stamps[3]          # sample i shares t_i
     assert all(b > a for a, b in zip(stamps[0], stamps[0][1:]))
     assert 10e6 < np.median(np.diff(stamps[0])) < 60e6                # ~20 ms at 50 Hz
     a = ds.arrays
     for i in range(4):
-        assert np.array_equal(M.read_image(rgb[i]), a['rgb'][i])
-        np.testing.assert_array_equal(M.read_image(depth[i]), a['depth'][i])  # NaN-aware
-        assert np.allclose(M.read_audio(audio[i])[0], a['audio'][i], atol=1 / 32767)
-        assert M.read_label(labels[i]) == (int(a['label'][i]), ds.class_names[int(a['label'][i])])
-    assert rgb[0].header.frame_id == M.FRAME_IDS['rgb']
+        assert np.array_equal(wire.read_image(rgb[i]), a['rgb'][i])
+        np.testing.assert_array_equal(wire.read_image(depth[i]), a['depth'][i])  # NaN-aware
+        assert np.allclose(wire.read_audio(audio[i])[0], a['audio'][i], atol=1 / 32767)
+        assert wire.read_label(labels[i]) == (int(a['label'][i]), ds.class_names[int(a['label'][i])])
+    assert rgb[0].header.frame_id == wire.FRAME_IDS['rgb']
 
 
 def test_sensor_source_wav_chunks_are_stamped_at_their_first_sample(ros_context, harness, tmp_path):
@@ -95,12 +95,12 @@ def test_sensor_source_wav_chunks_are_stamped_at_their_first_sample(ros_context,
         Parameter('audio_chunk_s', value=0.05), Parameter('loop', value=False),
         Parameter('exit_on_end', value=True)])
     h = harness(src)
-    chunks = h.listen(Image, M.AUDIO)
+    chunks = h.listen(Image, wire.AUDIO)
     assert h.spin_until(lambda: src.finished, timeout=5)
     assert len(chunks) == 10 and all(c.width == 800 for c in chunks)
-    received = np.concatenate([M.read_audio(c)[0] for c in chunks])
+    received = np.concatenate([wire.read_audio(c)[0] for c in chunks])
     assert np.corrcoef(received[::2], wave)[0, 1] > 0.99
-    stamps = np.array([M.stamp_to_ns(c.header.stamp) for c in chunks])
+    stamps = np.array([wire.stamp_to_ns(c.header.stamp) for c in chunks])
     assert np.all(np.diff(stamps) == 50_000_000)  # exactly one chunk apart, despite timer jitter
     with pytest.raises(ValueError, match='unknown source'):
         SensorSource(context=ros_context, parameter_overrides=[Parameter('source', value='camera')])
@@ -117,9 +117,9 @@ def test_noise_injector_applies_runtime_severity_and_reports_it(ros_context, har
     inj = NoiseInjector(context=ros_context,
                         parameter_overrides=[Parameter('input_reliability', value=1)])
     h = harness(inj)
-    out = h.listen(Image, M.CORRUPTED_TOPICS['rgb'])
-    levels = h.listen(DiagnosticArray, M.CORRUPTION)
-    pub = h.probe.create_publisher(Image, M.RGB, 10)
+    out = h.listen(Image, wire.CORRUPTED_TOPICS['rgb'])
+    levels = h.listen(DiagnosticArray, wire.CORRUPTION)
+    pub = h.probe.create_publisher(Image, wire.RGB, 10)
     assert h.spin_until(lambda: pub.get_subscription_count() > 0)
     clean = np.full((24, 24, 3), 120, np.uint8)
     errors, recorded = [], []
@@ -128,12 +128,12 @@ def test_noise_injector_applies_runtime_severity_and_reports_it(ros_context, har
                                      Parameter('rgb.severity', value=severity)])
         assert all(r.successful for r in result)
         stamp = 1_000 + i
-        _spin_one(h, pub, M.rgb_msg(clean, stamp, 'cam'), out, i + 1)
+        _spin_one(h, pub, wire.rgb_msg(clean, stamp, 'cam'), out, i + 1)
         assert h.spin_until(lambda: len(levels) >= i + 1)
-        assert M.stamp_to_ns(out[i].header.stamp) == stamp and out[i].header.frame_id == 'cam'
-        assert M.stamp_to_ns(levels[i].header.stamp) == stamp
-        errors.append(np.abs(M.read_image(out[i]).astype(float) - clean).mean())
-        recorded.append(M.read_corruption(levels[i])['rgb'])
+        assert wire.stamp_to_ns(out[i].header.stamp) == stamp and out[i].header.frame_id == 'cam'
+        assert wire.stamp_to_ns(levels[i].header.stamp) == stamp
+        errors.append(np.abs(wire.read_image(out[i]).astype(float) - clean).mean())
+        recorded.append(wire.read_corruption(levels[i])['rgb'])
     assert errors[0] == 0 and 0 < errors[1] < errors[2]
     assert recorded == [('clean', 0.0), ('gaussian_noise', 0.2), ('gaussian_noise', 0.8)]
 
@@ -144,17 +144,17 @@ def test_noise_injector_corrupts_mono8_and_drops_negative_stamps(ros_context, ha
         Parameter('input_reliability', value=1), Parameter('rgb.type', value='low_light'),
         Parameter('rgb.severity', value=0.5)])
     h = harness(inj)
-    out = h.listen(Image, M.CORRUPTED_TOPICS['rgb'])
-    pub = h.probe.create_publisher(Image, M.RGB, 10)
+    out = h.listen(Image, wire.CORRUPTED_TOPICS['rgb'])
+    pub = h.probe.create_publisher(Image, wire.RGB, 10)
     assert h.spin_until(lambda: pub.get_subscription_count() > 0)
     grey = np.full((24, 24), 150, np.uint8)
-    bad = M.image_msg(grey, 'mono8', 0)
+    bad = wire.image_msg(grey, 'mono8', 0)
     bad.header.stamp.sec = -2                       # int32 on the wire: it can arrive
     pub.publish(bad)
     assert h.spin_until(lambda: inj.dropped == 1)
-    _spin_one(h, pub, M.image_msg(grey, 'mono8', 5_000), out, 1)   # still running
-    assert out[0].encoding == 'rgb8' and M.stamp_to_ns(out[0].header.stamp) == 5_000
-    darker = M.read_image(out[0])
+    _spin_one(h, pub, wire.image_msg(grey, 'mono8', 5_000), out, 1)   # still running
+    assert out[0].encoding == 'rgb8' and wire.stamp_to_ns(out[0].header.stamp) == 5_000
+    darker = wire.read_image(out[0])
     assert darker.shape == (24, 24, 3) and darker.mean() < 150 and inj.dropped == 1
 
 
@@ -189,18 +189,18 @@ def test_noise_injector_follows_a_schedule_in_source_time(ros_context, harness, 
         Parameter('schedule_file', value=str(schedule)), Parameter('rgb.type', value='low_light'),
         Parameter('rgb.severity', value=0.5)])
     h = harness(inj)
-    out = h.listen(Image, M.CORRUPTED_TOPICS['audio'])
-    levels = h.listen(DiagnosticArray, M.CORRUPTION)
-    pub = h.probe.create_publisher(Image, M.AUDIO, 10)
+    out = h.listen(Image, wire.CORRUPTED_TOPICS['audio'])
+    levels = h.listen(DiagnosticArray, wire.CORRUPTION)
+    pub = h.probe.create_publisher(Image, wire.AUDIO, 10)
     assert h.spin_until(lambda: pub.get_subscription_count() > 0)
     chunk = (0.3 * np.sin(np.arange(400) * 0.1)).astype(np.float32)
     t0 = 5_000_000_000
     for k, t in enumerate((t0, t0 + 1_900_000_000, t0 + 2_000_000_000)):  # schedule t 0, 1.9, 2.0
-        _spin_one(h, pub, M.audio_msg(chunk, t), out, k + 1)
+        _spin_one(h, pub, wire.audio_msg(chunk, t), out, k + 1)
     assert h.spin_until(lambda: len(levels) == 3)
-    assert np.allclose(M.read_audio(out[1])[0], chunk, atol=1e-4)
-    assert np.all(M.read_audio(out[2]) == 0)
-    recorded = [M.read_corruption(m) for m in levels]
+    assert np.allclose(wire.read_audio(out[1])[0], chunk, atol=1e-4)
+    assert np.all(wire.read_audio(out[2]) == 0)
+    recorded = [wire.read_corruption(m) for m in levels]
     assert [r['audio'] for r in recorded] == [('clean', 0.0), ('clean', 0.0), ('muted', 1.0)]
     assert all(r['rgb'] == ('low_light', 0.5) for r in recorded)  # no rgb track: parameters apply
 
@@ -236,13 +236,13 @@ def test_bag_player_replays_every_message_with_clock(ros_context, harness, tmp_p
                                 '/audio/pcm': n, '/ground_truth/label': n}
     assert (len(rgb), len(depth), len(audio)) == (n, n, n)
     for i in range(n):
-        assert np.array_equal(M.read_image(rgb[i]), batch['rgb'][i])
-        np.testing.assert_array_equal(M.read_image(depth[i]), batch['depth'][i])
-        assert np.allclose(M.read_audio(audio[i])[0], batch['audio'][i], atol=1 / 32767)
-        assert M.read_label(labels[i]) == (i % 3, 'abc'[i % 3])
-    stamps = [M.stamp_to_ns(m.header.stamp) for m in rgb]
+        assert np.array_equal(wire.read_image(rgb[i]), batch['rgb'][i])
+        np.testing.assert_array_equal(wire.read_image(depth[i]), batch['depth'][i])
+        assert np.allclose(wire.read_audio(audio[i])[0], batch['audio'][i], atol=1 / 32767)
+        assert wire.read_label(labels[i]) == (i % 3, 'abc'[i % 3])
+    stamps = [wire.stamp_to_ns(m.header.stamp) for m in rgb]
     assert np.all(np.diff(stamps) == 100_000_000)  # header stamps are not rewritten
-    clock_ns = [M.stamp_to_ns(c.clock) for c in clocks]
+    clock_ns = [wire.stamp_to_ns(c.clock) for c in clocks]
     assert clock_ns == sorted(clock_ns) and clock_ns[-1] == stamps[-1]
     h.spin_for(0.1)
     assert follower.get_clock().now().nanoseconds == stamps[-1]  # use_sim_time follows the bag
@@ -273,7 +273,8 @@ def test_bag_player_paces_filters_remaps_and_skips_unknown_types(ros_context, ha
     from rosbags.rosbag2 import StoragePlugin, Writer
 
     from admn_ros.nodes.bag_player import BagPlayer
-    from admn_ros.datasets.bags import make_typestore, write_bag
+    from admn_ros.datasets.bags import write_bag
+    from admn_ros.wire.typestore import make_typestore
     bag = write_bag(tmp_path / 'bag', _small_batch(5), rate_hz=20.0)   # 0.2 s of bag time
     player = BagPlayer(context=ros_context, parameter_overrides=[
         Parameter('bag_path', value=str(bag)), Parameter('rate', value=2.0),
@@ -289,7 +290,7 @@ def test_bag_player_paces_filters_remaps_and_skips_unknown_types(ros_context, ha
     assert time.monotonic() - start >= 0.1 / 2.0                 # paced: 0.1 s of bag at 2x
     h.spin_for(0.05)
     # start_offset 0.1 s skips the frames stamped 0 and 50 ms; audio is filtered out.
-    assert [M.stamp_to_ns(m.header.stamp) % 10**9 for m in rgb] == [100_000_000, 150_000_000,
+    assert [wire.stamp_to_ns(m.header.stamp) % 10**9 for m in rgb] == [100_000_000, 150_000_000,
                                                                      200_000_000]
     assert other == []
     assert set(player.published) == {'/camera/color/image_raw', '/ground_truth/label'}
@@ -333,8 +334,8 @@ def test_incompatible_qos_is_reported_with_the_policy_name(ros_context, harness,
     inj = NoiseInjector(context=ros_context, parameter_overrides=[
         Parameter('input_reliability', value=1), Parameter('modalities', value=['depth'])])
     h = harness(inj)
-    h.probe.create_publisher(Image, M.DEPTH, qos_profile_sensor_data,  # best effort
-                             event_callbacks=M.publisher_events(h.probe, M.DEPTH))
+    h.probe.create_publisher(Image, wire.DEPTH, qos_profile_sensor_data,  # best effort
+                             event_callbacks=wire.publisher_events(h.probe, wire.DEPTH))
     seen = ''
     deadline = time.monotonic() + 5
     while seen.count('RELIABILITY') < 2 and time.monotonic() < deadline:

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from admn_ros.fusion.checkpoint import load_checkpoint
-from admn_ros.fusion.layerdrop import LayerDropConfig, evenly_spaced, sample_keep
+from admn_ros.fusion.layerdrop import LayerDropConfig, evenly_spaced_mask, sample_keep
 from admn_ros.fusion.stage1 import Stage1Config, train_stage1
 
 REPO = Path(__file__).resolve().parent.parent
@@ -20,7 +20,7 @@ TINY = {
               'adapter_hidden': 32, 'fusion_dim': 32, 'fusion_depth': 1, 'fusion_heads': 2},
     'data': {'dataset': 'tensors', 'train_size': 256, 'val_size': 64},
     'augment': {'policy': 'none'},
-    'epochs': 3, 'batch_size': 32, 'lr': 3e-3, 'warmup_steps': 5, 'device': 'cpu',
+    'epochs': 3, 'batch_size': 32, 'lr': 3e-3, 'warmup_steps': 5, 'stem': 'patch', 'device': 'cpu',
 }
 
 
@@ -54,7 +54,7 @@ def test_layerdrop_masks_follow_the_config():
     assert abs(sum(c <= 3 for c in counts) / len(counts) - 0.25) < 0.05  # small budgets as often as large
     m = sample_keep(['rgb'], 12, 5, 1.0, uni, gen)['rgb']
     assert (m == m[0]).all() and m[:, 0].all()  # one mask per batch, block 0 kept
-    assert evenly_spaced(12, 3).nonzero().flatten().tolist() == [0, 6, 11]
+    assert evenly_spaced_mask(3, 12).nonzero().flatten().tolist() == [0, 6, 11]
 
 
 def test_absent_modalities_are_left_out_per_sample_and_never_all_at_once():

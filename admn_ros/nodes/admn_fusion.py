@@ -1,80 +1,95 @@
 """admn_fusion: the adaptive-depth multimodal classifier as a lifecycle node.
 
-Lifecycle (docs/nodes.md): **configure** loads the checkpoint (``model_path``; when empty, the
-trained default of ``dataset`` from ``admn train defaults``) on ``device`` and builds the shared
-preprocessing, the allocation ``policy`` and the cost model; **activate** subscribes the sensor
-topics and starts the worker; **deactivate** stops both and frees the model (and cached CUDA
-memory), which the next activate loads again; **cleanup** drops everything. Parameters that need a
-reload (model_path, dataset, device, policy, modalities, seed, audio_input, input QoS) apply at
-the next configure/activate. With ``autostart`` (default, as pip-only installs have no lifecycle
-manager) the node configures and activates itself, and a failed configure ends the process with
-the reason. ``~/enable`` (std_srvs/SetBool) pauses and resumes inference without a transition.
+Lifecycle (docs/nodes.md), the conventional pairing of ROS 2 managed nodes - resources with
+configure/cleanup, data flow with activate/deactivate:
 
-Inputs (node-relative, sensor-data QoS with ``input_reliability`` / ``input_depth``):
-``camera/color/image_raw`` (rgb8/bgr8/rgba8/bgra8/mono8), ``camera/depth/image`` (32FC1 metres or
-16UC1 mm), ``audio/pcm`` (16SC1/32FC1 Image, one row per channel, stamp = first sample) or, with
-``audio_input: audio_common``, ``audio/audio_stamped`` (AudioDataStamped, S16LE mono), and
-``budget`` (std_msgs/Float32, reliable TRANSIENT_LOCAL depth 1: a late joiner gets the current
-value). Sets are matched with approximate time sync (``sync_queue_size``, ``sync_slop_s``); a
-modality silent for ``modality_timeout_s`` is dropped from the sync and from ``present``, so its
-budget goes to the others, until it speaks again (:class:`admn_ros.fusion_engine.ModalitySync`).
-Intake never waits for the model: sets go through a queue of ``frame_queue_depth`` (1 = keep only
-the latest; more for replays that must score every frame) to a worker thread.
+* **configure** loads the checkpoint (``model_path``; when empty, the trained default of
+  ``dataset`` from ``admn train defaults``) on ``device`` with its preprocessing, the allocation
+  ``policy`` and the cost model, and creates the publishers;
+* **activate** subscribes the sensor topics and starts the worker; **deactivate** stops both
+  (the model stays loaded, so activating again is instant);
+* **cleanup** (and shutdown, and an error) frees the model and cached CUDA memory.
 
-Outputs (reliable, depth 10), each stamped with the set's stamp (its first modality in rgb, depth,
-audio order, i.e. the RGB frame when RGB is live) and that input's frame_id:
+Model parameters (:data:`CONFIGURE_PARAMETERS`) therefore apply at the next configure, input
+parameters (:data:`ACTIVATE_PARAMETERS`) at the next activate, and the rest at once. With
+``autostart`` (default, as pip-only installs have no lifecycle manager) the node configures and
+activates itself, and a failed configure ends the process with the reason. ``~/enable``
+(std_srvs/SetBool) pauses and resumes inference without a transition.
 
-* ``admn/prediction``: ``vision_msgs/Classification`` (results sorted by score, ``class_id`` = class
-  index as a string) when vision_msgs imports, else a ``DiagnosticArray`` with one status named
-  ``prediction`` (message = class name; values ``class_id``, ``class_name``, ``score``, ``top``) -
-  the same layout as the ground-truth label topic. :func:`read_prediction` reads both.
-* ``admn/allocation``: ``DiagnosticArray``, one status per model modality (values ``layers``,
-  ``kept`` = comma-separated block indices, ``present``) and one ``budget`` status (``fraction``,
-  ``unit``, ``spent``).
-* ``admn/quality``: ``DiagnosticArray``, one status per present modality (value ``quality`` in
-  [0, 1], from :func:`admn_ros.quality_estimators.estimators.modality_quality`).
-* ``admn/inference``: ``DiagnosticArray`` with one ``inference`` status: ``gflops`` (executed,
-  controller included), ``latency_ms`` (node-clock publish time minus source stamp),
-  ``processing_ms`` (set complete to publish), ``model_ms``, ``policy_ms``, ``preprocess_ms``,
-  ``dropped`` (frames replaced before the model saw them, so far).
-* ``/diagnostics``: lifecycle, inputs (rate, rejects, quiet), sync, inference (latency
-  percentiles, drops) and allocation.
+Inputs (node-relative, sensor-data QoS with ``input_reliability`` / ``input_depth``): one Image
+topic per model modality, or ``audio/audio_stamped`` with ``audio_input: audio_common``, and the
+``budget`` topic (latched Float32). Sets are matched with approximate time sync; a modality
+silent for ``modality_timeout_s`` is dropped from the sync and its budget goes to the others until
+it speaks again; intake never waits for the model (:mod:`admn_ros.runtime`). Bad input (a message
+over ``max_message_bytes``, a wrong encoding or size, garbage values) is logged, counted per
+modality and dropped before it reaches the model; it never stops the node.
 
-Budget: ``budget`` (fraction of the full model in [0.01, 1]) and ``budget_unit`` (layers | flops) are
-validated (descriptor range plus a set callback) and apply from the next frame; the ``budget``
-topic sets the same parameter. Bad input (wrong encoding or size, garbage values) is logged,
-counted per modality and dropped; it never stops the node.
+Outputs (``admn/prediction``, ``admn/allocation``, ``admn/quality``, ``admn/inference``; layouts
+in :mod:`admn_ros.wire.fusion_outputs`) carry the stamp and frame_id of the set they came from;
+``/diagnostics`` reports lifecycle, inputs, sync, inference and allocation
+(:mod:`admn_ros.fusion_diagnostics`).
+
+Who owns the budget: ``budget`` (a fraction of the full model,
+:data:`admn_ros.quality_estimators.budget.BUDGET_RANGE`) and ``budget_unit`` apply from the next
+frame. While ``budget_from_topic`` is true (the default) the ``budget`` topic - budget_manager -
+sets the ``budget`` parameter. A manual set (``ros2 param set /admn_fusion budget 0.3``, or any
+parameter-service call) wins: it sets ``budget_from_topic`` false in the same atomic change and
+logs that the topic is now ignored; budget messages are then counted (``held budget messages`` in
+``/diagnostics``) but not applied. ``ros2 param set /admn_fusion budget_from_topic true`` hands
+the budget back: the latest topic value applies at once. With ``deadline_ms`` > 0 the node also
+runs budget_manager's deadline rule in-process (:mod:`admn_ros.quality_estimators.deadline`): each
+frame's latency updates the per-budget latency model and the next frames run at the largest budget,
+from ``deadline_min_budget`` up to ``budget``, predicted to keep the ``deadline_percentile`` of
+latency under ``deadline_ms``.
+
+Threads: at configure, torch's intra-op and inter-op threads and the OpenBLAS / OpenMP / OpenCV
+pools are set by :mod:`admn_ros.fusion.threads` (``threads`` > 0 overrides the rule); the lifecycle
+diagnostics say what is in force.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import threading
 import time
+import traceback
 from typing import Any, Dict, List, Optional
 
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.exceptions import ParameterUninitializedException
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
-from rclpy.parameter import Parameter
+from sensor_msgs.msg import Image
+from std_srvs.srv import SetBool
 
-from admn_ros import messages as M
-from admn_ros.fusion_contract import (ALLOCATION, BUDGET, BUDGET_RANGE, INFERENCE, PREDICTION, QUALITY,
-                                      allocation_msg, budget_qos, inference_msg, prediction_msg,
-                                      prediction_type, quality_msg)
-from admn_ros.fusion_engine import (DECODERS, EngineConfig, FrameQueue, FusionEngine, InputLimits,
-                                    ModalitySync, Percentiles, RejectedInput, RollingAudio, Worker)
-from admn_ros.node_utils import (ERROR, OK, STALE, WARN, Diagnostics, RateMonitor, declare,
-                                 exit_without_teardown, param, run_node, set_result)
-from admn_ros.datasets.rosmsg_codec import header_stamp_ns
+from admn_ros import wire
 from admn_ros.datasets.sample import MODALITIES
-from admn_ros.quality_estimators.budget import UNITS
+from admn_ros.fusion.checkpoint import CheckpointError
+from admn_ros.fusion.threads import apply_threads, choose_threads, thread_summary
+from admn_ros.fusion.device import check_device
+from admn_ros.fusion_budget import BudgetOwnership
+from admn_ros.fusion_diagnostics import FusionDiagnostics
+from admn_ros.node_utils import (Diagnostics, declare, exit_without_teardown, param, run_node,
+                                 set_result)
+from admn_ros.quality_estimators.budget import BUDGET_RANGE, UNITS, Budget, budget_problem
+from admn_ros.quality_estimators.deadline import DeadlineConfig, DeadlineController
 from admn_ros.quality_estimators.policies import POLICY_SPECS, policy_spec_error
+from admn_ros.runtime.engine import EngineConfig, FusionEngine
+from admn_ros.runtime.intake import InputCounters, Intake
+from admn_ros.runtime.percentiles import Percentiles
+from admn_ros.runtime.worker import Worker
 
 NODE_NAME = 'admn_fusion'
 AUDIO_INPUTS = ('image', 'audio_common')
-FAILURE_MEMORY_S = 10.0  # /diagnostics reports ERROR this long after a failed frame
-# Parameters read only when (re)configuring or activating.
-RELOAD_PARAMETERS = ('model_path', 'dataset', 'device', 'policy', 'modalities', 'seed',
-                     'audio_input', 'input_reliability', 'input_depth', 'publish_quality')
+ALL_MODALITIES = 'all'
+# Read when configuring (the model) and activating (the subscriptions); the rest apply at once.
+CONFIGURE_PARAMETERS = ('model_path', 'dataset', 'device', 'policy', 'modalities', 'seed',
+                        'publish_quality', 'layer_fault_rate', 'threads')
+DEADLINE_PARAMETERS = ('deadline_ms', 'deadline_percentile', 'deadline_min_budget')
+ACTIVATE_PARAMETERS = ('audio_input', 'input_reliability', 'input_depth')
+# Parameters that retune the running intake.
+INTAKE_PARAMETERS = ('sync_queue_size', 'sync_slop_s', 'modality_timeout_s', 'frame_queue_depth',
+                     'audio_gap_tolerance_s', 'max_message_bytes')
 
 
 def _guarded(transition):
@@ -84,7 +99,6 @@ def _guarded(transition):
         try:
             return transition(self, state)
         except Exception as exc:
-            import traceback
             self.last_error = f'{type(exc).__name__}: {exc}'
             self.get_logger().error(f'{transition.__name__} failed: {self.last_error}\n'
                                     f'{traceback.format_exc()}')
@@ -92,24 +106,89 @@ def _guarded(transition):
     return wrapper
 
 
-# --------------------------------------------------------------------------- node
+class _Shutdown(Exception):
+    """The context went away while a frame was in hand: drop it quietly."""
+
+
 class AdmnFusion(LifecycleNode):
     """See the module docstring."""
 
     def __init__(self, node_name: str = NODE_NAME, **kwargs):
         super().__init__(node_name, **kwargs)
+        self.autostart = self._declare_parameters()
+        # Start-up values bypass the set callback, so check them here.
+        for name in ('policy', 'budget', 'budget_unit', 'audio_input', 'modalities'):
+            reason = self._check(name, self._modalities() if name == 'modalities'
+                                 else param(self, name))
+            if reason:
+                raise ValueError(reason)
+        self.deadline = self._make_deadline()
+        self.budget = self._make_budget()
+        self.threads: Dict[str, Any] = {}   # what apply_threads put in force (at configure)
+
+        self.engine: Optional[FusionEngine] = None
+        self.intake: Optional[Intake] = None
+        self.worker: Optional[Worker] = None
+        self.pubs: Dict[str, Any] = {}
+        self.subs: List[Any] = []
+        self.active = False
+        self.enabled = True
+        self.last_error = ''
+        self._lock = threading.Lock()          # counters shared by intake and the worker
+        self.counters = InputCounters()
+        self.processed = 0
+        self.failed = 0
+        self.last_failure = -math.inf
+        self.last_inference = None
+        self.latency = Percentiles()
+        self.model_time = Percentiles()
+        self.last_set = time.monotonic()
+
+        self.budget_owner = BudgetOwnership(self)   # the budget topic, and who wins over it
+        self.create_service(SetBool, '~/enable', self._on_enable)
+        self.add_on_set_parameters_callback(self._validate)
+        self.add_post_set_parameters_callback(self._after_set)
+        self.liveness_timer = self.create_timer(0.05, self._check_liveness)
+        self.diagnostics = Diagnostics(self)
+        FusionDiagnostics(self).register(self.diagnostics)
+        self.context.on_shutdown(self._on_context_shutdown)
+        if self.autostart:
+            self.start()
+
+    def _declare_parameters(self) -> bool:
+        """Every parameter, with its descriptor; returns ``autostart``."""
+        # The model (CONFIGURE_PARAMETERS)
         declare(self, 'model_path', '', "checkpoint (stage 1 or controller); '' = the trained "
                 'default of `dataset` (admn train defaults)')
         declare(self, 'dataset', 'synthetic', 'dataset whose trained default is used when '
                 'model_path is empty')
         declare(self, 'device', 'cpu', 'torch device: cpu, cuda, cuda:N or auto')
         declare(self, 'policy', 'admn', 'layer allocation policy', choices=POLICY_SPECS)
-        declare(self, 'modalities', [], 'modalities to use (empty = every one the model has)',
-                array_type='string')
+        declare(self, 'modalities', [ALL_MODALITIES], f"modalities to use: ['{ALL_MODALITIES}'] "
+                '(every one the model has) or some of ' + ', '.join(MODALITIES))
         declare(self, 'seed', 0, 'seed of the random policy', value_range=(0, 2**31 - 1))
-        declare(self, 'budget', 0.5, 'compute budget: fraction of the full model in [0.01, 1]',
-                value_range=BUDGET_RANGE)
+        declare(self, 'publish_quality', True, 'estimate and publish per-modality quality')
+        declare(self, 'layer_fault_rate', 0.0, 'probability that each chosen encoder block fails '
+                '(is skipped) at inference, as in a faulty or distributed execution',
+                value_range=(0.0, 1.0))
+        declare(self, 'threads', 0, 'torch intra-op threads; 0 = chosen from the cores this '
+                'process may use and the model processes sharing them (ADMN_MODEL_PROCESSES)',
+                value_range=(0, 1024))
+        # The budget (applies from the next frame)
+        lo, hi = BUDGET_RANGE
+        declare(self, 'budget', 0.5, f'compute budget: fraction of the full model in [{lo:g}, '
+                f'{hi:g}]', value_range=BUDGET_RANGE)
         declare(self, 'budget_unit', 'layers', 'unit the budget counts', choices=UNITS)
+        declare(self, 'budget_from_topic', True, 'the budget topic (budget_manager) sets `budget`; '
+                'a manual set of `budget` turns this off until it is set true again')
+        declare(self, 'deadline_ms', 0.0, 'choose the budget in-process (up to `budget`) to keep '
+                'deadline_percentile of frame latency under this (ms); 0 = off',
+                value_range=(0.0, 1e6))
+        declare(self, 'deadline_percentile', 95.0, 'percentile of frame latency deadline_ms bounds',
+                value_range=(50.0, 99.9))
+        declare(self, 'deadline_min_budget', 0.25, 'the lowest budget the deadline rule may choose',
+                value_range=BUDGET_RANGE)
+        # Intake (INTAKE_PARAMETERS apply at once; ACTIVATE_PARAMETERS at the next activate)
         declare(self, 'sync_queue_size', 10, 'approximate-sync queue per input',
                 value_range=(1, 1000))
         declare(self, 'sync_slop_s', 0.05, 'approximate-sync slop (s)', value_range=(1e-6, 10.0))
@@ -121,75 +200,38 @@ class AdmnFusion(LifecycleNode):
         declare(self, 'audio_gap_tolerance_s', 0.002, 'audio chunks whose stamps are this close '
                 'to the previous chunk end are joined into one rolling clip',
                 value_range=(0.0, 1.0))
+        declare(self, 'max_message_bytes', 32 * 2**20, 'sensor messages with a larger payload '
+                'are rejected (and counted) before decoding', value_range=(1, 2**31 - 1))
         declare(self, 'audio_input', 'image', 'audio topic type', choices=AUDIO_INPUTS)
         declare(self, 'input_reliability', 2, 'input QoS: 0 system default, 1 reliable, '
                 '2 best effort', value_range=(0, 2))
         declare(self, 'input_depth', 5, 'input queue depth (KEEP_LAST)', value_range=(1, 100000))
-        declare(self, 'publish_quality', True, 'estimate and publish per-modality quality')
-        self.autostart = declare(self, 'autostart', True, 'configure and activate on start-up '
-                                 '(pip-only installs have no lifecycle manager)', read_only=True)
-        # Start-up values bypass the set callback, so check them here.
-        for name in ('policy', 'budget', 'budget_unit', 'audio_input', 'modalities'):
-            value = self._modalities_param() if name == 'modalities' else param(self, name)
-            reason = self._check(name, value)
-            if reason:
-                raise ValueError(reason)
-        self.budget = self._make_budget()
-        self.limits = InputLimits()
-
-        self.engine: Optional[FusionEngine] = None
-        self.sync: Optional[ModalitySync] = None
-        self.audio: Optional[RollingAudio] = None
-        self.queue: Optional[FrameQueue] = None
-        self.worker: Optional[Worker] = None
-        self.pubs: Dict[str, Any] = {}
-        self.subs: List[Any] = []
-        self.active = False
-        self.enabled = True
-        self.last_error = ''
-        self._lock = threading.Lock()          # counters shared by intake and the worker
-        self.rejected = {m: 0 for m in MODALITIES}
-        self.rates = {m: RateMonitor(stale_after_s=5.0) for m in MODALITIES}
-        self.last_reject = ''
-        self.processed = 0
-        self.failed = 0
-        self.last_failure = -math.inf
-        self.last_inference = None
-        self.latency = Percentiles()
-        self.model_time = Percentiles()
-        self.budget_rejected = 0
-        self._last_set = time.monotonic()
-
-        from std_msgs.msg import Float32
-        from std_srvs.srv import SetBool
-        self.create_subscription(Float32, BUDGET, self._on_budget, budget_qos(),
-                                 event_callbacks=M.subscription_events(self, BUDGET))
-        self.create_service(SetBool, '~/enable', self._on_enable)
-        self.add_on_set_parameters_callback(self._validate)
-        self.add_post_set_parameters_callback(self._after_set)
-        self.liveness_timer = self.create_timer(0.05, self._check_liveness)
-        self.diagnostics = Diagnostics(self)
-        for task in ('lifecycle', 'inputs', 'sync', 'inference', 'allocation'):
-            self.diagnostics.add(task, getattr(self, f'_diag_{task}'))
-        if self.autostart:
-            self.start()
+        # Start-up
+        return declare(self, 'autostart', True, 'configure and activate on start-up '
+                       '(pip-only installs have no lifecycle manager)', read_only=True)
 
     # ------------------------------------------------------------------ parameters
     @staticmethod
     def _check(name: str, value) -> str:
         """Why ``value`` is unacceptable for ``name`` ('' when fine); ranges rclpy checks itself."""
-        if name == 'budget' and not BUDGET_RANGE[0] <= value <= BUDGET_RANGE[1]:
-            return 'budget must be a fraction of the full model in [0.01, 1]'
+        if name == 'budget':
+            return budget_problem(value)
         if name == 'budget_unit' and value not in UNITS:
             return f'budget_unit must be one of {UNITS}, got {value!r}'
         if name == 'audio_input' and value not in AUDIO_INPUTS:
             return f'audio_input must be one of {AUDIO_INPUTS}, got {value!r}'
         if name == 'policy':
             return policy_spec_error(value)
+        if name == 'device':   # its spelling now, not at the next activate (CUDA's presence then)
+            try:
+                check_device(value)
+            except ValueError as exc:
+                return str(exc)
         if name == 'modalities':
-            unknown = set(value or []) - set(MODALITIES)
-            if unknown:
-                return f'unknown modalities {sorted(unknown)}; known: {MODALITIES}'
+            value = list(value or [])
+            if value != [ALL_MODALITIES] and (not value or set(value) - set(MODALITIES)):
+                return (f"modalities must be ['{ALL_MODALITIES}'] or some of {MODALITIES}, "
+                        f'got {value}')
         return ''
 
     def _validate(self, params):
@@ -199,46 +241,63 @@ class AdmnFusion(LifecycleNode):
                 return set_result(False, reason)
         return set_result(True)
 
-    def _make_budget(self):
-        from admn_ros.quality_estimators.budget import Budget
-        return Budget(float(param(self, 'budget')), str(param(self, 'budget_unit')))
+    def _make_budget(self) -> Budget:
+        fraction = float(param(self, 'budget'))
+        if self.deadline is not None:   # the deadline rule chooses, up to `budget`
+            fraction = min(fraction, self.deadline.budget)
+        return Budget(fraction, str(param(self, 'budget_unit')))
+
+    def _make_deadline(self) -> Optional[DeadlineController]:
+        deadline_ms = float(param(self, 'deadline_ms'))
+        if deadline_ms <= 0:
+            return None
+        return DeadlineController(DeadlineConfig(
+            deadline_ms=deadline_ms, percentile=float(param(self, 'deadline_percentile')),
+            min_budget=float(param(self, 'deadline_min_budget')), max_budget=1.0))
+
+    def _modalities(self) -> List[str]:
+        try:  # a params file's `modalities: []` loads as unset
+            value = list(param(self, 'modalities'))
+        except ParameterUninitializedException:
+            value = []
+        return value or [ALL_MODALITIES]
 
     def _after_set(self, params) -> None:
         names = {p.name for p in params}
-        if names & {'budget', 'budget_unit'}:
+        if names & set(DEADLINE_PARAMETERS):
+            self.deadline = self._make_deadline()
+        if names & {'budget', 'budget_unit', *DEADLINE_PARAMETERS}:
             self.budget = self._make_budget()  # one reference swap: the worker sees old or new
-        sync = self.sync
-        if sync is not None and names & {'sync_queue_size', 'sync_slop_s', 'modality_timeout_s'}:
-            sync.configure(queue_size=param(self, 'sync_queue_size'),
-                           slop_ns=int(round(param(self, 'sync_slop_s') * 1e9)),
-                           timeout_s=float(param(self, 'modality_timeout_s')))
-        if self.queue is not None and 'frame_queue_depth' in names:
-            self.queue.resize(param(self, 'frame_queue_depth'))
-        if self.audio is not None and 'audio_gap_tolerance_s' in names:
-            self.audio.gap_tolerance_ns = int(round(param(self, 'audio_gap_tolerance_s') * 1e9))
-        later = sorted(names & set(RELOAD_PARAMETERS))
+        if 'budget_from_topic' in names:
+            self.budget_owner.changed()
+        intake = self.intake
+        if intake is not None and names & set(INTAKE_PARAMETERS):
+            intake.configure(**self._intake_settings(names))
+        later = sorted(names & set(CONFIGURE_PARAMETERS + ACTIVATE_PARAMETERS))
         if later and self.engine is not None:
-            self.get_logger().info(f'{later} apply at the next configure/activate')
+            self.get_logger().info(f'{later} apply at the next configure / activate')
 
-    def _on_budget(self, msg) -> None:
-        value = float(msg.data)
-        if not math.isfinite(value) or not BUDGET_RANGE[0] <= value <= BUDGET_RANGE[1]:
-            self.budget_rejected += 1
-            self.get_logger().warning(f'ignoring budget {value!r} from topic {BUDGET}: '
-                                      'need a fraction in [0.01, 1]')
-            return
-        value = round(value, 6)  # float32 on the wire: 0.3 arrives as 0.30000001
-        if value == param(self, 'budget'):
-            return
-        result = self.set_parameters([Parameter('budget', Parameter.Type.DOUBLE, value)])[0]
-        if not result.successful:
-            self.budget_rejected += 1
-            self.get_logger().warning(f'budget {value} from topic refused: {result.reason}')
+    def _intake_settings(self, names=INTAKE_PARAMETERS) -> Dict[str, Any]:
+        """Intake keyword arguments from the parameters in ``names``."""
+        settings: Dict[str, Any] = {}
+        if {'sync_queue_size', 'sync_slop_s', 'modality_timeout_s'} & set(names):
+            settings.update(sync_queue_size=param(self, 'sync_queue_size'),
+                            slop_ns=int(round(param(self, 'sync_slop_s') * 1e9)),
+                            timeout_s=float(param(self, 'modality_timeout_s')))
+        if 'frame_queue_depth' in names:
+            settings['queue_depth'] = param(self, 'frame_queue_depth')
+        if 'audio_gap_tolerance_s' in names:
+            settings['audio_gap_tolerance_ns'] = int(round(param(self, 'audio_gap_tolerance_s')
+                                                           * 1e9))
+        if 'max_message_bytes' in names:
+            settings['limits'] = dataclasses.replace(
+                wire.InputLimits(), max_message_bytes=int(param(self, 'max_message_bytes')))
+        return settings
 
     def _on_enable(self, request, response):
         self.enabled = bool(request.data)
-        if not self.enabled and self.queue is not None:
-            self.queue.clear()
+        if not self.enabled and self.intake is not None:
+            self.intake.queue.clear()
         response.success = True
         response.message = 'enabled' if self.enabled else 'paused'
         self.get_logger().info(f'inference {response.message}')
@@ -256,93 +315,74 @@ class AdmnFusion(LifecycleNode):
         return str(self._state_machine.current_state[1])
 
     def _engine_config(self) -> EngineConfig:
+        modalities = self._modalities()
         return EngineConfig(model_path=str(param(self, 'model_path')),
                             dataset=str(param(self, 'dataset')), device=str(param(self, 'device')),
                             policy=str(param(self, 'policy')), seed=int(param(self, 'seed')),
-                            modalities=tuple(self._modalities_param()),
-                            quality=bool(param(self, 'publish_quality')))
+                            modalities=() if modalities == [ALL_MODALITIES] else tuple(modalities),
+                            quality=bool(param(self, 'publish_quality')),
+                            layer_fault_rate=float(param(self, 'layer_fault_rate')))
 
-    def _modalities_param(self) -> List[str]:
-        from rclpy.exceptions import ParameterUninitializedException
-        try:  # an empty typed array that was never set reads as uninitialised
-            return list(param(self, 'modalities'))
-        except ParameterUninitializedException:
-            return []
-
-    def _load(self, cfg: EngineConfig) -> bool:
-        from admn_ros.fusion.checkpoint import CheckpointError
+    def _load(self) -> bool:
+        """Load the model with the current parameters and build the intake around it (the
+        queue, the synchroniser over its modalities, the audio window of its clip length)."""
+        cfg = self._engine_config()
+        plan = choose_threads('latency', override=int(param(self, 'threads')))
+        apply_threads(plan)   # before the model's first op (torch's inter-op pool)
         try:
-            self.engine = FusionEngine(cfg)
+            engine = FusionEngine(cfg)
         except (FileNotFoundError, ValueError, CheckpointError) as exc:
             self.last_error = str(exc)
             self.get_logger().error(f'cannot load the model: {exc}')
-            self.engine = None
             return False
-        e = self.engine
-        self.get_logger().info(f'loaded {e.path} on {e.device}: modalities {e.modalities}, depth '
-                               f'{e.depth}, {len(e.class_names)} classes, policy {cfg.policy}')
-        return True
-
-    def _load_pipeline(self) -> bool:
-        """Load the model with the current parameters and build the intake around it (the
-        queue, the synchroniser over its modalities, the audio window of its clip length)."""
-        if not self._load(self._engine_config()):
-            return False
-        self.queue = FrameQueue(param(self, 'frame_queue_depth'))
-        self.sync = ModalitySync(self.engine.modalities, self.queue.put,
-                                 queue_size=param(self, 'sync_queue_size'),
-                                 slop_ns=int(round(param(self, 'sync_slop_s') * 1e9)),
-                                 timeout_s=float(param(self, 'modality_timeout_s')))
-        self.audio = RollingAudio(self.engine.clip_samples,
-                                  int(round(param(self, 'audio_gap_tolerance_s') * 1e9)))
+        self.threads = apply_threads(plan)   # again: the pools of libraries loading the model loaded
+        self.get_logger().info(f'threads: {thread_summary(self.threads)}')
+        self.engine = engine
+        self.get_logger().info(
+            f'loaded {engine.path} on {engine.device}: modalities {engine.modalities}, depth '
+            f'{engine.depth}, {len(engine.class_names)} classes, policy {cfg.policy}')
+        self.intake = Intake(engine.modalities, engine.clip_samples, counters=self.counters,
+                             on_reject=self._log_reject, **self._intake_settings())
         return True
 
     @_guarded
     def on_configure(self, state) -> TransitionCallbackReturn:
-        from diagnostic_msgs.msg import DiagnosticArray
-        if not self._load_pipeline():
+        if not self._load():
             return TransitionCallbackReturn.FAILURE
-        qos = M.output_qos()
+        qos = wire.output_qos()
         self.pubs = {
-            'prediction': self.create_lifecycle_publisher(prediction_type(), PREDICTION, qos),
-            'allocation': self.create_lifecycle_publisher(DiagnosticArray, ALLOCATION, qos),
-            'quality': self.create_lifecycle_publisher(DiagnosticArray, QUALITY, qos),
-            'inference': self.create_lifecycle_publisher(DiagnosticArray, INFERENCE, qos),
+            'prediction': self.create_lifecycle_publisher(wire.prediction_type(), wire.PREDICTION,
+                                                          qos),
+            'allocation': self.create_lifecycle_publisher(DiagnosticArray, wire.ALLOCATION, qos),
+            'quality': self.create_lifecycle_publisher(DiagnosticArray, wire.QUALITY, qos),
+            'inference': self.create_lifecycle_publisher(DiagnosticArray, wire.INFERENCE, qos),
         }
         return TransitionCallbackReturn.SUCCESS
 
     @_guarded
     def on_activate(self, state) -> TransitionCallbackReturn:
-        # Freed by deactivate: reload, so model, policy, device, modalities... changed meanwhile
-        # take effect now.
-        if self.engine is None and not self._load_pipeline():
-            return TransitionCallbackReturn.FAILURE
         audio_input = str(param(self, 'audio_input'))
-        if audio_input == 'audio_common' and not M.audio_common_available():
+        if audio_input == 'audio_common' and not wire.audio_common_available():
             self.last_error = 'audio_input audio_common needs audio_common_msgs, not built here'
             self.get_logger().error(self.last_error)
             return TransitionCallbackReturn.FAILURE
-        self.sync.reset()
-        self.audio.clear()
-        self.queue.clear()
-        self.queue.reopen()
-        self.worker = Worker(self.queue, self._process, self._on_worker_error).start()
+        self.intake.reset()
+        self.worker = Worker(self.intake.queue, self._process, self._on_worker_error).start()
         self._subscribe(audio_input)
         self.active = True
-        self._last_set = time.monotonic()
+        self.last_set = time.monotonic()
         return super().on_activate(state)
 
     def _subscribe(self, audio_input: str) -> None:
-        from sensor_msgs.msg import Image
-        qos = M.sensor_qos(param(self, 'input_reliability'), param(self, 'input_depth'))
+        qos = wire.sensor_qos(param(self, 'input_reliability'), param(self, 'input_depth'))
         for m in self.engine.modalities:
-            msg_type, topic = Image, M.SENSOR_TOPICS[m]
+            msg_type, topic = Image, wire.SENSOR_TOPICS[m]
             if m == 'audio' and audio_input == 'audio_common':
-                from audio_common_msgs.msg import AudioDataStamped
-                msg_type, topic = AudioDataStamped, M.AUDIO_STAMPED
+                from audio_common_msgs.msg import AudioDataStamped  # optional package
+                msg_type, topic = AudioDataStamped, wire.AUDIO_STAMPED
             self.subs.append(self.create_subscription(
-                msg_type, topic, lambda msg, m=m: self._on_input(m, msg), qos,
-                event_callbacks=M.subscription_events(self, topic)))
+                msg_type, topic, functools.partial(self._on_input, m), qos,
+                event_callbacks=wire.subscription_events(self, topic)))
 
     def _stop_processing(self) -> None:
         self.active = False
@@ -353,15 +393,12 @@ class AdmnFusion(LifecycleNode):
             if not self.worker.stop(timeout=10.0):
                 self.get_logger().warning('worker still busy after 10 s')
             self.worker = None
-        if self.queue is not None:
-            self.queue.clear()
+        if self.intake is not None:
+            self.intake.queue.clear()
 
     @_guarded
     def on_deactivate(self, state) -> TransitionCallbackReturn:
         self._stop_processing()
-        if self.engine is not None:
-            self.engine.release()
-            self.engine = None
         return super().on_deactivate(state)
 
     def _teardown(self) -> None:
@@ -372,7 +409,8 @@ class AdmnFusion(LifecycleNode):
         self.pubs = {}
         if self.engine is not None:
             self.engine.release()
-        self.engine = self.sync = self.audio = self.queue = None
+        self.engine = None
+        self.intake = None
 
     @_guarded
     def on_cleanup(self, state) -> TransitionCallbackReturn:
@@ -387,6 +425,14 @@ class AdmnFusion(LifecycleNode):
         self._teardown()  # unconfigured afterwards: a new configure starts from nothing
         return TransitionCallbackReturn.SUCCESS
 
+    def _on_context_shutdown(self) -> None:
+        """Ctrl-C shuts the context down before destroy_node runs: stop the worker now, so no
+        frame is published into a dead context (destroy_node then joins it)."""
+        self.active = False
+        worker = self.worker
+        if worker is not None:
+            worker.halt()
+
     def destroy_node(self) -> None:
         if hasattr(self, 'subs'):
             self._stop_processing()
@@ -394,56 +440,58 @@ class AdmnFusion(LifecycleNode):
 
     # ------------------------------------------------------------------ intake
     def _on_input(self, modality: str, msg) -> None:
-        if not self.active or not self.enabled:
-            return
-        self.rates[modality].tick()   # also counts what was received
-        try:
-            stamp = header_stamp_ns(msg)
-            if stamp < 0:  # int32 seconds: possible on the wire, meaningless as a capture time
-                raise RejectedInput(f'negative header stamp {stamp} ns')
-            array = DECODERS[modality](msg, self.limits)
-            if modality == 'audio':
-                array = self.audio.push(stamp, array)
-            self.sync.add(modality, stamp, str(msg.header.frame_id), array)
-        except RejectedInput as exc:
-            self._reject(modality, str(exc))
-        except Exception as exc:  # never let one message take the node down
-            self._reject(modality, f'{type(exc).__name__}: {exc}')
+        if self.active and self.enabled:
+            self.intake.accept(modality, msg)
 
-    def _reject(self, modality: str, reason: str) -> None:
-        with self._lock:
-            self.rejected[modality] += 1
-            self.last_reject = f'{modality}: {reason}'
+    def _log_reject(self, modality: str, reason: str) -> None:
         self.get_logger().warning(f'rejected {modality} input: {reason}',
                                   throttle_duration_sec=1.0)
 
     def _check_liveness(self) -> None:
-        if self.active and self.sync is not None:
-            self.sync.check()
+        intake = self.intake
+        if self.active and intake is not None:
+            intake.sync.check()
+
+    def dropped(self) -> int:
+        """Frames replaced before the model saw them (the queue's count)."""
+        # `is not None`: the queue has __len__, so an empty one is falsy and would read as 0 drops.
+        intake = self.intake
+        return intake.queue.dropped if intake is not None else 0
 
     # ------------------------------------------------------------------ worker
+    def _publish(self, key: str, msg) -> None:
+        """Publish unless the node is shutting down (then :class:`_Shutdown` ends the frame)."""
+        worker = self.worker
+        if not self.context.ok() or worker is None or worker.stopping:
+            raise _Shutdown
+        self.pubs[key].publish(msg)
+
     def _process(self, frame) -> None:
         engine = self.engine
         if engine is None or not self.enabled:
             return
-        self._last_set = time.monotonic()
+        self.last_set = time.monotonic()
         inf = engine.infer(frame, self.budget, with_quality=False, account=False)
-        header = M.header(frame.stamp_ns, frame.frame_id)
-        prediction = prediction_msg(inf, header)
+        header = wire.header(frame.stamp_ns, frame.frame_id)
+        prediction = wire.prediction_msg(inf, header)
         # Latency ends at the prediction's publish: read the clocks once the message is built.
         latency_ms = (self.get_clock().now().nanoseconds - frame.stamp_ns) / 1e6
         processing_ms = (time.monotonic() - frame.ready_mono) * 1e3
-        pubs = self.pubs
-        pubs['prediction'].publish(prediction)
+        self._publish('prediction', prediction)
+        deadline = self.deadline
+        if deadline is not None:
+            before = deadline.budget
+            if deadline.update(inf.budget_fraction, latency_ms) != before:
+                self.budget = self._make_budget()   # from the next frame
         # Everything else is bookkeeping the prediction does not wait for.
         engine.account(inf)
-        pubs['allocation'].publish(allocation_msg(inf, engine.model_modalities, header))
+        self._publish('allocation', wire.allocation_msg(inf, engine.model_modalities, header))
         if engine.cfg.quality:  # after the prediction: the estimates are not on its critical path
             inf.quality.update(engine.estimate_quality(frame))
-            pubs['quality'].publish(quality_msg(inf, header))
-        pubs['inference'].publish(inference_msg(inf, header, latency_ms=latency_ms,
-                                                processing_ms=processing_ms,
-                                                dropped=self.queue.dropped))
+            self._publish('quality', wire.quality_msg(inf, header))
+        self._publish('inference', wire.inference_msg(inf, header, latency_ms=latency_ms,
+                                                      processing_ms=processing_ms,
+                                                      dropped=self.dropped()))
         with self._lock:
             self.processed += 1
             self.last_inference = inf
@@ -451,90 +499,16 @@ class AdmnFusion(LifecycleNode):
         self.model_time.add(inf.model_ms)
 
     def _on_worker_error(self, frame, exc: Exception) -> None:
-        if isinstance(exc, RejectedInput):
-            modality = next(iter(frame.data), 'rgb')
-            self._reject(modality, str(exc))
+        if isinstance(exc, _Shutdown) or not self.context.ok():
+            return   # shutting down: the publish failed because the context is gone, not the frame
+        if isinstance(exc, wire.RejectedInput):
+            self.intake.reject(next(iter(frame.data), 'rgb'), str(exc))
             return
         with self._lock:
             self.failed += 1
             self.last_failure = time.monotonic()
         self.get_logger().error(f'inference failed on the set stamped {frame.stamp_ns}: '
                                 f'{type(exc).__name__}: {exc}', throttle_duration_sec=1.0)
-
-    # ------------------------------------------------------------------ diagnostics
-    def _diag_lifecycle(self):
-        state = self.state_label()
-        values = {'state': state, 'enabled': self.enabled, 'policy': param(self, 'policy'),
-                  'device': param(self, 'device')}
-        if self.engine is not None:
-            values['model'] = self.engine.path
-        if self.last_error:
-            values['last_error'] = self.last_error
-        level = OK if state == 'active' and self.enabled else WARN
-        return level, state if self.enabled else f'{state}, paused', values
-
-    def _diag_inputs(self):
-        modalities = self.engine.modalities if self.engine else ()
-        values: Dict[str, Any] = {}
-        ages = self.sync.last_seen_age() if self.sync else {}
-        quiet = self.sync.quiet() if self.sync else ()
-        with self._lock:
-            for m in modalities:
-                age = ages.get(m)
-                values[f'{m} received'] = self.rates[m].count
-                values[f'{m} rejected'] = self.rejected[m]
-                values[f'{m} rate_hz'] = f'{self.rates[m].rate_hz():.2f}'
-                values[f'{m} age_s'] = 'never' if age is None else f'{age:.2f}'
-            if self.last_reject:
-                values['last reject'] = self.last_reject
-            rejected = sum(self.rejected.values())
-        if not self.active:
-            return OK, 'inactive', values
-        if quiet and len(quiet) == len(modalities):
-            return STALE, 'no input', values
-        if quiet:
-            return WARN, f'quiet: {", ".join(quiet)} (budget goes to the others)', values
-        if rejected:
-            return WARN, f'{rejected} inputs rejected', values
-        return OK, 'inputs ok', values
-
-    def _diag_sync(self):
-        if self.sync is None:
-            return OK, 'not configured', {}
-        idle = time.monotonic() - self._last_set
-        values = {'sets': self.sync.frames, 'live': ','.join(self.sync.live),
-                  'pending': self.sync.pending(), 'evicted': self.sync.evicted(),
-                  'seconds_since_last_set': f'{idle:.1f}',
-                  'slop_s': param(self, 'sync_slop_s')}
-        if self.active and idle > 5.0 and any(r.count for r in self.rates.values()):
-            return WARN, f'nothing synchronised for {idle:.0f} s (clocks or slop?)', values
-        return OK, 'sync ok', values
-
-    def _diag_inference(self):
-        p50, p95 = self.latency.get(50, 95)
-        (m50,) = self.model_time.get(50)
-        # `is not None`: the queue has __len__, so an empty one is falsy and would read as 0 drops.
-        dropped = self.queue.dropped if self.queue is not None else 0
-        values = {'processed': self.processed, 'dropped': dropped, 'failed': self.failed,
-                  'latency_ms_p50': f'{p50:.2f}', 'latency_ms_p95': f'{p95:.2f}',
-                  'model_ms_p50': f'{m50:.2f}'}
-        if time.monotonic() - self.last_failure < FAILURE_MEMORY_S:
-            return ERROR, f'{self.failed} frames failed, one in the last {FAILURE_MEMORY_S:g} s', values
-        if dropped:
-            return WARN, f'{dropped} stale frames dropped (model slower than input)', values
-        return OK, f'{self.processed} frames', values
-
-    def _diag_allocation(self):
-        b = self.budget
-        values: Dict[str, Any] = {'budget': f'{b.fraction:g}', 'unit': b.unit,
-                                  'rejected budget messages': self.budget_rejected}
-        inf = self.last_inference
-        if inf is not None:
-            for m, n in inf.layers.items():
-                values[f'{m} layers'] = n
-            values['spent'] = f'{inf.budget_spent:.3f}'
-            values['present'] = ','.join(inf.present)
-        return OK, f'budget {b.fraction:g} ({b.unit})', values
 
 
 def main(args=None) -> int:

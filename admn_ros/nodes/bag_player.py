@@ -13,6 +13,11 @@ publisher of the rclpy class resolved from the recorded type name; topics whose 
 here (e.g. ``audio_common_msgs`` on a pip-only install) are skipped with one warning each and their
 messages counted in ``skipped``.
 
+An MCAP bag's checksums are verified before playback (:mod:`admn_ros.datasets.mcap_crc`: a
+mismatch refuses the bag), and a message that does not deserialize as its recorded type is not
+published but counted per topic (``undecodable <topic>`` in ``/diagnostics``, which the evaluator
+puts in its report).
+
 QoS per topic: the recorded offered profiles when they all agree (history reset to KEEP_LAST
 ``qos_depth``), else reliable KEEP_LAST ``qos_depth`` volatile, which every subscriber accepts.
 
@@ -32,9 +37,10 @@ from typing import Dict, List, Optional, Tuple
 from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.serialization import deserialize_message
 
-from admn_ros import messages as M
-from admn_ros.node_utils import ERROR, OK, Diagnostics, declare, param, run_node
+from admn_ros import wire
+from admn_ros.node_utils import ERROR, OK, UNDECODABLE_KEY, Diagnostics, declare, param, run_node
 
 NODE_NAME = 'bag_player'
 CLOCK_TOPIC = '/clock'
@@ -140,6 +146,8 @@ class BagPlayer(Node):
             raise
         except Exception as exc:  # rosbags' ReaderError and friends: not a readable rosbag2
             raise ValueError(f'cannot open bag {self.bag_path!r}: {exc}') from exc
+        from admn_ros.datasets.mcap_crc import verify_bag
+        verify_bag(self.bag_path)   # McapCrcError (a ValueError) before anything is played
         wanted = {_absolute(t) for t in include}
         unknown = wanted - {c.topic for c in connections}
         if unknown:
@@ -147,6 +155,10 @@ class BagPlayer(Node):
 
         # One publisher per topic; connections of one topic share it.
         self.tracks: Dict[str, Track] = {}
+        self._classes: Dict[str, type] = {}
+        # Messages that do not deserialize as their type (a corrupted bag), per topic: counted and
+        # not published, since every subscriber would fail on them the same way.
+        self.undecodable: Dict[str, int] = {}
         self.skipped: Dict[str, int] = {}
         by_topic: Dict[str, list] = {}
         for conn in connections:
@@ -160,7 +172,7 @@ class BagPlayer(Node):
             out = remaps.get(topic, topic)
             out = out.lstrip('/') if relative else out
             try:
-                cls = M.message_class(msgtype)
+                cls = wire.message_class(msgtype)
             except (ImportError, ValueError) as exc:
                 self.get_logger().warning(f'skipping {topic} ({msgtype}): type not available '
                                           f'here ({exc})')
@@ -173,6 +185,7 @@ class BagPlayer(Node):
             if note:
                 self.get_logger().warning(f'{topic}: {note}')
             self.tracks[topic] = Track(topic, out, msgtype, self.create_publisher(cls, out, qos))
+            self._classes[topic] = cls
         if not self.tracks:
             raise ValueError(f'nothing to play in {self.bag_path!r} '
                              f'(topics filter {sorted(wanted)})')
@@ -225,7 +238,7 @@ class BagPlayer(Node):
 
     def _publish_clock(self, bag_ns: int) -> None:
         if self.clock_pub is not None:
-            self.clock_pub.publish(self._clock_cls(clock=M.ns_to_stamp(max(0, bag_ns))))
+            self.clock_pub.publish(self._clock_cls(clock=wire.ns_to_stamp(max(0, bag_ns))))
 
     def _sleep_until(self, bag_ns: int) -> None:
         """Sleep until bag time ``bag_ns``, publishing /clock every 1/``clock_hz`` s meanwhile."""
@@ -294,9 +307,12 @@ class BagPlayer(Node):
             if not self._stop.is_set():
                 counts = ', '.join(f'{t}: {n}' for t, n in self.published.items())
                 skipped = ', '.join(f'{t}: {n}' for t, n in self.skipped.items())
+                bad = ', '.join(f'{t}: {n}' for t, n in self.undecodable.items())
                 self.get_logger().info(f'playback finished after {self.passes} pass(es); '
                                        f'published {counts}'
                                        + (f'; skipped {skipped}' if skipped else ''))
+                if bad:
+                    self.get_logger().error(f'undecodable messages (not published): {bad}')
             self.finished = bool(param(self, 'exit_on_end'))
             self.done.set()
 
@@ -327,6 +343,11 @@ class BagPlayer(Node):
                     self._sleep_until(stamp_ns)
                     if self._stop.is_set():
                         return
+                try:
+                    deserialize_message(bytes(raw), self._classes[conn.topic])
+                except Exception:   # rmw's error for bytes that are not this message type
+                    self.undecodable[conn.topic] = self.undecodable.get(conn.topic, 0) + 1
+                    continue
                 track.publisher.publish(bytes(raw))
                 if fast:
                     track.publisher.wait_for_all_acked(Duration(seconds=ACK_TIMEOUT_S))
@@ -335,6 +356,7 @@ class BagPlayer(Node):
     def _status(self):
         values = {f'published {t}': n for t, n in self.published.items()}
         values.update({f'skipped {t}': n for t, n in self.skipped.items()})
+        values.update({f'{UNDECODABLE_KEY} {t}': n for t, n in self.undecodable.items()})
         values['passes'] = self.passes
         if self.error:
             return ERROR, self.error, values

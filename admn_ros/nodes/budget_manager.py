@@ -1,14 +1,14 @@
 """budget_manager: sets admn_fusion's compute budget over time, to emulate or follow multi-tenancy.
 
 Publishes ``std_msgs/Float32`` on ``budget`` (reliable, TRANSIENT_LOCAL, depth 1, so a fusion node
-that starts later still gets the current value) whenever the budget changes. Two modes
+that starts later still gets the current value) whenever the budget changes. Three modes
 (``mode``; ``auto`` = ``schedule`` when ``schedule_file`` is set, else ``load``):
 
 * ``schedule``: a YAML list of ``[t, budget]`` pairs (or ``{t: .., budget: ..}`` maps), ``t`` in
   seconds since the node started (node clock, so ``use_sim_time`` replays follow bag time; or,
   with ``clock: stream``, seconds of source time since the first ``ground_truth/label`` stamp, so
   the budget follows the data however late the source starts) and strictly increasing,
-  ``budget`` in (0, 1]. The budget at time t is that of the last entry with
+  ``budget`` in [0.01, 1] (``BUDGET_RANGE``). The budget at time t is that of the last entry with
   ``t_i <= t``; nothing is published before the first entry. ``loop_period_s`` > 0 repeats the
   schedule with that period (it must exceed the last ``t``).
 * ``load``: every ``period_s`` the machine's CPU utilisation (psutil, else ``/proc/stat``) and,
@@ -18,6 +18,12 @@ that starts later still gets the current value) whenever the budget changes. Two
   (``smoothing`` = weight of the newest sample). A change smaller than ``min_change`` is not
   published, which keeps the fusion node from chasing noise (its own load is part of what is
   measured, so some hysteresis is needed).
+* ``deadline``: keeps admn_fusion's latency (``latency_ms`` on ``admn/inference``, joined by stamp
+  with the budget each frame ran under from ``admn/allocation``) so that its ``deadline_percentile``
+  stays under ``deadline_ms``: every frame updates a per-budget latency model learned online and the
+  largest budget in [``min_budget``, ``max_budget``] (on a grid of ``deadline_step``) predicted to
+  meet it is published, with hysteresis (:mod:`admn_ros.quality_estimators.deadline`). It starts at
+  ``max_budget``. admn_fusion can run the same rule in-process instead (its ``deadline_ms``).
 """
 from __future__ import annotations
 
@@ -26,17 +32,21 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Optional, Tuple
 
-import yaml
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from std_msgs.msg import Float32
 
-from admn_ros import messages as M
-from admn_ros.node_utils import OK, WARN, Diagnostics, declare, exit_without_teardown, param, run_node
-from admn_ros.fusion_contract import BUDGET, budget_qos
+from admn_ros import wire
+from admn_ros.fusion.validate import read_yaml
+from admn_ros.node_utils import (OK, WARN, Diagnostics, declare, exit_without_teardown, param,
+                                 run_node, set_result)
+from admn_ros.quality_estimators.budget import BUDGET_RANGE, budget_problem
+from admn_ros.quality_estimators.deadline import DeadlineConfig, DeadlineController
+from admn_ros.wire import BUDGET, budget_qos
 
 NODE_NAME = 'budget_manager'
-MODES = ('auto', 'schedule', 'load')
+MODES = ('auto', 'schedule', 'load', 'deadline')
+PENDING_FRAMES = 100   # frames waiting for their second message (inference or allocation)
 CLOCKS = ('node', 'stream')
 
 
@@ -55,8 +65,8 @@ class BudgetSchedule:
         for t, b in self.entries:
             if not math.isfinite(t) or t < 0:
                 raise ValueError(f'schedule time must be a finite number >= 0, got {t!r}')
-            if not math.isfinite(b) or not 0.0 < b <= 1.0:
-                raise ValueError(f'schedule budget must lie in (0, 1], got {b!r} at t={t}')
+            if budget_problem(b):
+                raise ValueError(f'schedule entry at t={t}: {budget_problem(b)}')
         if any(b <= a for a, b in zip(times, times[1:])):
             raise ValueError(f'schedule times must increase strictly, got {times}')
         if self.loop_period_s and self.loop_period_s <= times[-1]:
@@ -97,15 +107,19 @@ def parse_schedule(data, loop_period_s: float = 0.0) -> BudgetSchedule:
 
 
 def load_schedule(path, loop_period_s: float = 0.0) -> BudgetSchedule:
-    with open(path, encoding='utf-8') as f:
-        try:
-            data = yaml.safe_load(f)
-        except yaml.YAMLError as exc:
-            raise ValueError(f'{path}: not valid YAML: {exc}') from None
+    data = read_yaml(path, mapping=False)   # safe loading, one-line errors
     try:
         return parse_schedule(data, loop_period_s)
     except ValueError as exc:
         raise ValueError(f'{path}: {exc}') from None
+
+
+def budget_range_problem(min_budget: float, max_budget: float) -> Optional[str]:
+    """Why ``min_budget`` / ``max_budget`` cannot both hold (one line), or None."""
+    if max_budget < min_budget:
+        return (f'max_budget = {max_budget:g}: allowed: >= min_budget ({min_budget:g}); the load '
+                'mode maps full load to min_budget and idle to max_budget')
+    return None
 
 
 # --------------------------------------------------------------------------- load
@@ -165,9 +179,9 @@ class LoadFollower:
     value: Optional[float] = None
 
     def __post_init__(self):
-        if not 0.0 < self.min_budget <= self.max_budget <= 1.0:
-            raise ValueError(f'need 0 < min_budget <= max_budget <= 1, got {self.min_budget}, '
-                             f'{self.max_budget}')
+        if not BUDGET_RANGE[0] <= self.min_budget <= self.max_budget <= BUDGET_RANGE[1]:
+            raise ValueError(f'need {BUDGET_RANGE[0]:g} <= min_budget <= max_budget <= '
+                             f'{BUDGET_RANGE[1]:g}, got {self.min_budget}, {self.max_budget}')
         if not 0.0 < self.smoothing <= 1.0:
             raise ValueError(f'smoothing must lie in (0, 1], got {self.smoothing}')
 
@@ -185,8 +199,8 @@ class BudgetManager(Node):
 
     def __init__(self, node_name: str = NODE_NAME, **kwargs):
         super().__init__(node_name, **kwargs)
-        mode = declare(self, 'mode', 'auto', 'schedule, load, or auto (schedule when a file is '
-                       'given)', read_only=True, choices=MODES)
+        mode = declare(self, 'mode', 'auto', 'schedule, load, deadline, or auto (schedule when a '
+                       'file is given, else load)', read_only=True, choices=MODES)
         path = declare(self, 'schedule_file', '', "YAML list of [t, budget]; '' = none",
                        read_only=True)
         clock = declare(self, 'clock', 'node', 'schedule time: node (seconds since start) or '
@@ -196,17 +210,34 @@ class BudgetManager(Node):
                        '(0 = once)', read_only=True, value_range=(0.0, 1e9))
         declare(self, 'period_s', 1.0, 'load mode: seconds between measurements',
                 read_only=True, value_range=(0.05, 3600.0))
-        declare(self, 'min_budget', 0.25, 'load mode: budget at full load',
-                value_range=(0.01, 1.0))
-        declare(self, 'max_budget', 1.0, 'load mode: budget when idle', value_range=(0.01, 1.0))
+        declare(self, 'min_budget', 0.25, 'load mode: budget at full load; deadline mode: the '
+                'lowest budget it may choose', value_range=BUDGET_RANGE)
+        declare(self, 'max_budget', 1.0, 'load mode: budget when idle; deadline mode: the '
+                'highest budget it may choose', value_range=BUDGET_RANGE)
         declare(self, 'smoothing', 0.5, 'load mode: weight of the newest measurement',
                 value_range=(0.01, 1.0))
         declare(self, 'min_change', 0.05, 'load mode: smallest budget change worth publishing',
                 value_range=(0.0, 1.0))
         use_gpu = declare(self, 'use_gpu', True, 'load mode: include GPU utilisation (CUDA)',
                           read_only=True)
+        d = DeadlineConfig()
+        declare(self, 'deadline_ms', d.deadline_ms, 'deadline mode: latency target (ms)',
+                read_only=True, value_range=(0.1, 1e6))
+        declare(self, 'deadline_percentile', d.percentile, 'deadline mode: percentile of frame '
+                'latency kept under deadline_ms', read_only=True, value_range=(50.0, 99.9))
+        declare(self, 'deadline_window', d.window, 'deadline mode: frames the percentile is '
+                'taken over', read_only=True, value_range=(2, 100000))
+        declare(self, 'deadline_hold_frames', d.hold_frames, 'deadline mode: frames in a row a '
+                'larger budget must be predicted to meet the deadline before a step up',
+                read_only=True, value_range=(0, 100000))
+        declare(self, 'deadline_step', d.step, 'deadline mode: budget grid step',
+                read_only=True, value_range=(0.01, 1.0))
         if mode not in MODES:
             raise ValueError(f'mode must be one of {MODES}, got {mode!r}')
+        reason = budget_range_problem(param(self, 'min_budget'), param(self, 'max_budget'))
+        if reason:
+            raise ValueError(reason)
+        self.add_on_set_parameters_callback(self._check_range)
         if mode == 'auto':
             mode = 'schedule' if path else 'load'
         if mode == 'schedule' and not path:
@@ -224,10 +255,19 @@ class BudgetManager(Node):
         self.stream_first_ns: Optional[int] = None
         self.stream_last_ns: Optional[int] = None
         if mode == 'schedule' and clock == 'stream':
-            self.create_subscription(DiagnosticArray, M.LABEL, self._on_label, 10)
+            self.create_subscription(DiagnosticArray, wire.LABEL, self._on_label, 10)
         self.clock = clock
+        self.deadline: Optional[DeadlineController] = None
+        self._frames: collections.OrderedDict = collections.OrderedDict()  # stamp -> halves
         if mode == 'schedule':
             self.timer = self.create_timer(0.02, self._tick_schedule)
+        elif mode == 'deadline':
+            self.deadline = DeadlineController(self._deadline_config())
+            self.create_subscription(DiagnosticArray, wire.INFERENCE,
+                                     lambda msg: self._on_frame(msg, 'latency'), 10)
+            self.create_subscription(DiagnosticArray, wire.ALLOCATION,
+                                     lambda msg: self._on_frame(msg, 'budget'), 10)
+            self.publish(self.deadline.budget)
         else:
             self.cpu = CpuLoad()
             self.gpu = gpu_load_reader() if use_gpu else None
@@ -237,6 +277,12 @@ class BudgetManager(Node):
         self.diagnostics = Diagnostics(self)
         self.diagnostics.add('budget', self._status)
         self.get_logger().info(f'mode {mode}' + (f' from {path}' if self.schedule else ''))
+
+    def _check_range(self, params):
+        new = {p.name: p.value for p in params}
+        reason = budget_range_problem(new.get('min_budget', param(self, 'min_budget')),
+                                      new.get('max_budget', param(self, 'max_budget')))
+        return set_result(not reason, reason or '')
 
     def elapsed_s(self) -> float:
         """Seconds on the node clock since the first tick (sim time under use_sim_time)."""
@@ -254,7 +300,7 @@ class BudgetManager(Node):
         return (self.stream_last_ns - self.stream_first_ns) / 1e9
 
     def _on_label(self, msg) -> None:
-        stamp = M.stamp_to_ns(msg.header.stamp)
+        stamp = wire.stamp_to_ns(msg.header.stamp)
         if self.stream_first_ns is None:
             self.stream_first_ns = stamp
         self.stream_last_ns = max(stamp, self.stream_last_ns or stamp)
@@ -283,11 +329,52 @@ class BudgetManager(Node):
         if self.current is None or abs(value - self.current) >= param(self, 'min_change'):
             self.publish(value)
 
+    def _deadline_config(self) -> DeadlineConfig:
+        return DeadlineConfig(
+            deadline_ms=float(param(self, 'deadline_ms')),
+            percentile=float(param(self, 'deadline_percentile')),
+            min_budget=float(param(self, 'min_budget')), max_budget=float(param(self, 'max_budget')),
+            step=float(param(self, 'deadline_step')), window=int(param(self, 'deadline_window')),
+            min_samples=min(DeadlineConfig.min_samples, int(param(self, 'deadline_window'))),
+            hold_frames=int(param(self, 'deadline_hold_frames')))
+
+    def _on_frame(self, msg, half: str) -> None:
+        """Deadline mode: one half of a frame (its latency or its budget); both -> the controller."""
+        try:
+            if half == 'latency':
+                info = wire.read_inference(msg)
+                stamp, value = info['stamp_ns'], info['latency_ms']
+            else:
+                info = wire.read_allocation(msg)
+                stamp, value = info['stamp_ns'], info['fraction']
+        except (KeyError, ValueError) as exc:
+            self.deadline.rejected += 1
+            self.get_logger().warning(f'ignoring a {half} message: {exc}',
+                                      throttle_duration_sec=5.0)
+            return
+        frame = self._frames.setdefault(stamp, {})
+        frame[half] = value
+        if len(frame) < 2:
+            while len(self._frames) > PENDING_FRAMES:
+                self._frames.popitem(last=False)
+            return
+        del self._frames[stamp]
+        ctrl = self.deadline
+        if (ctrl.cfg.min_budget, ctrl.cfg.max_budget) != (param(self, 'min_budget'),
+                                                          param(self, 'max_budget')):
+            # The bounds changed at run time: same rule, new bounds, from the current budget.
+            self.deadline = ctrl = DeadlineController(self._deadline_config(), initial=ctrl.budget)
+        value = ctrl.update(frame['budget'], frame['latency'])
+        if value != self.current:
+            self.publish(value)
+
     def _status(self):
         values = {'mode': self.mode, 'budget': '' if self.current is None else self.current,
                   'changes': self.changes}
         if self.mode == 'load':
             values.update(cpu_load=f'{self.last_load[0]:.2f}', gpu_load=f'{self.last_load[1]:.2f}')
+        if self.deadline is not None:
+            values.update({k: v for k, v in self.deadline.state().items() if k != 'budget'})
         if self.current is None:
             return WARN, 'no budget published yet', values
         return OK, f'budget {self.current:g}', values

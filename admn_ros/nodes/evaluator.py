@@ -1,6 +1,6 @@
 """evaluator: scores admn_fusion's predictions against the ground-truth labels, by stamp.
 
-Subscribes ``ground_truth/label`` (DiagnosticArray, see :mod:`admn_ros.messages`) and
+Subscribes ``ground_truth/label`` (DiagnosticArray, see :mod:`admn_ros.wire.ground_truth`) and
 admn_fusion's ``admn/prediction``, ``admn/inference`` and ``admn/allocation``. A prediction and a
 label belong together when their header stamps are equal (both carry the source sample's stamp), or
 within ``match_tolerance_s`` when set. Keeps a running accuracy, mean executed GFLOPs, mean layers
@@ -24,10 +24,17 @@ run into corruption phases and says whether layers left each degraded sensor
 (:mod:`admn_ros.report`: ``phases``, ``shift``, ``clean_layers``); without corruption records both
 stay empty.
 
-Per frame it also keeps the executed budget, the latency and each modality's estimated quality
-(``admn/quality``): the report's ``timeline`` lists every frame with all of these, so a scenario
-can be cut into its own phases afterwards. With ``status_path`` set, the running numbers and the
+Per frame it also keeps the predicted class, the executed budget, the latency and each
+modality's estimated quality (``admn/quality``): the report's ``timeline`` lists every frame with
+all of these, so a scenario can be cut into its own phases afterwards. With ``status_path`` set, the running numbers and the
 newest frame are also written there as JSON twice a second (replaced atomically), for a live view.
+
+The report also counts, per topic, the messages any node reported as undecodable on
+``/diagnostics`` (bag_player's ``undecodable <topic>``) and, per modality, the share of frames it
+was absent from: when one is absent from most frames (a bag whose camera messages do not decode,
+a dead sensor), the run measured something else than the model - the report says so in its first
+line and the node exits with code 1 (so ``admn bringup`` does too) unless
+``allow_missing_modalities`` is set.
 
 Running numbers go to ``/diagnostics`` every second. On shutdown (Ctrl-C, SIGTERM, end of graph)
 it writes ``report_path`` (JSON), the same path with ``.md`` (the metrics table, the phases, their
@@ -49,15 +56,16 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
-from admn_ros import messages as M
+from admn_ros import wire
 from admn_ros import report as R
-from admn_ros.node_utils import OK, STALE, Diagnostics, declare, exit_without_teardown, param, run_node
-from admn_ros.fusion_contract import (ALLOCATION, INFERENCE, PREDICTION, QUALITY, prediction_type,
-                                     read_allocation, read_inference, read_prediction,
-                                     read_quality)
+from admn_ros.node_utils import (DIAGNOSTICS_TOPIC, OK, STALE, UNDECODABLE_KEY, Diagnostics, declare,
+                                 exit_without_teardown, param, run_node)
+from admn_ros.wire import (ALLOCATION, INFERENCE, PREDICTION, QUALITY, prediction_type,
+                           read_allocation, read_inference, read_prediction, read_quality)
 
 NODE_NAME = 'evaluator'
 KEEP_PENDING = 10000  # unmatched entries remembered per stream
+MISSING_SHARE = 0.5  # a modality absent from more of the frames than this makes the run invalid
 KEEP_FRAMES = 100000  # per-frame records kept for the phase report (the oldest go first)
 
 
@@ -93,6 +101,9 @@ class Evaluator(Node):
         declare(self, 'degraded_severity', R.DEFAULT_MIN_SEVERITY,
                 'report shift: a modality counts as degraded from this severity on',
                 value_range=(0.01, 1.0))
+        declare(self, 'allow_missing_modalities', False,
+                'accept a run where a modality was absent from most frames (else the report says '
+                'so and the node exits with code 1)', read_only=True)
         self.status_path = declare(self, 'status_path', '',
                                    "live status JSON rewritten twice a second; '' = none",
                                    read_only=True)
@@ -121,6 +132,9 @@ class Evaluator(Node):
         self.preprocess_ms: List[float] = []
         self.intake_ms: List[float] = []
         self.fusion_dropped = 0
+        self.absent: Dict[str, int] = {}          # allocations without that modality's input
+        self.undecodable: Dict[str, int] = {}     # topic -> messages that did not decode (graph-wide)
+        self.exit_code = 0
         # Per-frame records for the phase report, keyed by stamp (joined when the report is made).
         self.frame_layers: collections.OrderedDict = collections.OrderedDict()  # present only
         self.outcomes: collections.OrderedDict = collections.OrderedDict()      # prediction right?
@@ -130,12 +144,13 @@ class Evaluator(Node):
         self.started = time.monotonic()
         self._written = False
 
-        self.create_subscription(DiagnosticArray, M.LABEL, self._on_label, qos)
+        self.create_subscription(DiagnosticArray, wire.LABEL, self._on_label, qos)
         self.create_subscription(prediction_type(), PREDICTION, self._on_prediction, qos)
         self.create_subscription(DiagnosticArray, INFERENCE, self._on_inference, qos)
         self.create_subscription(DiagnosticArray, ALLOCATION, self._on_allocation, qos)
-        self.create_subscription(DiagnosticArray, M.CORRUPTION, self._on_corruption, qos)
+        self.create_subscription(DiagnosticArray, wire.CORRUPTION, self._on_corruption, qos)
         self.create_subscription(DiagnosticArray, QUALITY, self._on_quality, qos)
+        self.create_subscription(DiagnosticArray, DIAGNOSTICS_TOPIC, self._on_diagnostics, 10)
         self.create_timer(0.5, self._expire)
         if self.status_path:
             self.create_timer(0.5, self.write_status)
@@ -181,11 +196,11 @@ class Evaluator(Node):
 
     def _on_label(self, msg) -> None:
         try:
-            class_id, _ = M.read_label(msg)
+            class_id, _ = wire.read_label(msg)
         except ValueError as exc:
             self.get_logger().warning(f'ignoring label message: {exc}', throttle_duration_sec=5.0)
             return
-        stamp = M.stamp_to_ns(msg.header.stamp)
+        stamp = wire.stamp_to_ns(msg.header.stamp)
         with self._lock:
             key = self._find(self.predictions, stamp)
             if key is not None:
@@ -210,6 +225,7 @@ class Evaluator(Node):
             self.predictions_received += 1
             if self.first_prediction_ns is None:
                 self.first_prediction_ns = stamp
+            self._extra(stamp)['predicted'] = class_id   # kept for unlabelled runs too
             key = self._find(self.labels, stamp)
             if key is not None:
                 self._score(class_id, self.labels.pop(key), stamp)
@@ -245,6 +261,8 @@ class Evaluator(Node):
             return
         with self._lock:
             self.allocations += 1
+            for m, present in alloc['present'].items():
+                self.absent[m] = self.absent.get(m, 0) + (not present)
             for m, n in alloc['layers'].items():
                 self.layer_sums[m] = self.layer_sums.get(m, 0.0) + n
             # Layers given to an absent sensor are no choice of the model's: left out of phases.
@@ -252,6 +270,25 @@ class Evaluator(Node):
                        {m: n for m, n in alloc['layers'].items() if alloc['present'].get(m, True)})
             self._extra(alloc['stamp_ns'])['budget'] = alloc.get('fraction')
             self.newest_stamp = max(alloc['stamp_ns'], self.newest_stamp or alloc['stamp_ns'])
+
+    def _on_diagnostics(self, msg) -> None:
+        """Keep the newest 'undecodable <topic>' counts any node reports (bag_player's)."""
+        prefix = UNDECODABLE_KEY + ' '
+        with self._lock:
+            for status in msg.status:
+                for kv in status.values:
+                    if kv.key.startswith(prefix):
+                        try:
+                            self.undecodable[kv.key[len(prefix):]] = int(kv.value)
+                        except ValueError:
+                            pass
+
+    def missing_modalities(self) -> Dict[str, float]:
+        """Share of the frames each modality was absent from, for those absent more often than
+        ``MISSING_SHARE``."""
+        with self._lock:
+            n = self.allocations
+            return {m: a / n for m, a in self.absent.items() if n and a / n > MISSING_SHARE}
 
     def _on_quality(self, msg) -> None:
         try:
@@ -261,16 +298,16 @@ class Evaluator(Node):
                                       throttle_duration_sec=5.0)
             return
         with self._lock:
-            self._extra(M.stamp_to_ns(msg.header.stamp))['quality'] = quality
+            self._extra(wire.stamp_to_ns(msg.header.stamp))['quality'] = quality
 
     def _on_corruption(self, msg) -> None:
-        levels = M.read_corruption(msg)
+        levels = wire.read_corruption(msg)
         if not levels:
             self.get_logger().warning('ignoring a corruption message without levels',
                                       throttle_duration_sec=5.0)
             return
         with self._lock:
-            self._keep(self.levels, M.stamp_to_ns(msg.header.stamp), levels)
+            self._keep(self.levels, wire.stamp_to_ns(msg.header.stamp), levels)
 
     @staticmethod
     def _trim(table: Dict[int, Any], *others: Dict[int, Any]) -> None:
@@ -313,6 +350,9 @@ class Evaluator(Node):
                 'fusion_dropped': self.fusion_dropped,
                 'mean_gflops': float(np.mean(self.gflops)) if self.gflops else None,
                 'mean_layers': {m: s / self.allocations for m, s in self.layer_sums.items()},
+                'absent_share': {m: a / self.allocations for m, a in self.absent.items()
+                                 if self.allocations},
+                'undecodable': dict(self.undecodable),
             }
             for name, values in (('latency_ms', self.latency), ('overhead_ms', self.overhead),
                                  ('model_ms', self.model_ms), ('policy_ms', self.policy_ms),
@@ -406,11 +446,17 @@ class Evaluator(Node):
         s['timeline_plot'] = str(plot_path) if frames else None
         rows = [(k, v) for k, v in s.items() if not isinstance(v, dict)]
         rows += [(f'mean layers {m}', v) for m, v in s['mean_layers'].items()]
+        rows += [(f'undecodable messages {t}', n) for t, n in s['undecodable'].items()]
+        missing = self.missing_modalities()
+        rows += [(f'{m} missing from', f'{share:.0%} of frames') for m, share in missing.items()]
         s.update(analysis)
         s['timeline'] = self.timeline(frames)
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(s, indent=2) + '\n', encoding='utf-8')
-        lines = ['# admn_ros evaluation', '', '| metric | value |', '|---|---|']
+        lines = ['# admn_ros evaluation', '']
+        if missing:
+            lines += [f'**Not a valid evaluation:** {self._missing_text(missing)}.', '']
+        lines += ['| metric | value |', '|---|---|']
         lines += [f'| {k} | {"-" if v is None else (f"{v:.4f}" if isinstance(v, float) else v)} |'
                   for k, v in rows]
         lines += R.markdown(analysis, plot_path.name if frames else None)
@@ -423,10 +469,29 @@ class Evaluator(Node):
                       error=True)
         return json_path
 
+    @staticmethod
+    def _missing_text(missing: Dict[str, float]) -> str:
+        return ', '.join(f'{m} missing from {share:.0%} of the frames' for m, share in missing.items())
+
+    def _judge_missing(self) -> None:
+        """A run where a modality was missing from most frames measured something else than the
+        model: say so, and fail (exit code 1) unless ``allow_missing_modalities``."""
+        missing = self.missing_modalities()
+        if not missing:
+            return
+        text = self._missing_text(missing)
+        if bool(param(self, 'allow_missing_modalities')):
+            self._say(f'{text} (allowed by allow_missing_modalities)')
+        else:
+            self.exit_code = 1
+            self._say(f'not a valid evaluation: {text} (undecodable or absent inputs; set '
+                      'allow_missing_modalities:=true to accept it)', error=True)
+
     def destroy_node(self) -> None:
         if not self._written:
             self._written = True
             self._expire()  # labels still within drop_after_s stay 'pending', not drops
+            self._judge_missing()
             try:
                 written = self.write_report()
                 if written is not None:
@@ -440,7 +505,11 @@ class Evaluator(Node):
     def _say(self, text: str, error: bool = False) -> None:
         """Log, or print once Ctrl-C has already shut the context down (no /rosout then)."""
         if self.context.ok():
-            (self.get_logger().error if error else self.get_logger().info)(text)
+            # Two call sites: rclpy refuses one site that logs at two severities.
+            if error:
+                self.get_logger().error(text)
+            else:
+                self.get_logger().info(text)
         else:
             print(f'[{self.get_name()}] {text}', file=sys.stderr if error else sys.stdout,
                   flush=True)

@@ -31,7 +31,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 
-from admn_ros import messages as M
+from admn_ros import wire
 from admn_ros.node_utils import Diagnostics, RateMonitor, declare, param, run_node, set_result
 from admn_ros.datasets.sample import MODALITIES
 from admn_ros.datasets.schedules import SILENT
@@ -82,18 +82,18 @@ class NoiseInjector(Node):
         self.add_on_set_parameters_callback(self._validate)
         self.add_post_set_parameters_callback(self._apply)
 
-        qos_in, qos_out = M.sensor_qos(reliability, depth), M.output_qos()
+        qos_in, qos_out = wire.sensor_qos(reliability, depth), wire.output_qos()
         self.pubs, self.subs, self.rates = {}, {}, {}
         for m in self.modalities:
-            src, out = M.SENSOR_TOPICS[m], M.CORRUPTED_TOPICS[m]
+            src, out = wire.SENSOR_TOPICS[m], wire.CORRUPTED_TOPICS[m]
             self.pubs[m] = self.create_publisher(Image, out, qos_out,
-                                                 event_callbacks=M.publisher_events(self, out))
+                                                 event_callbacks=wire.publisher_events(self, out))
             self.subs[m] = self.create_subscription(
                 Image, src, lambda msg, m=m: self._on_message(m, msg), qos_in,
-                event_callbacks=M.subscription_events(self, src),
-                qos_overriding_options=M.qos_overrides())
+                event_callbacks=wire.subscription_events(self, src),
+                qos_overriding_options=wire.qos_overrides())
             self.rates[m] = RateMonitor()
-        self.level_pub = self.create_publisher(DiagnosticArray, M.CORRUPTION, qos_out)
+        self.level_pub = self.create_publisher(DiagnosticArray, wire.CORRUPTION, qos_out)
         self.last_levels: Dict[str, Tuple[str, float]] = {}
         self.dropped = 0
         self.silenced = 0
@@ -169,17 +169,16 @@ class NoiseInjector(Node):
             bank = rows[:, ::-1].copy()  # no other talker heard yet: time-reversed speech
         batch = apply_corruption({'audio': rows}, 'audio', ctype, severity, self.rng,
                                  babble_bank=bank)
-        out = M.audio_msg(batch['audio'], 0, encoding=msg.encoding)
+        out = wire.audio_msg(batch['audio'], 0, encoding=msg.encoding)
         out.header = msg.header
         return out
 
     def _corrupt_image(self, modality: str, msg: Image, ctype: str, severity: float) -> Image:
-        from admn_ros.fusion_engine import decode_rgb
         from admn_ros.datasets.corruptions import apply_corruption
         # decode_rgb: any accepted colour encoding (mono8 included) as the HxWx3 RGB corruptions need
-        arr = (decode_rgb(msg) if modality == 'rgb' else M.read_image(msg))[None]
+        arr = (wire.decode_rgb(msg) if modality == 'rgb' else wire.read_image(msg))[None]
         batch = apply_corruption({modality: arr}, modality, ctype, severity, self.rng)
-        build = M.rgb_msg if modality == 'rgb' else M.depth_msg
+        build = wire.rgb_msg if modality == 'rgb' else wire.depth_msg
         out = build(batch[modality][0], 0)
         out.header = msg.header
         return out
@@ -190,14 +189,14 @@ class NoiseInjector(Node):
         self.history.extend(rows)
 
     def _on_message(self, modality: str, msg: Image) -> None:
-        stamp_ns = M.stamp_to_ns(msg.header.stamp)
+        stamp_ns = wire.stamp_to_ns(msg.header.stamp)
         if stamp_ns < 0:  # int32 seconds can be negative on the wire; no schedule time is
             self._drop(modality, stamp_ns, 'a negative header stamp')
             return
         with self.lock:
             levels, new = self.levels_at(stamp_ns)
             if new:  # exactly one record per stamp, sent before the data it describes
-                self.level_pub.publish(M.corruption_msg(stamp_ns, levels))
+                self.level_pub.publish(wire.corruption_msg(stamp_ns, levels))
             ctype, severity = levels[modality]
             if ctype == SILENT:   # the scheduled sensor publishes nothing; counted, not dropped
                 self.silenced += 1
@@ -206,7 +205,7 @@ class NoiseInjector(Node):
             try:
                 out = msg
                 if modality == 'audio':
-                    rows = M.read_audio(msg)
+                    rows = wire.read_audio(msg)
                     if ctype != 'clean':
                         out = self._corrupt_audio(msg, rows, ctype, severity)
                     self._remember_talkers(rows)

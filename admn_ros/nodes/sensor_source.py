@@ -26,9 +26,8 @@ import numpy as np
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 
-from admn_ros import messages as M
+from admn_ros import wire
 from admn_ros.node_utils import OK, Diagnostics, RateMonitor, declare, param, run_node
-from admn_ros.datasets.rosmsg_codec import pcm16
 from admn_ros.datasets.sample import MODALITIES, SAMPLE_RATE, batch_size
 
 NODE_NAME = 'sensor_source'
@@ -76,7 +75,7 @@ class DatasetFeed:
         ds = load_dataset(spec, split, seed=seed, size=size or None, data_root=data_root or None)
         self.arrays, self.class_names = dict(ds.arrays), list(ds.class_names)
         if 'audio' in self.arrays:
-            self.arrays['audio'] = pcm16(self.arrays['audio'])
+            self.arrays['audio'] = wire.pcm16(self.arrays['audio'])
         self.modalities = tuple(m for m in MODALITIES if m in self.arrays)
         self.length = batch_size(self.arrays)
         self.index = 0
@@ -130,17 +129,12 @@ class WavFeed:
     modalities = ('audio',)
 
     def __init__(self, path: str, chunk_s: float):
-        # soundfile + soxr rather than librosa.load: same result, without librosa's slow imports.
-        import soundfile
-        import soxr
-        try:
-            wave, rate = soundfile.read(path, dtype='float32', always_2d=True)
-        except RuntimeError as exc:  # soundfile's error for unreadable / non-audio files
-            raise ValueError(f'cannot read audio file {path!r}: {exc}') from exc
-        wave = wave.mean(axis=1)  # the raw-batch contract is mono
-        if rate != SAMPLE_RATE and len(wave):
-            wave = soxr.resample(wave, rate, SAMPLE_RATE)
-        self.wave = pcm16(np.clip(wave, -1.0, 1.0))
+        # The one audio-file reader (mono, 16 kHz; a truncated WAV refused).
+        from admn_ros.datasets.folder import read_audio
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f'audio file {path!r} does not exist')
+        wave = read_audio(path)
+        self.wave = wire.pcm16(np.clip(wave, -1.0, 1.0))
         self.chunk = max(1, int(round(chunk_s * SAMPLE_RATE)))
         if len(self.wave) == 0:
             raise ValueError(f'WAV file {path!r} holds no samples')
@@ -197,7 +191,7 @@ class SensorSource(Node):
         delay = declare(self, 'start_delay_s', 0.0,
                         'seconds to wait before the first frame (lets consumers start)',
                         read_only=True, value_range=(0.0, 3600.0))
-        self._frames = {m: declare(self, f'{m}_frame_id', M.FRAME_IDS[m],
+        self._frames = {m: declare(self, f'{m}_frame_id', wire.FRAME_IDS[m],
                                    f'header.frame_id of {m} messages', read_only=True)
                         for m in MODALITIES}
 
@@ -224,18 +218,18 @@ class SensorSource(Node):
                              f'none of modalities {wanted}')
         self.chunk_ns = int(round(chunk_s * 1e9)) if kind == 'wav' else 0
 
-        qos = M.output_qos()
+        qos = wire.output_qos()
         self.pubs = {}
         for m in self.modalities:
-            topic = M.SENSOR_TOPICS[m]
+            topic = wire.SENSOR_TOPICS[m]
             self.pubs[m] = self.create_publisher(Image, topic, qos,
-                                                 event_callbacks=M.publisher_events(self, topic))
+                                                 event_callbacks=wire.publisher_events(self, topic))
         self.stamped_pub = None
-        if 'audio' in self.modalities and M.audio_common_available():
+        if 'audio' in self.modalities and wire.audio_common_available():
             from audio_common_msgs.msg import AudioDataStamped
-            self.stamped_pub = self.create_publisher(AudioDataStamped, M.AUDIO_STAMPED, qos)
+            self.stamped_pub = self.create_publisher(AudioDataStamped, wire.AUDIO_STAMPED, qos)
         from diagnostic_msgs.msg import DiagnosticArray
-        self.label_pub = self.create_publisher(DiagnosticArray, M.LABEL, qos)
+        self.label_pub = self.create_publisher(DiagnosticArray, wire.LABEL, qos)
 
         self.published = 0
         self.finished = False
@@ -287,16 +281,16 @@ class SensorSource(Node):
     def publish_frame(self, frame: Frame, stamp_ns: int) -> None:
         """Publish every present modality of ``frame`` (and its label) with one stamp."""
         if 'rgb' in self.pubs and frame.rgb is not None:
-            self.pubs['rgb'].publish(M.rgb_msg(frame.rgb, stamp_ns, self._frames['rgb']))
+            self.pubs['rgb'].publish(wire.rgb_msg(frame.rgb, stamp_ns, self._frames['rgb']))
         if 'depth' in self.pubs and frame.depth is not None:
-            self.pubs['depth'].publish(M.depth_msg(frame.depth, stamp_ns, self._frames['depth']))
+            self.pubs['depth'].publish(wire.depth_msg(frame.depth, stamp_ns, self._frames['depth']))
         if 'audio' in self.pubs and frame.audio is not None:
             frame_id = self._frames['audio']
-            self.pubs['audio'].publish(M.audio_msg(frame.audio, stamp_ns, frame_id))
+            self.pubs['audio'].publish(wire.audio_msg(frame.audio, stamp_ns, frame_id))
             if self.stamped_pub is not None:
-                self.stamped_pub.publish(M.audio_stamped_msg(frame.audio, stamp_ns, frame_id))
+                self.stamped_pub.publish(wire.audio_stamped_msg(frame.audio, stamp_ns, frame_id))
         if frame.label is not None and param(self, 'publish_labels'):
-            self.label_pub.publish(M.label_msg(stamp_ns, frame.label, frame.class_name))
+            self.label_pub.publish(wire.label_msg(stamp_ns, frame.label, frame.class_name))
         self.published += 1
         self.rate.tick()
 

@@ -1,9 +1,9 @@
 """ROS 2 message definitions that have no pip package, as ``.msg`` text.
 
 Only the ros-drivers ``audio_common_msgs`` flavour lives here: ``AudioData``,
-``AudioDataStamped`` and ``AudioInfo``. :func:`admn_ros.datasets.bags.make_typestore` registers them with
-``rosbags`` so bags recorded by ``audio_capture`` can be read and such bags can be written for
-tests. This is a package (not a plain folder) so the ``.msg`` files install with it.
+``AudioDataStamped`` and ``AudioInfo``. :func:`admn_ros.wire.typestore.make_typestore` registers
+them with ``rosbags`` so bags recorded by ``audio_capture`` can be read and such bags can be
+written for tests. This is a package (not a plain folder) so the ``.msg`` files install with it.
 """
 from __future__ import annotations
 

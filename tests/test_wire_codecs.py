@@ -1,12 +1,13 @@
-"""Image / audio codec: round trips for every encoding, padding, endianness and bad input."""
+"""admn_ros.wire's image / audio codecs: round trips for every encoding, padding, endianness and bad input."""
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from admn_ros.datasets.rosmsg_codec import (PcmReassembler, audio_common_to_array, audio_from_image,
-                                   audio_to_image_fields, depth_to_mm, header_stamp_ns,
-                                   image_fields, image_to_array, pcm16, split_stamp)
+from admn_ros.wire.audio_codec import (PcmReassembler, audio_common_to_array, audio_from_image,
+                                       audio_to_image_fields, pcm16)
+from admn_ros.wire.header import header_stamp_ns, split_stamp
+from admn_ros.wire.image_codec import depth_to_mm, image_fields, image_to_array
 
 RNG = np.random.default_rng(7)
 
@@ -210,7 +211,7 @@ def test_stamps():
 
 def test_real_message_classes_rosbags_and_rclpy():
     depth = RNG.uniform(0.5, 3, (4, 6)).astype(np.float32)
-    from admn_ros.datasets.bags import make_typestore
+    from admn_ros.wire.typestore import make_typestore
     store = make_typestore()
     f = image_fields(depth, '32FC1')
     Image = store.types['sensor_msgs/msg/Image']

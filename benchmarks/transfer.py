@@ -1,0 +1,247 @@
+"""Transfer at small data: fine-tuning from a shipped model against training from scratch and
+against a logistic regression on pooled pixels, on a task the shipped model never saw.
+
+    python -m admn_ros.benchmarks.transfer --task avdigits --init synthetic --json results/transfer_avdigits.json
+    python -m admn_ros.benchmarks.transfer --task newworld --init synthetic --json results/transfer_newworld.json
+
+Tasks (``--train-size`` training samples, default 150; ``--val-size`` for early stopping):
+
+``avdigits``  real handwritten MNIST digits with real spoken FSDD digits (10 classes, rgb + audio,
+              test voice held out); the synthetic model has never seen a digit or heard speech.
+``newworld``  a changed synthetic world - another camera (45 degree field of view), up to four
+              distractors, a wall always, other seeds - labelled with other classes: which key
+              object is nearer and whether the pair rises or falls (4 classes); colour, the
+              synthetic model's first cue, says nothing here. Written as a ``folder:`` dataset.
+
+Per seed (training subset and training seed alike) three models are scored on the clean test split:
+
+``init``      ``admn train stage1 --init <model>`` with the small-data recipe (every encoder the
+              dataset shares with the model copied, new head)
+``scratch``   the same architecture and recipe from random weights (the recipe's conv stem)
+``logreg``    scikit-learn's logistic regression on every modality pooled to 16 x 16 (images area-
+              pooled per channel, the log-mel spectrogram average-pooled), standardised, its ``C``
+              picked on the validation split
+
+Each is also scored on one modality alone (``test_acc_<modality>``: the model given only that
+input; a logistic regression fitted on that modality's features), which says where a gap comes from.
+
+Targets: ``init`` beats ``scratch`` by at least 15 points and is never below ``logreg``.
+Training runs with one torch thread (the shared 2-core machine); ``--epochs`` fixes the epochs
+(no early stopping) and ``--set key=value`` changes a config field of both trained variants.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+
+TASKS = ('avdigits', 'newworld')
+NEWWORLD_CLASSES = ('leftnear-rising', 'leftnear-falling', 'rightnear-rising', 'rightnear-falling')
+NEWWORLD_SIZES = {'train': 600, 'val': 300, 'test': 600}
+POOL = 16
+
+
+# ----------------------------------------------------------------------------------- the tasks
+
+def newworld_folder(root: Path) -> Path:
+    """Write (once) the changed synthetic world as a folder dataset under ``root``."""
+    from admn_ros.datasets import synthetic
+    from admn_ros.datasets.folder import write_folder
+    from admn_ros.datasets.registry import split_seed
+
+    done = root / 'test'
+    if done.is_dir():
+        return root
+    cfg = synthetic.SyntheticConfig(fov_deg=45.0, max_distractors=4, wall_probability=1.0)
+    for split, n in NEWWORLD_SIZES.items():
+        arrays = synthetic.generate(n, cfg=replace(cfg, seed=split_seed(1234, split)))
+        nearer_contour = synthetic.class_factors(arrays['label'])[:, 1:]
+        arrays['label'] = (2 * nearer_contour[:, 0] + nearer_contour[:, 1]).astype(np.int64)
+        write_folder(root, split, arrays, NEWWORLD_CLASSES, depth_format='npy')
+    return root
+
+
+def task_dataset(task: str, work: Path) -> str:
+    if task == 'avdigits':
+        return 'avdigits'
+    return f'folder:{newworld_folder(work / "newworld_data")}'
+
+
+# -------------------------------------------------------------------------------- the baseline
+
+def pooled_features(arrays, pre) -> np.ndarray:
+    """Every modality's model input pooled to POOL x POOL, flattened and concatenated."""
+    import torch.nn.functional as F
+    feats = []
+    for m, x in sorted(pre(arrays).items()):
+        feats.append(F.adaptive_avg_pool2d(x, POOL).flatten(1).numpy())
+    return np.concatenate(feats, 1)
+
+
+def only(data, modality: str):
+    """``data`` (a LoadedDataset) with one modality (and the labels) left."""
+    from admn_ros.datasets.registry import LoadedDataset
+    keep = {k: v for k, v in data.arrays.items() if k in (modality, 'label')}
+    return LoadedDataset(data.name, keep, data.class_names, (modality,))
+
+
+def logreg_accuracy(train, val, test, pre) -> Dict[str, float]:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+    xs = {k: pooled_features(d.arrays, pre) for k, d in (('train', train), ('val', val), ('test', test))}
+    scaler = StandardScaler().fit(xs['train'])
+    xs = {k: scaler.transform(v) for k, v in xs.items()}
+    best = None
+    for c in (0.001, 0.01, 0.1, 1.0):
+        clf = LogisticRegression(C=c, max_iter=2000).fit(xs['train'], train.arrays['label'])
+        score = clf.score(xs['val'], val.arrays['label'])
+        if best is None or score > best[0]:
+            best = (score, c, clf)
+    return {'test_acc': float(best[2].score(xs['test'], test.arrays['label'])), 'C': best[1],
+            'val_acc': float(best[0])}
+
+
+# ------------------------------------------------------------------------------------ training
+
+def stage1_config(dataset: str, init_model: Path, train_size: int, val_size: int, seed: int,
+                  init: bool, epochs: Optional[int], overrides: Optional[Dict] = None):
+    """The run a user makes: the init model's architecture, the recipe for everything else."""
+    from admn_ros.fusion.checkpoint import read_checkpoint
+    from admn_ros.fusion.config import ModelConfig
+    from admn_ros.fusion.stage1 import Stage1Config
+    from admn_ros.fusion.training import DataConfig
+
+    from admn_ros.fusion.config import from_dict
+    model = ModelConfig.from_dict(read_checkpoint(init_model)['model_config'])
+    cfg = Stage1Config(model=model, data=DataConfig(dataset=dataset, train_size=train_size,
+                                                    val_size=val_size, seed=seed),
+                       init=str(init_model) if init else None, epochs=epochs, seed=seed,
+                       device='cpu')
+    if overrides:
+        data = asdict(cfg)
+        for key, value in overrides.items():   # dotted keys: augment.policy=none
+            *path, last = key.split('.')
+            node = data
+            for p in path:
+                node = node[p]
+            node[last] = value
+        cfg = from_dict(Stage1Config, data)
+    return cfg
+
+
+def run(task: str, init_name: str, train_size: int, val_size: int, test_size: Optional[int],
+        seeds: List[int], work: Path, epochs: Optional[int], variants: List[str],
+        overrides: Optional[Dict] = None) -> Dict:
+    import torch
+
+    from admn_ros.datasets.preprocess import Preprocessor
+    from admn_ros.datasets.registry import load_dataset
+    from admn_ros.fusion.checkpoint import load_checkpoint
+    from admn_ros.fusion.pretrained import resolve_init
+    from admn_ros.fusion.stage1 import accuracy, train_stage1
+
+    torch.set_num_threads(1)
+    init_model = resolve_init(init_name)
+    dataset = task_dataset(task, work)
+    pre = Preprocessor()
+    test = load_dataset(dataset, 'test', seed=0, size=test_size, image_size=pre.cfg.image_size)
+    rows = []
+    for seed in seeds:
+        train = load_dataset(dataset, 'train', seed=seed, size=train_size)
+        val = load_dataset(dataset, 'val', seed=seed, size=val_size)
+        row = {'seed': seed}
+        if 'logreg' in variants:
+            row['logreg'] = logreg_accuracy(train, val, test, pre)
+            for m in test.modalities:   # what each sensor alone gives a linear model
+                row['logreg'][f'test_acc_{m}'] = logreg_accuracy(
+                    only(train, m), only(val, m), only(test, m), pre)['test_acc']
+            print(f'seed {seed} logreg {row["logreg"]["test_acc"]:.3f}', flush=True)
+        for variant in ('init', 'scratch'):
+            if variant not in variants:
+                continue
+            cfg = stage1_config(dataset, init_model, train_size, val_size, seed, variant == 'init', epochs,
+                                overrides)
+            out = work / f'{task}_{variant}_s{seed}'
+            t0 = time.time()
+            path = train_stage1(cfg, out, progress=False)
+            model, _ = load_checkpoint(path)
+            row[variant] = {'test_acc': accuracy(model, pre, test.arrays),
+                            'test_acc_quarter': accuracy(model, pre, test.arrays,
+                                                         layers=max(1, model.depth // 4)),
+                            'epochs_run': _epochs_run(out), 'seconds': round(time.time() - t0, 1)}
+            for m in test.modalities:   # the model with that sensor's input alone
+                row[variant][f'test_acc_{m}'] = accuracy(model, pre, only(test, m).arrays)
+            print(f'seed {seed} {variant} {row[variant]["test_acc"]:.3f}', flush=True)
+        rows.append(row)
+    summary = {v: _mean_sd([r[v]['test_acc'] for r in rows]) for v in variants}
+    margins = {}
+    if 'init' in variants and 'scratch' in variants:
+        margins['init_minus_scratch'] = _mean_sd([r['init']['test_acc'] - r['scratch']['test_acc']
+                                                  for r in rows])
+    if 'init' in variants and 'logreg' in variants:
+        margins['init_minus_logreg_min'] = min(r['init']['test_acc'] - r['logreg']['test_acc']
+                                               for r in rows)
+    return {'task': task, 'dataset': dataset, 'init': str(init_model), 'train_size': train_size,
+            'val_size': val_size, 'test_size': len(test), 'seeds': seeds, 'epochs': epochs,
+            'overrides': overrides or {},
+            'runs': rows, 'summary': summary, 'margins': margins,
+            'targets': {'init_minus_scratch': 0.15, 'init_minus_logreg_min': 0.0}}
+
+
+def _epochs_run(out: Path) -> int:
+    import csv
+    with open(out / 'metrics.csv') as f:
+        return len(list(csv.DictReader(f)))
+
+
+def _mean_sd(values) -> Dict[str, float]:
+    values = [float(v) for v in values]
+    return {'mean': round(statistics.fmean(values), 4),
+            'sd': round(statistics.stdev(values), 4) if len(values) > 1 else 0.0}
+
+
+def table(result: Dict) -> str:
+    lines = [f'| seed | {" | ".join(result["summary"])} |', '|---' * (len(result['summary']) + 1) + '|']
+    for r in result['runs']:
+        lines.append(f'| {r["seed"]} | ' + ' | '.join(f'{r[v]["test_acc"]:.3f}' for v in result['summary'])
+                     + ' |')
+    lines.append('| mean | ' + ' | '.join(f'{s["mean"]:.3f} +- {s["sd"]:.3f}'
+                                         for s in result['summary'].values()) + ' |')
+    return '\n'.join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog='python -m admn_ros.benchmarks.transfer', description=__doc__.splitlines()[0])
+    p.add_argument('--task', choices=TASKS, required=True)
+    p.add_argument('--init', default='default', help='model to fine-tune from (default|synthetic|avdigits|PATH)')
+    p.add_argument('--train-size', type=int, default=150)
+    p.add_argument('--val-size', type=int, default=100)
+    p.add_argument('--test-size', type=int, help='default: the whole test split')
+    p.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
+    p.add_argument('--epochs', type=int, help='fixed epochs (default: the recipe decides)')
+    p.add_argument('--set', action='append', default=[], metavar='KEY=YAML',
+                   help='override a stage-1 config field for both trained variants, e.g. lr=3e-4')
+    p.add_argument('--variants', default='init,scratch,logreg')
+    p.add_argument('--work', default='runs/transfer', help='runs and generated data go here')
+    p.add_argument('--json', required=True)
+    args = p.parse_args(argv)
+    import yaml
+    overrides = {k: yaml.safe_load(v) for k, _, v in (s.partition('=') for s in args.set)}
+    result = run(args.task, args.init, args.train_size, args.val_size, args.test_size, args.seeds,
+                 Path(args.work), args.epochs, args.variants.split(','), overrides)
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(result, indent=2))
+    print(table(result))
+    print(json.dumps(result['margins']))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""The graph as a whole under process faults, with real node processes over DDS:
+
+* a node that fails at start (bad source, unknown override, bad schedule) stops ``admn bringup``
+  with its non-zero exit code instead of leaving the rest running without input;
+* SIGKILL of the source, the noise injector or the budget manager never stops fusion (same
+  process, predictions continue once the killed node is respawned);
+* a killed fusion node is respawned and predicts again;
+* a clean stop leaves none of the nodes' shared-memory segments behind.
+"""
+import os
+import re
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from admn_ros.bringup import Bringup, run_graph
+
+pytestmark = pytest.mark.ros
+
+SHM = Path('/dev/shm')
+# Fast DDS's per-participant segments (the shared port files are meant to outlive a process).
+SEGMENT = re.compile(r'^fastdds_[0-9a-f]{16}(_el)?$')
+
+
+@pytest.mark.parametrize('overrides, only, failing', [
+    ({'source': 'nosuchkind:x'}, None, 'sensor_source'),
+    ({'sensor_source.bogus': 1}, ['sensor_source', 'noise_injector'], 'sensor_source'),
+    ('python_tag', ['noise_injector', 'budget_manager'], 'budget_manager'),
+])
+def test_a_node_failing_at_start_stops_the_graph_non_zero(tmp_path, overrides, only, failing):
+    if overrides == 'python_tag':
+        bad = tmp_path / 'budget.yaml'
+        bad.write_text('- !!python/object/apply:os.system ["echo owned"]\n')
+        overrides = {'budget_schedule': str(bad)}
+    lines = []
+    started = time.monotonic()
+    code = run_graph('admn', overrides, only=only, sink=lines.append, linger_s=0.2)
+    assert code == 2, lines[-10:]
+    assert any(f'node {failing} exited (2): stopping the graph' in line for line in lines), lines[-10:]
+    errors = [line for line in lines if line.startswith(f'[{failing}]') and 'error' in line]
+    assert errors and not any(line.startswith(f'[{failing}]') and 'Traceback' in line for line in lines)
+    assert time.monotonic() - started < 120
+    assert not any('owned' in line for line in lines)
+
+
+def _mapped_segments(pids):
+    names = set()
+    for pid in pids:
+        try:
+            maps = Path(f'/proc/{pid}/maps').read_text()
+        except OSError:
+            continue
+        for line in maps.splitlines():
+            if '/dev/shm/' in line:
+                name = line.rsplit('/dev/shm/', 1)[1].strip()
+                if SEGMENT.match(name):
+                    names.add(name)
+    return names
+
+
+class _Supervisor:
+    """bringup.supervise() on a thread, as run_graph does."""
+
+    def __init__(self, bringup):
+        self.bringup, self.stop, self.failed = bringup, threading.Event(), None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.stop.is_set():
+            self.failed = self.bringup.supervise() or self.failed
+            time.sleep(0.05)
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(5)
+
+
+def _wait(cond, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_killed_nodes_never_stop_fusion_and_a_killed_fusion_comes_back(tmp_path):
+    from admn_ros.soak import _Probe
+    lines = []
+    bringup = Bringup('admn', {'sensor_source.rate_hz': 10.0}, sink=lines.append)
+    probe = _Probe()
+    sup = None
+    try:
+        bringup.start()
+        sup = _Supervisor(bringup)
+        assert _wait(lambda: len(probe.predicted) >= 10, 180), lines[-15:]
+        fusion = bringup.processes['admn_fusion']
+        for victim in ('sensor_source', 'noise_injector', 'budget_manager'):
+            before = bringup.restarts.get(victim, 0)
+            os.kill(bringup.processes[victim].pid, signal.SIGKILL)
+            assert _wait(lambda: bringup.restarts.get(victim, 0) == before + 1, 30), lines[-10:]
+            count = len(probe.predicted)
+            assert _wait(lambda: len(probe.predicted) >= count + 10, 90), (victim, lines[-15:])
+            assert bringup.processes['admn_fusion'] is fusion and fusion.poll() is None, victim
+            assert sup.failed is None
+        # The fusion node itself: respawned, and it predicts again.
+        count = len(probe.predicted)
+        killed_at = time.monotonic()
+        os.kill(fusion.pid, signal.SIGKILL)
+        assert _wait(lambda: bringup.processes['admn_fusion'] is not fusion, 30)
+        assert _wait(lambda: len(probe.predicted) >= count + 5, 120), lines[-15:]
+        resumed_s = time.monotonic() - killed_at
+        print(f'fusion predicted again {resumed_s:.1f} s after SIGKILL (respawn delay included)')
+        assert sup.failed is None
+        codes = bringup.stop()   # before the supervising thread ends: respawned nodes are its own
+        assert all(code == 0 for code in codes.values()), codes
+    finally:
+        bringup.stop()
+        if sup is not None:
+            sup.close()
+        probe.close()
+
+
+@pytest.mark.xfail(strict=False, reason='seen: one Fast DDS segment of a graph with peers stays in '
+                   '/dev/shm after every node exited 0 (single nodes leave none); not yet found')
+def test_a_clean_stop_leaves_no_shared_memory_segments(tmp_path):
+    # No probe node here: it would map the nodes' segments too and could not be told apart.
+    before = set(os.listdir(SHM))
+    lines = []
+    bringup = Bringup('admn', {'sensor_source.rate_hz': 10.0}, sink=lines.append)
+    try:
+        bringup.start()
+        assert _wait(lambda: any(line.startswith('[admn_fusion]') and 'loaded' in line
+                                 for line in lines), 180), lines[-10:]
+        time.sleep(3.0)   # the graph talks: every node has its segment and maps its peers'
+        nodes = _mapped_segments(p.pid for p in bringup.processes.values()) - before
+        codes = bringup.stop()
+        assert all(code == 0 for code in codes.values()), codes
+    finally:
+        bringup.stop()
+    assert nodes, 'the nodes map no Fast DDS segment of their own: nothing to check'
+    stale = sorted(name for name in nodes if (SHM / name).exists())
+    assert not stale, stale

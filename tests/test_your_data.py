@@ -1,0 +1,104 @@
+"""docs/your_data.md runs as written: its files are written out and its ``admn`` commands run in
+order in a fresh folder, on a small generated bag (40 s instead of 120 s) and one epoch per
+training (``--epochs 1`` appended): record -> import -> fine-tune stage 1 from the shipped model ->
+controller -> evaluate by recorded condition -> the bag scored with the fine-tuned model through
+the nodes (ROS test) and offline (the ``ros2`` lines are for the robot)."""
+import json
+import os
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from admn_ros.cli import main as admn
+
+DOC = Path(__file__).resolve().parent.parent / 'docs' / 'your_data.md'
+QUICKER = {'--duration 120': '--duration 40'}
+TRAINING = ('admn train stage1', 'admn train controller')
+THROUGH_ROS = ' --through-ros --compare --rate 4'
+
+
+def doc_files_and_commands(text: str):
+    files = dict(re.findall(r'<!-- file: (\S+) -->\n```\w*\n(.*?)```', text, re.S))
+    commands = []
+    for block in re.findall(r'```bash\n(.*?)```', text, re.S):
+        commands += [line.strip() for line in block.splitlines() if line.strip().startswith('admn ')]
+    return files, commands
+
+
+@pytest.fixture(scope='module')
+def walkthrough(tmp_path_factory):
+    """Steps 1-5 of the page run in a fresh folder; returns (folder, their output, step 6)."""
+    import torch
+    files, commands = doc_files_and_commands(DOC.read_text(encoding='utf8'))
+    assert set(files) == {'blocked_depth.yaml', 'my_stage1.yaml', 'my_controller.yaml'}
+    steps = [' '.join(c.split()[1:3]) for c in commands]
+    assert steps == ['bag record', 'data from-bag', 'train stage1', 'train controller',
+                     'eval --checkpoint', 'bag eval'], steps
+    root = tmp_path_factory.mktemp('your_data')
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    log = root / 'output.txt'
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        for name, text in files.items():
+            Path(name).write_text(text, encoding='utf8')
+        import contextlib
+        import io
+        out = io.StringIO()
+        for command in commands[:-1]:
+            for slow, quick in QUICKER.items():
+                command = command.replace(slow, quick)
+            if command.startswith(TRAINING):
+                command += ' --epochs 1 --no-progress'
+            with contextlib.redirect_stdout(out):
+                code = admn(shlex.split(command)[1:])
+            assert code == 0, command
+    torch.set_num_threads(threads)
+    log.write_text(out.getvalue())
+    return root, out.getvalue(), commands[-1]
+
+
+def test_the_walkthrough_imports_fine_tunes_and_evaluates_by_recorded_condition(walkthrough, monkeypatch):
+    root, out, node_step = walkthrough
+    monkeypatch.chdir(root)
+    # The import kept labels and the recorded depth occlusion, split per class in time order.
+    from admn_ros.datasets.folder import load_folder
+    test, classes = load_folder('data/my_robot', 'test')
+    train, _ = load_folder('data/my_robot', 'train')
+    assert len(classes) == 12 and len(train['label']) + len(test['label']) >= 60
+    assert 0 < train['severity_depth'].mean() < 1 and train['severity_depth'].max() == 1.0
+    # Stage 1 printed its recipe and started from the shipped model with a fresh head.
+    assert 'recipe for ' in out and 'lr=0.0003 (fine-tuning' in out
+    assert 'encoder:depth (' in out and 'fresh: head: new classes' in out
+    # Evaluation by recorded condition: clean and the blocked depth camera, each scored.
+    text = Path('runs/my_robot/eval_recorded.json').read_text()
+    assert 'depth:blocked:1.0' in text and '"clean"' in text
+    # Step 6 without ROS: the same command offline scores the bag with the fine-tuned controller.
+    assert THROUGH_ROS in node_step
+    assert admn(shlex.split(node_step.replace(THROUGH_ROS, ''))[1:]) == 0
+    report = json.loads(Path('runs/my_robot/bag_eval/offline.json').read_text())
+    assert 'controller.pt' in json.dumps(report) and report['cells'][0]['accuracy'] is not None
+
+
+@pytest.mark.ros
+def test_the_fine_tuned_model_runs_on_the_node_as_offline(walkthrough, monkeypatch):
+    root, _, node_step = walkthrough
+    monkeypatch.chdir(root)
+    monkeypatch.setenv('ROS_DOMAIN_ID', str(160 + os.getpid() % 50))
+    assert admn(shlex.split(node_step)[1:] + ['--namespace', f'yourdata_{os.getpid()}']) == 0
+    agreement = json.loads(Path('runs/my_robot/bag_eval/agreement.json').read_text())
+    (cell,) = agreement['cells']
+    assert cell['ros_frames'] == cell['offline_frames'] > 0
+    assert cell['same_class'] == cell['same_layers'] == cell['common_frames'], cell
+
+
+def test_the_node_command_names_the_nodes_real_inputs():
+    """The ros2 run line remaps inputs the fusion node really subscribes to."""
+    from admn_ros.wire import topics as T
+    text = DOC.read_text(encoding='utf8')
+    line = next(l for l in text.splitlines() if l.startswith('ros2 run admn_ros admn_fusion'))
+    remapped = re.findall(r'-r (\S+):=', line)
+    assert remapped and set(remapped) <= {T.RGB, T.DEPTH, T.AUDIO, T.AUDIO_STAMPED}
+    assert 'model_path:=' in line
