@@ -7,7 +7,7 @@ listing its frames. Written under ``OUT/`` with the evaluation's ``path`` (``off
 
 * ``<path>.json`` - everything, plus per cell the corruption phases and layer shifts of
   :func:`admn_ros.report.analyse` (the evaluator node's analysis) when the bag recorded corruption;
-* ``<path>.md`` - the cells as a table, then per cell its phases in words (or, without corruption
+* ``<path>_report.md`` - the cells as a table, then per cell its phases in words (or, without corruption
   records, the classes it predicted);
 * ``<path>_summary.png`` - accuracy against GFLOPs per policy (without labels: a note) and mean
   layers per modality per cell;
@@ -170,7 +170,7 @@ def write_bag_report(report: Dict[str, Any], out_dir) -> Dict[str, Path]:
             written[cell_name(cell)] = path
     json_path = out / f'{prefix}.json'
     json_path.write_text(json.dumps(report, indent=2) + '\n', encoding='utf-8')
-    md_path = out / f'{prefix}.md'
+    md_path = out / f'{prefix}_report.md'
     md_path.write_text('\n'.join(markdown(report, {k: v.name for k, v in written.items()})) + '\n',
                        encoding='utf-8')
     return {'json': json_path, 'markdown': md_path, **written}

@@ -1,7 +1,7 @@
 """What happened in each phase of a scripted scenario, from the evaluator's per-frame timeline.
 
-Pure Python plus matplotlib (no rclpy): the demo calls it after the graph ends, the tests call it
-on made-up timelines. A frame belongs to the phase in force at its source time (seconds since the
+Pure Python plus matplotlib's Agg canvas (no pyplot, no rclpy): the demo calls it after the graph
+ends, the tests call it on made-up timelines. A frame belongs to the phase in force at its source time (seconds since the
 first frame). Each phase gets its frames, accuracy, mean layers per modality (over the frames where
 the modality was present), how often each sensor was absent, the executed budget, latency and the
 estimated quality; its sentence compares the layers with the clean phase at the same budget, so a
@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
+from admn_ros.quality_estimators.condition_report import agg_figure
 from admn_ros.report import COLOURS, modality_order
 from admn_ros.scenario import Scenario
 
@@ -142,13 +143,10 @@ def _shift_words(s: Mapping[str, Any], ref: Optional[Mapping[str, Any]]) -> str:
 
 def plot_timeline(timeline: Sequence[Mapping[str, Any]], scenario: Scenario, path) -> Path:
     """Layers per modality over time against each modality's corruption and the budget."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-
     mods = modalities_of(timeline) or ['rgb', 'depth', 'audio']
     t = np.array([f['t_s'] for f in timeline], dtype=float)
-    fig, axes = plt.subplots(len(mods) + 1, 1, figsize=(10, 1.9 * (len(mods) + 1)), sharex=True)
+    fig = agg_figure((10, 1.9 * (len(mods) + 1)))
+    axes = fig.subplots(len(mods) + 1, 1, sharex=True)
     top = axes[0]
     budget = [f.get('budget') for f in timeline]
     top.step(t, [np.nan if b is None else b for b in budget], where='post', color='black',
@@ -185,22 +183,22 @@ def plot_timeline(timeline: Sequence[Mapping[str, Any]], scenario: Scenario, pat
         top.annotate(str(i + 1), (phase.start_s, 1.0), fontsize=8, color='grey')
     axes[-1].set_xlabel('source time (s)')
     fig.suptitle('Layers per modality against corruption and budget (phase numbers on top)')
+    return _save(fig, path)
+
+
+def _save(fig, path) -> Path:
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=90)
-    plt.close(fig)
     return path
 
 
 def plot_phases(stats: Sequence[Mapping[str, Any]], path) -> Path:
     """Accuracy and latency (p50, p95) per phase, side by side."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-
     x = np.arange(len(stats))
     labels = [str(s['index']) for s in stats]
-    fig, (acc, lat) = plt.subplots(1, 2, figsize=(10, 3.2))
+    fig = agg_figure((10, 3.2))
+    acc, lat = fig.subplots(1, 2)
     acc.bar(x, [s['accuracy'] or 0.0 for s in stats], color='tab:purple')
     acc.set_ylim(0, 1)
     acc.set_title('accuracy per phase')
@@ -211,11 +209,7 @@ def plot_phases(stats: Sequence[Mapping[str, Any]], path) -> Path:
     for ax in (acc, lat):
         ax.set_xticks(x, labels)
         ax.set_xlabel('phase')
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def markdown(stats: Sequence[Mapping[str, Any]], summary: Mapping[str, Any],

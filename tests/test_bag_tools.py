@@ -116,7 +116,7 @@ def test_record_info_and_offline_eval(tmp_path, capsys):
     half = cells['admn', 0.5]
     assert sum(half['mean_layers'].values()) <= 18.0 + 1e-9   # half of 3 x 12 layers
     assert half['mean_gflops'] < cells['full', 0.5]['mean_gflops']
-    md = (out / 'offline.md').read_text()
+    md = (out / 'offline_report.md').read_text()
     assert '| admn | 0.5 | 20 |' in md and 'While rgb was degraded' in md
     for png in ['offline_summary.png', 'offline_timeline_admn_0.5.png', 'offline_timeline_full_1.png']:
         assert_png(out / png)
@@ -192,7 +192,7 @@ def test_robot_bag_without_labels_gives_a_prediction_only_report(tmp_path, capsy
             assert names[f['predicted']] == f['class_name'] and 0 < f['score'] <= 1
             assert set(f['layers']) == {'rgb', 'depth', 'audio'}
             assert sum(f['layers'].values()) <= 18 and f['gflops'] > 0
-    md = (out / 'offline.md').read_text()
+    md = (out / 'offline_report.md').read_text()
     assert 'no label topic: predictions, allocations and timings only' in md
     # Through ROS: bag_player plays the named topics under the nodes' names, nothing else.
     from admn_ros.bag_tools import replay_plan
@@ -244,7 +244,7 @@ def test_recorded_bag_offline_and_through_ros_agree_exactly(tmp_path, own_domain
     assert rc['counts']['drops'] == 0 and rc['counts']['unmatched_predictions'] == 0
     assert rc['timing']['model_ms_p50'] > 0 and rc['timing']['wall_s'] > 0
     assert [p['label'] for p in rc['analysis']['phases']] == ['clean', 'rgb low_light 1.0']
-    assert 'through ROS' in (out / 'ros.md').read_text()
+    assert 'through ROS' in (out / 'ros_report.md').read_text()
     assert_png(out / 'ros_timeline_admn_0.5.png')
 
 
@@ -271,4 +271,4 @@ def test_foreign_topic_names_are_remapped_for_the_graph(tmp_path, own_domain):
     assert cell['offline_accuracy'] is None and cell['ros_accuracy'] is None
     ros = json.loads((out / 'ros.json').read_text())
     assert not ros['labelled'] and ros['modalities'] == ['rgb', 'depth', 'audio']
-    assert 'no label topic' in (out / 'ros.md').read_text()
+    assert 'no label topic' in (out / 'ros_report.md').read_text()

@@ -210,13 +210,19 @@ class Evaluator(Node):
             self.label_seen[stamp] = self._now_s()
             self._trim(self.labels, self.label_seen)
 
-    def _on_prediction(self, msg) -> None:
+    def _read(self, reader, msg, what: str):
+        """``reader(msg)``, or None with a throttled warning when the message does not parse."""
         try:
-            stamp, class_id, _ = read_prediction(msg)
+            return reader(msg)
         except (ValueError, KeyError) as exc:
-            self.get_logger().warning(f'ignoring prediction message: {exc}',
-                                      throttle_duration_sec=5.0)
+            self.get_logger().warning(f'ignoring {what} message: {exc}', throttle_duration_sec=5.0)
+            return None
+
+    def _on_prediction(self, msg) -> None:
+        read = self._read(read_prediction, msg, 'prediction')
+        if read is None:
             return
+        stamp, class_id, _ = read
         with self._lock:
             now = time.monotonic()
             if not self.predictions_received:
@@ -235,11 +241,8 @@ class Evaluator(Node):
             self._trim(self.predictions)
 
     def _on_inference(self, msg) -> None:
-        try:
-            info = read_inference(msg)
-        except (ValueError, KeyError) as exc:
-            self.get_logger().warning(f'ignoring inference message: {exc}',
-                                      throttle_duration_sec=5.0)
+        info = self._read(read_inference, msg, 'inference')
+        if info is None:
             return
         with self._lock:
             self.gflops.append(info['gflops'])
@@ -253,11 +256,8 @@ class Evaluator(Node):
             self._extra(info['stamp_ns'])['latency_ms'] = info['latency_ms']
 
     def _on_allocation(self, msg) -> None:
-        try:
-            alloc = read_allocation(msg)
-        except (ValueError, KeyError) as exc:
-            self.get_logger().warning(f'ignoring allocation message: {exc}',
-                                      throttle_duration_sec=5.0)
+        alloc = self._read(read_allocation, msg, 'allocation')
+        if alloc is None:
             return
         with self._lock:
             self.allocations += 1
@@ -291,11 +291,8 @@ class Evaluator(Node):
             return {m: a / n for m, a in self.absent.items() if n and a / n > MISSING_SHARE}
 
     def _on_quality(self, msg) -> None:
-        try:
-            quality = read_quality(msg)
-        except (ValueError, KeyError) as exc:
-            self.get_logger().warning(f'ignoring quality message: {exc}',
-                                      throttle_duration_sec=5.0)
+        quality = self._read(read_quality, msg, 'quality')
+        if quality is None:
             return
         with self._lock:
             self._extra(wire.stamp_to_ns(msg.header.stamp))['quality'] = quality
