@@ -12,7 +12,8 @@ marked ``respawn`` - then it is restarted, a limited number of times, unless it 
 configuration (exit code 2). A graph therefore never runs on half dead.
 
 Stopping (Ctrl-C, SIGTERM, or a node ending the graph) mirrors ``ros2 launch``: SIGINT to every
-node, SIGTERM to those still running after ``sigint_timeout``, SIGKILL after ``sigterm_timeout``.
+node, SIGTERM to those still running after ``sigint_timeout``, SIGKILL after ``sigterm_timeout``
+(preceded by SIGUSR1, on which a node prints the stacks of its threads: the log shows what hung).
 Children run in their own process group (a terminal's Ctrl-C reaches only this process, which then
 stops them in order) and get SIGTERM from the kernel if the thread that started them dies without
 cleaning up (Linux ``PR_SET_PDEATHSIG``), so start them from a thread that outlives the graph.
@@ -203,6 +204,12 @@ class Bringup:
                 except ProcessLookupError:
                     pass
 
+    def _dump_stacks(self) -> None:
+        """Ask the nodes that ignored SIGINT and SIGTERM where they are (run_node prints every
+        thread's stack on SIGUSR1) before they are killed, so the log says what hung."""
+        self._signal_running(signal.SIGUSR1)
+        time.sleep(0.5)   # the dump travels through the forwarding threads
+
     def _wait_all(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -222,6 +229,8 @@ class Bringup:
             if sig != signal.SIGINT:
                 still = [n for n, c in self.returncodes().items() if c is None]
                 self.log(f'[bringup] {still} still running: sending {signal.Signals(sig).name}')
+            if sig == signal.SIGKILL:
+                self._dump_stacks()
             self._signal_running(sig)
             self._wait_all(timeout)
         for thread in self._threads:

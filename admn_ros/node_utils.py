@@ -8,11 +8,13 @@ one ``DiagnosticArray`` on the absolute ``/diagnostics`` topic, one status per t
 from __future__ import annotations
 
 import collections
+import faulthandler
 import os
+import signal
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, NoReturn, Optional, Sequence, Tuple
 
 # Diagnostic levels (diagnostic_msgs/DiagnosticStatus constants) as plain ints: no import needed.
 OK, WARN, ERROR, STALE = 0, 1, 2, 3
@@ -118,13 +120,23 @@ def make_executor(kind: Optional[str] = None, context=None):
     return SingleThreadedExecutor(context=context)
 
 
-def exit_without_teardown(code: int) -> None:
-    """Leave without the interpreter's teardown: the node has released everything already, and
-    unloading torch and the DDS libraries takes seconds on a busy machine - longer than the
-    SIGINT grace period of bringup (and launch), which would then SIGTERM a clean shutdown."""
+def exit_without_teardown(code: int) -> NoReturn:
+    """Leave without the interpreter's teardown: the node has released everything already.
+
+    Finalising the interpreter after a node unloads torch, OpenCV and the DDS libraries with their
+    threads: seconds on a busy machine, and now and then it never ends (seen on CI: a node that
+    had destroyed its context still ran 10 s after SIGINT and SIGTERM), so bringup and launch kill
+    a node whose work ended cleanly."""
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def node_main(factory: Callable[[], Any], args: Optional[Sequence[str]] = None) -> NoReturn:
+    """A node process's ``main()``: :func:`run_node`, then end the process with its exit code
+    (:func:`exit_without_teardown`). Console scripts, ``ros2 run``, launch and bringup all come
+    through here."""
+    exit_without_teardown(run_node(factory, args))
 
 
 def run_node(factory: Callable[[], Any], args: Optional[Sequence[str]] = None) -> int:
@@ -132,14 +144,16 @@ def run_node(factory: Callable[[], Any], args: Optional[Sequence[str]] = None) -
 
     Spins (:func:`make_executor`) until shutdown (Ctrl-C / SIGTERM, handled by rclpy's signal
     handlers) or until the node's ``finished`` attribute becomes true (e.g. the bag player with
-    ``exit_on_end``). Returns the node's ``exit_code`` attribute (default 0) so
-    ``sys.exit(main())`` reports failures, or 2 when the node refuses its configuration (bad
-    parameter, missing file).
+    ``exit_on_end``). Returns the node's ``exit_code`` attribute (default 0), 0 when stopped while
+    it was still being built, or 2 when the node refuses its configuration (bad parameter, missing
+    file); :func:`node_main` makes that the process's exit code.
     """
     import rclpy
     from rclpy.exceptions import ParameterException
     from rclpy.executors import ExternalShutdownException
 
+    # A node that will not stop can be asked where it is: bringup sends SIGUSR1 before SIGKILL.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     rclpy.init(args=list(args) if args is not None else None)
     node = None
     try:
@@ -153,9 +167,12 @@ def run_node(factory: Callable[[], Any], args: Optional[Sequence[str]] = None) -
         try:
             node = factory()
             refuse_unknown_overrides(node)
-        except (ValueError, FileNotFoundError, ParameterException) as exc:
+        except Exception as exc:
+            if not rclpy.ok():   # Ctrl-C while the node was being built: a stop, not a failure
+                return 0
             # A configuration mistake: one clear line, not a traceback (ADMN_DEBUG=1 shows it).
-            if os.environ.get('ADMN_DEBUG'):
+            if os.environ.get('ADMN_DEBUG') or not isinstance(
+                    exc, (ValueError, FileNotFoundError, ParameterException)):
                 raise
             print(f'{getattr(factory, "__name__", "node")}: error: {type(exc).__name__}: {exc}',
                   file=sys.stderr)

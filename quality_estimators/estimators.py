@@ -125,9 +125,23 @@ def _grey(rgb: np.ndarray) -> np.ndarray:
     return rgb.astype(np.float32) @ _GREY
 
 
+# OpenCV takes at most this many channels in one image (5.0: 128), so batches go in chunks.
+_CV_MAX_CHANNELS = 128
+
+
 def _as_channels(stack: np.ndarray) -> np.ndarray:
-    """[B, H, W] -> contiguous [H, W, B] so one OpenCV call filters the whole batch."""
+    """[B, H, W] -> contiguous [H, W, B] so one OpenCV call filters a whole chunk of the batch."""
     return np.ascontiguousarray(np.moveaxis(stack, 0, -1))
+
+
+def _laplacian_var(grey: np.ndarray) -> np.ndarray:
+    """Variance of the 3x3 Laplacian of each grey image [B], in chunks OpenCV accepts."""
+    parts = []
+    for start in range(0, len(grey), _CV_MAX_CHANNELS):
+        chunk = grey[start:start + _CV_MAX_CHANNELS]
+        lap = cv2.Laplacian(_as_channels(chunk), cv2.CV_32F, ksize=1, borderType=cv2.BORDER_REFLECT_101)
+        parts.append(lap.reshape(-1, len(chunk)).var(axis=0))
+    return np.concatenate(parts).astype(np.float64) if parts else np.zeros(0)
 
 
 def _grey_noise_sigma(grey: np.ndarray) -> np.ndarray:
@@ -137,8 +151,7 @@ def _grey_noise_sigma(grey: np.ndarray) -> np.ndarray:
 
 def _grey_sharpness(grey: np.ndarray, sigma: np.ndarray) -> np.ndarray:
     sigma2 = np.asarray(sigma, np.float64) ** 2
-    lap = cv2.Laplacian(_as_channels(grey), cv2.CV_32F, ksize=1, borderType=cv2.BORDER_REFLECT_101)
-    lap_var = lap.reshape(-1, len(grey)).var(axis=0).astype(np.float64)
+    lap_var = _laplacian_var(grey)
     img_var = grey.reshape(len(grey), -1).var(axis=1).astype(np.float64)
     signal = np.maximum(lap_var - _LAPLACIAN_NORM2 * sigma2, 0.0)
     detail = np.maximum(img_var - sigma2, 0.0)

@@ -161,3 +161,14 @@ def test_non_physical_depth_counts_as_invalid_without_numpy_warnings():
     assert valid[0] == 0.5 and valid[1] == pytest.approx((16 * 32 - 5) / 1024)
     assert all(np.all(np.isfinite(v)) and np.all((v >= 0) & (v <= 1)) for v in scores.values())
     assert scores['noise'][0] == pytest.approx(1.0)     # the flat valid half is judged, not the garbage
+
+
+def test_batches_larger_than_one_opencv_image_score_like_their_parts(scenes):
+    # OpenCV filters at most 128 channels per call; a batch of 300 goes through in chunks and each
+    # image scores exactly as it does alone.
+    batch = {k: np.concatenate([v] * 38)[:300] for k, v in scenes.items()}
+    rgb = apply_corruption(batch, 'rgb', 'gaussian_blur', 0.5, np.random.default_rng(0))['rgb']
+    whole = image_sharpness(rgb)
+    assert whole.shape == (300,)
+    parts = np.concatenate([image_sharpness(rgb[i:i + 7]) for i in range(0, 300, 7)])
+    np.testing.assert_allclose(whole, parts, rtol=1e-5)

@@ -247,7 +247,7 @@ def test_launch_description_without_launch_says_what_to_do(monkeypatch):
 
 def _fake_python(tmp_path, traps):
     """A stand-in interpreter that ignores the given signals (and dies of any other), so stop() must
-    escalate. A Python script rather than sh: a shell defers signals until its foreground child
+    escalate; on SIGUSR1 it prints, as run_node dumps its stacks. A Python script rather than sh: a shell defers signals until its foreground child
     returns, which under load outlasted the short timeouts."""
     script = tmp_path / f'python_{"_".join(traps) or "plain"}'
     ignored = ', '.join(f'signal.SIG{name}' for name in traps)
@@ -256,6 +256,7 @@ def _fake_python(tmp_path, traps):
                       'signal.signal(signal.SIGINT, signal.SIG_DFL)\n'
                       f'for sig in ({ignored}{"," if traps else ""}):\n'
                       '    signal.signal(sig, signal.SIG_IGN)\n'
+                      "signal.signal(signal.SIGUSR1, lambda *_: print('my stacks', flush=True))\n"
                       "print('ready', flush=True)\n"
                       'while True:\n'
                       '    time.sleep(0.05)\n')
@@ -278,6 +279,8 @@ def test_stop_escalates_sigint_sigterm_sigkill(tmp_path, traps, expected):
     assert codes == {'bag_player': expected}
     assert bringup.exit_code() == 128 + abs(expected)
     assert ('SIGTERM' in ' '.join(lines)) == (expected != -signal.SIGINT)
+    # Before the kill the node is asked for its stacks, so the log shows where it hung.
+    assert ('[bag_player] my stacks' in lines) == (expected == -signal.SIGKILL), lines
 
 
 @pytest.mark.ros

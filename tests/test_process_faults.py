@@ -145,3 +145,50 @@ def test_a_clean_stop_leaves_no_shared_memory_segments(tmp_path):
     assert nodes, 'the nodes map no Fast DDS segment of their own: nothing to check'
     stale = sorted(name for name in nodes if (SHM / name).exists())
     assert not stale, stale
+
+
+def _node_process(tmp_path, body):
+    """A python process running ``body`` (run_node in it), its output in a file."""
+    import subprocess
+    import sys
+    log = open(tmp_path / 'node.log', 'w+')
+    proc = subprocess.Popen([sys.executable, '-c', body], stdout=log, stderr=subprocess.STDOUT,
+                            env=dict(os.environ, PYTHONUNBUFFERED='1'))
+    return proc, log
+
+
+def _log_text(log):
+    log.flush()
+    log.seek(0)
+    return log.read()
+
+
+def test_a_node_prints_its_stacks_on_sigusr1_and_stops_cleanly_while_being_built(tmp_path):
+    # bringup asks a node that ignored SIGINT and SIGTERM where it is (SIGUSR1) before killing it;
+    # a node stopped while its constructor still runs exits 0 without a traceback.
+    proc, log = _node_process(tmp_path, '''
+import time, rclpy
+from admn_ros.node_utils import node_main
+def slow_node():
+    print('building', flush=True)
+    while rclpy.ok():   # a constructor busy in a library that turns Ctrl-C into its own error
+        try:
+            time.sleep(0.01)
+        except KeyboardInterrupt:
+            pass
+    raise ValueError('the context went away while the node was built')
+node_main(slow_node)
+''')
+    try:
+        assert _wait(lambda: 'building' in _log_text(log), 60), _log_text(log)
+        proc.send_signal(signal.SIGUSR1)
+        assert _wait(lambda: 'slow_node' in _log_text(log), 10), _log_text(log)
+        assert proc.poll() is None   # the dump does not stop it
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0, _log_text(log)
+        text = _log_text(log)
+        assert 'Traceback' not in text and 'ValueError' not in text, text
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()

@@ -348,18 +348,23 @@ def test_incompatible_qos_is_reported_with_the_policy_name(ros_context, harness,
 
 
 def test_bag_player_main_returns_when_the_bag_ends(tmp_path):
-    """The standard main(): exit_on_end ends the spin loop and main() returns 0 (init/shutdown of
-    the global context included)."""
-    from admn_ros.nodes import bag_player
+    """run_node: exit_on_end ends the spin loop and it returns 0 (init/shutdown of the global
+    context included); the node process itself exits 0 when the bag ends."""
+    import subprocess
+    import sys
+
     from admn_ros.datasets.bags import write_bag
+    from admn_ros.node_utils import run_node
+    from admn_ros.nodes.bag_player import BagPlayer
     bag = write_bag(tmp_path / 'bag', _small_batch(3), rate_hz=100.0)
     start = time.monotonic()
-    code = bag_player.main(['--ros-args', '-p', f'bag_path:={bag}', '-p', 'exit_on_end:=true',
-                            '-p', 'rate:=5.0'])
+    code = run_node(BagPlayer, ['--ros-args', '-p', f'bag_path:={bag}', '-p', 'exit_on_end:=true',
+                                '-p', 'rate:=5.0'])
     assert code == 0
     assert 0.02 * 2 / 5.0 <= time.monotonic() - start < 10  # paced: 20 ms of bag at 5x
     assert not rclpy.ok()  # the global context was shut down again
     # Looping over nothing (start_offset past the end) ends instead of spinning forever.
-    code = bag_player.main(['--ros-args', '-p', f'bag_path:={bag}', '-p', 'exit_on_end:=true',
-                            '-p', 'loop:=true', '-p', 'start_offset:=60.0'])
-    assert code == 0 and not rclpy.ok()
+    proc = subprocess.run([sys.executable, '-m', 'admn_ros.nodes.bag_player', '--ros-args',
+                           '-p', f'bag_path:={bag}', '-p', 'exit_on_end:=true', '-p', 'loop:=true',
+                           '-p', 'start_offset:=60.0'], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]

@@ -54,7 +54,7 @@ import math
 import threading
 import time
 import traceback
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, NoReturn, Optional
 
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.exceptions import ParameterUninitializedException
@@ -69,8 +69,7 @@ from admn_ros.fusion.threads import apply_threads, choose_threads, thread_summar
 from admn_ros.fusion.device import check_device
 from admn_ros.fusion_budget import BudgetOwnership
 from admn_ros.fusion_diagnostics import FusionDiagnostics
-from admn_ros.node_utils import (Diagnostics, declare, exit_without_teardown, param, run_node,
-                                 set_result)
+from admn_ros.node_utils import Diagnostics, declare, node_main, param, set_result
 from admn_ros.quality_estimators.budget import BUDGET_RANGE, UNITS, Budget, budget_problem
 from admn_ros.quality_estimators.deadline import DeadlineConfig, DeadlineController
 from admn_ros.quality_estimators.policies import POLICY_SPECS, policy_spec_error
@@ -511,9 +510,9 @@ class AdmnFusion(LifecycleNode):
                                 f'{type(exc).__name__}: {exc}', throttle_duration_sec=1.0)
 
 
-def main(args=None) -> int:
-    return run_node(AdmnFusion, args)
+def main(args=None) -> NoReturn:
+    node_main(AdmnFusion, args)
 
 
-if __name__ == '__main__':   # how bringup starts nodes (python -m); console scripts use main()
-    exit_without_teardown(main())
+if __name__ == '__main__':
+    main()

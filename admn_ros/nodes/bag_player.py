@@ -32,7 +32,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, NoReturn, Optional, Tuple
 
 from rclpy.duration import Duration
 from rclpy.node import Node
@@ -40,7 +40,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
 
 from admn_ros import wire
-from admn_ros.node_utils import ERROR, OK, UNDECODABLE_KEY, Diagnostics, declare, param, run_node
+from admn_ros.node_utils import ERROR, OK, UNDECODABLE_KEY, Diagnostics, declare, node_main, param
 
 NODE_NAME = 'bag_player'
 CLOCK_TOPIC = '/clock'
@@ -369,9 +369,9 @@ class BagPlayer(Node):
         super().destroy_node()
 
 
-def main(args=None) -> int:
-    return run_node(BagPlayer, args)
+def main(args=None) -> NoReturn:
+    node_main(BagPlayer, args)
 
 
 if __name__ == '__main__':
-    raise SystemExit(main())
+    main()

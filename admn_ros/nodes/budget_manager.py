@@ -30,7 +30,7 @@ from __future__ import annotations
 import collections
 import math
 from dataclasses import dataclass
-from typing import Callable, Optional, Tuple
+from typing import Callable, NoReturn, Optional, Tuple
 
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
@@ -38,8 +38,7 @@ from std_msgs.msg import Float32
 
 from admn_ros import wire
 from admn_ros.fusion.validate import read_yaml
-from admn_ros.node_utils import (OK, WARN, Diagnostics, declare, exit_without_teardown, param,
-                                 run_node, set_result)
+from admn_ros.node_utils import OK, WARN, Diagnostics, declare, node_main, param, set_result
 from admn_ros.quality_estimators.budget import BUDGET_RANGE, budget_problem
 from admn_ros.quality_estimators.deadline import DeadlineConfig, DeadlineController
 from admn_ros.wire import BUDGET, budget_qos
@@ -380,9 +379,9 @@ class BudgetManager(Node):
         return OK, f'budget {self.current:g}', values
 
 
-def main(args=None) -> int:
-    return run_node(BudgetManager, args)
+def main(args=None) -> NoReturn:
+    node_main(BudgetManager, args)
 
 
-if __name__ == '__main__':   # see exit_without_teardown (torch may be loaded for the GPU)
-    exit_without_teardown(main())
+if __name__ == '__main__':
+    main()

@@ -49,7 +49,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, NoReturn, Optional
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
@@ -59,7 +59,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from admn_ros import wire
 from admn_ros import report as R
 from admn_ros.node_utils import (DIAGNOSTICS_TOPIC, OK, STALE, UNDECODABLE_KEY, Diagnostics, declare,
-                                 exit_without_teardown, param, run_node)
+                                 node_main, param)
 from admn_ros.wire import (ALLOCATION, INFERENCE, PREDICTION, QUALITY, prediction_type,
                            read_allocation, read_inference, read_prediction, read_quality)
 
@@ -512,9 +512,9 @@ class Evaluator(Node):
                   flush=True)
 
 
-def main(args=None) -> int:
-    return run_node(Evaluator, args)
+def main(args=None) -> NoReturn:
+    node_main(Evaluator, args)
 
 
-if __name__ == '__main__':   # see exit_without_teardown: the report is written by then
-    exit_without_teardown(main())
+if __name__ == '__main__':
+    main()

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import collections
 import threading
-from typing import Dict, Optional, Tuple
+from typing import Dict, NoReturn, Optional, Tuple
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
@@ -32,7 +32,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import Image
 
 from admn_ros import wire
-from admn_ros.node_utils import Diagnostics, RateMonitor, declare, param, run_node, set_result
+from admn_ros.node_utils import Diagnostics, RateMonitor, declare, node_main, param, set_result
 from admn_ros.datasets.sample import MODALITIES
 from admn_ros.datasets.schedules import SILENT
 
@@ -232,9 +232,9 @@ class NoiseInjector(Node):
         return level, message, values
 
 
-def main(args=None) -> int:
-    return run_node(NoiseInjector, args)
+def main(args=None) -> NoReturn:
+    node_main(NoiseInjector, args)
 
 
 if __name__ == '__main__':
-    raise SystemExit(main())
+    main()

@@ -20,14 +20,14 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import List, NoReturn, Optional, Tuple
 
 import numpy as np
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 
 from admn_ros import wire
-from admn_ros.node_utils import OK, Diagnostics, RateMonitor, declare, param, run_node
+from admn_ros.node_utils import OK, Diagnostics, RateMonitor, declare, node_main, param
 from admn_ros.datasets.sample import MODALITIES, SAMPLE_RATE, batch_size
 
 NODE_NAME = 'sensor_source'
@@ -307,9 +307,9 @@ class SensorSource(Node):
         super().destroy_node()
 
 
-def main(args=None) -> int:
-    return run_node(SensorSource, args)
+def main(args=None) -> NoReturn:
+    node_main(SensorSource, args)
 
 
 if __name__ == '__main__':
-    raise SystemExit(main())
+    main()
