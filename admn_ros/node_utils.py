@@ -124,9 +124,9 @@ def exit_without_teardown(code: int) -> NoReturn:
     """Leave without the interpreter's teardown: the node has released everything already.
 
     Finalising the interpreter after a node unloads torch, OpenCV and the DDS libraries with their
-    threads: seconds on a busy machine, and now and then it never ends (seen on CI: a node that
-    had destroyed its context still ran 10 s after SIGINT and SIGTERM), so bringup and launch kill
-    a node whose work ended cleanly."""
+    threads: 1-2 s on a busy machine, and on CI the only nodes that outlived SIGINT and SIGTERM
+    (and were killed although their work had ended cleanly) were the two that still went through
+    it."""
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
