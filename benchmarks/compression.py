@@ -36,6 +36,7 @@ from typing import Dict, List, Optional
 
 import torch
 
+from admn_ros.benchmarks.report import write_result
 from admn_ros.fusion.checkpoint import checkpoint_preprocessor, load_checkpoint
 from admn_ros.fusion.flops import CostModel
 from admn_ros.fusion.layershuffle import robustness
@@ -89,9 +90,7 @@ def _acc(model, pre, arrays, **kw) -> float:
 def _write(result: dict, path: Optional[str], table: str) -> None:
     print(table)
     if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(result, indent=2) + '\n')
-        Path(path).with_suffix('.md').write_text(table + '\n')
+        write_result(result, path, table)
 
 
 # --------------------------------------------------------------------------- prune

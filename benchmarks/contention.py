@@ -31,6 +31,7 @@ JSON::
       "latency_ms_p99", "deadline_miss_pct", "accuracy", "mean_budget"}, ...],
      "fixed": [...], "details": [...], "targets": {...}, "machine": {...}}
 
+The table of ``results``, ``fixed`` and ``targets`` goes beside the JSON (``.md``).
 ``details`` holds each case's frames, drops, p95 per window (round) and the machine's 1-minute load
 average at the start and end of each of its windows: the machine is shared, so read ratios within one run.
 """
@@ -47,6 +48,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import numpy as np
+
+from admn_ros.benchmarks.report import write_result
 
 MODES = ('full', 'load', 'deadline')
 LOADS = (0, 1, 2)
@@ -335,19 +338,29 @@ def run(args) -> Dict[str, Any]:
                              'deadline_via': args.deadline_via}}
 
 
-def print_table(out: Dict[str, Any]) -> None:
-    d = out['deadline_ms']
-    print(f'deadline {d:g} ms; load average {out["machine"]["loadavg_at_start"][0]} at start')
-    print(f'{"mode":>8} {"load cores":>10} {"p50 ms":>8} {"p95 ms":>8} {"p99 ms":>8} '
-          f'{"misses %":>9} {"accuracy":>8} {"budget":>7}')
-    rows = out['results'] + [{**f, 'mode': f'{f["budget"]:g}'} for f in out['fixed']]
+def contention_table(out: Dict[str, Any]) -> str:
+    """The result's cases (budget modes, then fixed budgets) and targets as markdown."""
+    def cell(v):
+        return '-' if v is None else f'{v:g}'
+    lines = [f'deadline {out["deadline_ms"]:g} ms; load average '
+             f'{out["machine"]["loadavg_at_start"][0]} at start', '',
+             '| mode | load cores | p50 ms | p95 ms | p99 ms | misses % | accuracy | mean budget |',
+             '|---|---|---|---|---|---|---|---|']
+    rows = out['results'] + [{**f, 'mode': f'budget {f["budget"]:g}'} for f in out['fixed']]
     for r in rows:
-        print(f'{r["mode"]:>8} {r["load_cores"]:>10} {r["latency_ms_p50"]:>8.1f} '
-              f'{r["latency_ms_p95"]:>8.1f} {r["latency_ms_p99"]:>8.1f} '
-              f'{r["deadline_miss_pct"]:>9.1f} {"-" if r["accuracy"] is None else r["accuracy"]:>8} '
-              f'{"-" if r["mean_budget"] is None else r["mean_budget"]:>7}')
-    for k, v in out['targets'].items():
-        print(f'{k}: {v}')
+        lines.append(f'| {r["mode"]} | {r["load_cores"]} | {r["latency_ms_p50"]:.1f} '
+                     f'| {r["latency_ms_p95"]:.1f} | {r["latency_ms_p99"]:.1f} '
+                     f'| {r["deadline_miss_pct"]:.1f} | {cell(r["accuracy"])} | {cell(r["mean_budget"])} |')
+    gaps = out['targets'].get('deadline_vs_best_fixed_meeting_deadline', {})
+    scalars = {k: v for k, v in out['targets'].items() if k != 'deadline_vs_best_fixed_meeting_deadline'}
+    if scalars:
+        lines += [''] + [f'- {k}: {v}' for k, v in scalars.items()]
+    if gaps:
+        lines += ['', '| load cores | deadline accuracy | best fixed budget meeting the deadline | its accuracy |',
+                  '|---|---|---|---|']
+        lines += [f'| {n} | {g["deadline_accuracy"]:g} | {g["best_fixed_budget"]:g} | {g["best_fixed_accuracy"]:g} |'
+                  for n, g in gaps.items()]
+    return '\n'.join(lines)
 
 
 def _list(kind):
@@ -358,7 +371,7 @@ def _list(kind):
 
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(prog='admn bench contention', description=__doc__.splitlines()[0])
-    p.add_argument('--json', required=True, help='write the results here')
+    p.add_argument('--json', required=True, help='write the results here (and a .md table beside it)')
     p.add_argument('--seconds', type=float, default=10.0,
                    help='measured seconds per case and round')
     p.add_argument('--rounds', type=int, default=2,
@@ -392,10 +405,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     if any(not 0 < b <= 1 for b in args.fixed_budgets):
         p.error('--fixed-budgets must lie in (0, 1]')
     out = run(args)
-    path = Path(args.json)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=2) + '\n', encoding='utf-8')
-    print_table(out)
+    table = contention_table(out)
+    write_result(out, args.json, table)
+    print(table)
     return 0
 
 

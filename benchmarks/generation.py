@@ -23,6 +23,7 @@ import statistics
 import time
 from typing import Dict, Iterator, List, Optional, Sequence
 
+from admn_ros.benchmarks.report import write_result
 from admn_ros.datasets import synthetic
 
 TARGET_SAMPLES_PER_S = 500.0   # at the default config on 2 cores (docs/model.md)
@@ -110,20 +111,20 @@ def run(samples: int = 512, workers: Sequence[int] = (1, 2), repeats: int = 3) -
     }
 
 
-def print_table(result: dict) -> None:
-    m = result['machine']
-    print(f"{m['usable_cpus']} usable CPUs ({m['cpu_count']} online); load average "
-          f"{'/'.join(map(str, m['load_average_before']))} before, {'/'.join(map(str, m['load_average_after']))} after")
-    print(f"{'workers':>7} {'samples/s':>10} {'best':>8} {'CPU ms/sample':>14}")
-    for r in result['throughput']:
-        print(f"{r['workers']:>7} {r['samples_per_s']:>10.1f} {r['best_samples_per_s']:>8.1f} "
-              f"{r['cpu_ms_per_sample']:>14.3f}")
-    print('stage (1 worker)   ms/sample')
-    for stage, ms in result['stages_ms_per_sample'].items():
-        print(f'{stage:<18} {ms:>9.3f}')
-    t = result['target']
-    print(f"target >= {t['samples_per_s']:.0f} samples/s: {'met' if t['met'] else 'NOT met'} "
-          f"(best median {t['best_median_samples_per_s']:.1f})")
+def generation_table(result: dict) -> str:
+    """Machine, samples/s per thread count, ms per stage and the target, as markdown."""
+    m, t = result['machine'], result['target']
+    lines = [f"{m['usable_cpus']} usable CPUs ({m['cpu_count']} online); load average "
+             f"{'/'.join(map(str, m['load_average_before']))} before, "
+             f"{'/'.join(map(str, m['load_average_after']))} after", '',
+             '| workers | samples/s (median) | samples/s (best) | CPU ms/sample |', '|---|---|---|---|']
+    lines += [f"| {r['workers']} | {r['samples_per_s']:.1f} | {r['best_samples_per_s']:.1f} "
+              f"| {r['cpu_ms_per_sample']:.3f} |" for r in result['throughput']]
+    lines += ['', '| stage (1 worker) | ms/sample |', '|---|---|']
+    lines += [f'| {stage} | {ms:.3f} |' for stage, ms in result['stages_ms_per_sample'].items()]
+    lines += ['', f"target >= {t['samples_per_s']:.0f} samples/s: {'met' if t['met'] else 'NOT met'} "
+                  f"(best median {t['best_median_samples_per_s']:.1f})"]
+    return '\n'.join(lines)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -131,15 +132,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument('--samples', type=int, default=512, help='samples per timed run (default 512)')
     p.add_argument('--workers', type=int, nargs='+', default=[1, 2], help='thread counts to time (default 1 2)')
     p.add_argument('--repeats', type=int, default=3, help='timed runs per thread count (default 3)')
-    p.add_argument('--json', help='also write the result here')
+    p.add_argument('--json', help='also write the result here (and a .md table beside it)')
     args = p.parse_args(argv)
     result = run(args.samples, args.workers, args.repeats)
-    text = json.dumps(result, indent=2)
+    table = generation_table(result)
     if args.json:
-        with open(args.json, 'w') as f:
-            f.write(text + '\n')
-    print(text)
-    print_table(result)
+        write_result(result, args.json, table)
+    print(json.dumps(result, indent=2))
+    print(table)
     return 0
 
 

@@ -20,13 +20,13 @@ the thread rule (:mod:`admn_ros.fusion.threads`); ``threads`` in the JSON says w
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from typing import Dict, List, Optional
 
 import torch
 
+from admn_ros.benchmarks.report import write_result
 from admn_ros.fusion.checkpoint import load_checkpoint
 from admn_ros.fusion.config import ModelConfig
 from admn_ros.fusion.flops import CostModel
@@ -159,25 +159,27 @@ def targets(result: dict) -> dict:
             'throughput_ratio_mixed_over_uniform': round(b['mixed_throughput'] / b['uniform_throughput'], 3)}
 
 
-def print_table(result: dict) -> None:
-    print(f"{'budget':>7} {'layers':>6} {'latency ms':>11} {'GFLOPs':>8}")
-    for r in result['batch1']:
-        print(f"{r['budget']:>7} {r['layers']:>6} {r['latency_ms']:>11.2f} {r['gflops']:>8.3f}")
+def latency_table(result: dict) -> str:
+    """Batch-1 latency per budget, the fixed cost, batched throughput and the targets, as markdown."""
     b = result['batched']
-    print(f"layer 0 only: {result['layer0_ms']:.2f} ms")
-    print('no block run, CPU ms: ' + ', '.join(f'{k} {v:.3f}'
-                                               for k, v in result['fixed_cost_cpu_ms'].items()))
-    print(f"threads: {thread_summary(result['threads'])}")
-    print(f"batch {b['batch']}: mixed {b['mixed_throughput']:.1f} samples/s, "
-          f"uniform {b['uniform_throughput']:.1f} samples/s")
-    for k, v in result['targets'].items():
-        print(f'{k}: {v}')
+    lines = ['| budget | layers | batch-1 ms | GFLOPs |', '|---|---|---|---|']
+    lines += [f"| {r['budget']:g} | {r['layers']} | {r['latency_ms']:.2f} | {r['gflops']:.3f} |"
+              for r in result['batch1']]
+    lines += ['', f"layer 0 only: {result['layer0_ms']:.2f} ms", '',
+              '| no block run | CPU ms |', '|---|---|']
+    lines += [f'| {k} | {v:.3f} |' for k, v in result['fixed_cost_cpu_ms'].items()]
+    lines += ['', f"| batch {b['batch']} | samples/s |", '|---|---|',
+              f"| mixed allocations | {b['mixed_throughput']:.1f} |",
+              f"| uniform allocation | {b['uniform_throughput']:.1f} |",
+              '', f"threads: {thread_summary(result['threads'])}", '']
+    lines += [f'- {k}: {v}' for k, v in result['targets'].items()]
+    return '\n'.join(lines)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--checkpoint', help='model.pt (default: the default config, random weights)')
-    p.add_argument('--json', required=True)
+    p.add_argument('--json', required=True, help='write the results here (and a .md table beside it)')
     p.add_argument('--runs', type=int, default=50)
     p.add_argument('--threads', type=int, default=0, help='torch intra-op threads (0 = the rule)')
     args = p.parse_args(argv)
@@ -189,9 +191,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     result = run(model.eval(), runs=args.runs)
     result['threads'] = threads
     result['targets'] = targets(result)
-    with open(args.json, 'w') as f:
-        json.dump(result, f, indent=2)
-    print_table(result)
+    table = latency_table(result)
+    write_result(result, args.json, table)
+    print(table)
     return 0
 
 

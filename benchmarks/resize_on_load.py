@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import statistics
 import sys
 from pathlib import Path
 
 import numpy as np
+
+from admn_ros.benchmarks.report import write_result
 
 VARIANTS = ('small', 'large', 'large_full')
 
@@ -94,6 +95,16 @@ def run(root: Path, epochs: int, n_train: int, n_val: int) -> dict:
             'target_ratio_at_most': 1.2}
 
 
+def resize_on_load_table(result: dict) -> str:
+    """Mean and median seconds per epoch of each variant and its mean's ratio to ``small``."""
+    mean, median = result['mean_epoch_seconds'], result['median_epoch_seconds']
+    lines = ['| data | mean s/epoch | median s/epoch | ratio to 64x64 |', '|---|---|---|---|']
+    lines += [f'| {v} | {mean[v]:.3f} | {median[v]:.2f} | {mean[v] / mean["small"]:.2f} |' for v in VARIANTS]
+    lines += ['', f'target: large / small at most {result["target_ratio_at_most"]:g} '
+                  f'(got {result["ratio_large_to_small"]:g})']
+    return '\n'.join(lines)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog='python -m admn_ros.benchmarks.resize_on_load',
                                 description=__doc__.splitlines()[0])
@@ -101,15 +112,12 @@ def main(argv=None) -> int:
     p.add_argument('--val', type=int, default=48)
     p.add_argument('--epochs', type=int, default=10)
     p.add_argument('--work', default='runs/resize_on_load')
-    p.add_argument('--json', required=True)
+    p.add_argument('--json', required=True, help='write the results here (and a .md table beside it)')
     args = p.parse_args(argv)
     result = run(Path(args.work), args.epochs, args.train, args.val)
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(result, indent=2))
-    print('| data | mean s/epoch | ratio to 64x64 |\n|---|---|---|')
-    for v in VARIANTS:
-        print(f'| {v} | {result["mean_epoch_seconds"][v]:.3f} | '
-              f'{result["mean_epoch_seconds"][v] / result["mean_epoch_seconds"]["small"]:.2f} |')
+    table = resize_on_load_table(result)
+    write_result(result, args.json, table)
+    print(table)
     return 0
 
 

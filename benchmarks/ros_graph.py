@@ -5,7 +5,7 @@
 The three nodes are started by :class:`admn_ros.bringup.Bringup` (as ``admn bringup`` would) in a
 namespace of their own. This process watches ``admn/prediction``; once the first prediction
 arrives (the model is loaded and warm) it measures for ``--seconds`` and then stops the graph,
-whose evaluator writes its report. Results (JSON and a table):
+whose evaluator writes its report. Results (``--json`` and a table beside it, ``.md``):
 
 * ``rate_hz``: the source rate asked for; ``received_hz``: predictions per second at the evaluator;
 * ``drops``: samples published after the first prediction that never got one (the fusion node
@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from admn_ros.benchmarks.report import write_result
 from admn_ros.bringup import Bringup
 from admn_ros.datasets.synthetic import CLASS_NAMES
 from admn_ros.fusion.checkpoint import read_checkpoint, save_untrained
@@ -150,23 +151,20 @@ def _run(args, work: Path) -> Dict:
     }
 
 
-def print_table(result: Dict) -> None:
-    rows = [(k, result[k]) for k in KEYS] + [
-        (k, result[k]) for k in ('policy_ms_p50', 'preprocess_ms_p50', 'intake_ms_p50',
-                                 'latency_ms_p95',
-                                 'predictions', 'fusion_dropped', 'pending', 'policy', 'budget',
-                                 'executor')]
-    width = max(len(k) for k, _ in rows)
-    print(f'{"metric":<{width}}  value')
-    for key, value in rows:
-        print(f'{key:<{width}}  {"-" if value is None else value}')
+def ros_graph_table(result: Dict) -> str:
+    """The headline numbers as a two-column markdown table."""
+    keys = KEYS + ('policy_ms_p50', 'preprocess_ms_p50', 'intake_ms_p50', 'latency_ms_p50',
+                   'latency_ms_p95', 'predictions', 'fusion_dropped', 'pending', 'policy', 'budget',
+                   'executor')
+    return '\n'.join(['| metric | value |', '|---|---|'] + [
+        f'| {k} | {"-" if result[k] is None else result[k]} |' for k in keys])
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(prog='admn bench ros', description=__doc__.splitlines()[0])
     p.add_argument('--rate', type=float, default=10.0, help='source rate (Hz)')
     p.add_argument('--seconds', type=float, default=10.0, help='measured time after warm-up')
-    p.add_argument('--json', required=True, help='write the results here')
+    p.add_argument('--json', required=True, help='write the results here (and a .md table beside it)')
     p.add_argument('--checkpoint', help='model (default: the trained default, else untrained)')
     p.add_argument('--policy', help='allocation policy (default: admn with a controller, else '
                    'naive)')
@@ -180,10 +178,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not args.rate > 0 or not args.seconds > 0:
         p.error('--rate and --seconds must be > 0')
     result = run(args)
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + '\n', encoding='utf-8')
-    print_table(result)
+    table = ros_graph_table(result)
+    write_result(result, args.json, table)
+    print(table)
     return 0
 
 

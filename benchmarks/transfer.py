@@ -32,7 +32,6 @@ Training runs with one torch thread (the shared 2-core machine); ``--epochs`` fi
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -41,6 +40,8 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 import numpy as np
+
+from admn_ros.benchmarks.report import write_result
 
 TASKS = ('avdigits', 'newworld')
 NEWWORLD_CLASSES = ('leftnear-rising', 'leftnear-falling', 'rightnear-rising', 'rightnear-falling')
@@ -207,13 +208,19 @@ def _mean_sd(values) -> Dict[str, float]:
             'sd': round(statistics.stdev(values), 4) if len(values) > 1 else 0.0}
 
 
-def table(result: Dict) -> str:
+def transfer_table(result: Dict) -> str:
+    """Test accuracy per seed and variant, the means and the margins against their targets."""
     lines = [f'| seed | {" | ".join(result["summary"])} |', '|---' * (len(result['summary']) + 1) + '|']
     for r in result['runs']:
         lines.append(f'| {r["seed"]} | ' + ' | '.join(f'{r[v]["test_acc"]:.3f}' for v in result['summary'])
                      + ' |')
     lines.append('| mean | ' + ' | '.join(f'{s["mean"]:.3f} +- {s["sd"]:.3f}'
                                          for s in result['summary'].values()) + ' |')
+    if result['margins']:
+        lines.append('')
+    for name, margin in result['margins'].items():   # init_minus_scratch has a mean and sd
+        got = f'{margin["mean"]:.3f} +- {margin["sd"]:.3f}' if isinstance(margin, dict) else f'{margin:.3f}'
+        lines.append(f'- {name}: {got} (target at least {result["targets"][name]:g})')
     return '\n'.join(lines)
 
 
@@ -230,16 +237,15 @@ def main(argv=None) -> int:
                    help='override a stage-1 config field for both trained variants, e.g. lr=3e-4')
     p.add_argument('--variants', default='init,scratch,logreg')
     p.add_argument('--work', default='runs/transfer', help='runs and generated data go here')
-    p.add_argument('--json', required=True)
+    p.add_argument('--json', required=True, help='write the results here (and a .md table beside it)')
     args = p.parse_args(argv)
     import yaml
     overrides = {k: yaml.safe_load(v) for k, _, v in (s.partition('=') for s in args.set)}
     result = run(args.task, args.init, args.train_size, args.val_size, args.test_size, args.seeds,
                  Path(args.work), args.epochs, args.variants.split(','), overrides)
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(result, indent=2))
-    print(table(result))
-    print(json.dumps(result['margins']))
+    table = transfer_table(result)
+    write_result(result, args.json, table)
+    print(table)
     return 0
 
 

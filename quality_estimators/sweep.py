@@ -52,6 +52,7 @@ from admn_ros.datasets.sample import MODALITIES
 from admn_ros.fusion.validate import (ConfigError, Each, Range, at_least, fraction, from_yaml, one_of,
                                       positive)
 from admn_ros.quality_estimators.budget import UNITS, Budget
+from admn_ros.quality_estimators.condition_report import agg_figure, summarise
 from admn_ros.quality_estimators.oracle import POLICY_NAME as ORACLE_SPLIT
 
 COLUMNS = ('modality', 'corruption', 'severity', 'budget', 'policy', 'accuracy', 'gflops')
@@ -408,7 +409,6 @@ def conditions_report(rows: Sequence[Dict], meta: Dict) -> Dict:
     """The rows as :func:`admn_ros.quality_estimators.evaluate.evaluate_conditions` reports them
     (one condition per (modality, corruption, severity), clean once), with its summary."""
     from admn_ros.datasets.conditions import condition_name
-    from admn_ros.quality_estimators.condition_report import summarise
     conditions, results = {}, []
     seen = set()
     for r in rows:
@@ -480,13 +480,6 @@ def markdown(report: Dict) -> str:
     return '\n'.join(lines).rstrip()
 
 
-def _pyplot():
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    return plt
-
-
 def _drawn(axes) -> Dict[str, Dict[str, Tuple[List[float], List[float]]]]:
     """``{panel title: {line label: (x, y)}}``: what a figure shows, for callers and tests."""
     out = {}
@@ -497,11 +490,12 @@ def _drawn(axes) -> Dict[str, Dict[str, Tuple[List[float], List[float]]]]:
     return out
 
 
-def _panels(n: int, plt, width: float = 3.4, height: float = 2.8):
+def _panels(n: int, width: float = 3.4, height: float = 2.8):
     cols = min(n, 4)
     rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows + 1.0), squeeze=False,
-                             layout='constrained')
+    fig = agg_figure((width * cols, height * rows + 1.0))
+    fig.set_layout_engine('constrained')   # the legend goes 'outside lower center' (see _legend)
+    axes = fig.subplots(rows, cols, squeeze=False)
     flat = list(axes.ravel())
     for ax in flat[n:]:
         ax.set_visible(False)
@@ -518,11 +512,10 @@ def _budget_label(b: float, budgets: Sequence[float]) -> str:
 def plot_accuracy_vs_severity(rows: Sequence[Dict], path) -> Dict:
     """One panel per (modality, corruption): accuracy against severity, a line per policy (and
     budget, dashed for the second, ...). Returns what was drawn (:func:`_drawn`)."""
-    plt = _pyplot()
     pairs = list(dict.fromkeys((r['modality'], r['corruption']) for r in rows))
     policies = list(dict.fromkeys(r['policy'] for r in rows))
     budgets = sorted({r['budget'] for r in rows})
-    fig, axes = _panels(len(pairs), plt)
+    fig, axes = _panels(len(pairs))
     for ax, (m, t) in zip(axes, pairs):
         for i, p in enumerate(policies):
             for j, b in enumerate(budgets):
@@ -537,17 +530,16 @@ def plot_accuracy_vs_severity(rows: Sequence[Dict], path) -> Dict:
         ax.grid(alpha=0.3)
     _legend(fig, axes[0])
     fig.suptitle('accuracy against corruption severity')
-    return _save(fig, axes, path, plt)
+    return _save(fig, axes, path)
 
 
 def plot_accuracy_vs_gflops(rows: Sequence[Dict], path) -> Dict:
     """One panel per severity: mean accuracy over the (modality, corruption) pairs against mean
     GFLOPs, a line per policy through its budgets."""
-    plt = _pyplot()
     severities = sorted({r['severity'] for r in rows})
     policies = list(dict.fromkeys(r['policy'] for r in rows))
     budgets = sorted({r['budget'] for r in rows})
-    fig, axes = _panels(len(severities), plt)
+    fig, axes = _panels(len(severities))
     for ax, s in zip(axes, severities):
         for i, p in enumerate(policies):
             pts = []
@@ -565,7 +557,7 @@ def plot_accuracy_vs_gflops(rows: Sequence[Dict], path) -> Dict:
         ax.grid(alpha=0.3)
     _legend(fig, axes[0])
     fig.suptitle('accuracy against compute (mean over corruptions)')
-    return _save(fig, axes, path, plt)
+    return _save(fig, axes, path)
 
 
 LAYER_POLICIES = ('admn', 'heuristic', ORACLE_SPLIT)   # allocations that depend on the input
@@ -576,14 +568,13 @@ def plot_layers_vs_severity(rows: Sequence[Dict], path) -> Dict:
     """One panel per (modality, corruption): mean layers of each modality against the severity of
     that corruption, for the first input-dependent policy evaluated (admn, heuristic, oracle_split;
     else the first policy), a line style per budget."""
-    plt = _pyplot()
     policies = list(dict.fromkeys(r['policy'] for r in rows))
     policy = next((p for p in LAYER_POLICIES if p in policies), policies[0])
     rows = [r for r in rows if r['policy'] == policy]
     pairs = list(dict.fromkeys((r['modality'], r['corruption']) for r in rows))
     budgets = sorted({r['budget'] for r in rows})
     mods = list(dict.fromkeys(m for r in rows for m in r['layers']))
-    fig, axes = _panels(len(pairs), plt)
+    fig, axes = _panels(len(pairs))
     for ax, (m, t) in zip(axes, pairs):
         for j, b in enumerate(budgets):
             sel = sorted((r for r in rows if (r['modality'], r['corruption'], r['budget']) == (m, t, b)),
@@ -599,7 +590,7 @@ def plot_layers_vs_severity(rows: Sequence[Dict], path) -> Dict:
         ax.grid(alpha=0.3)
     _legend(fig, axes[0])
     fig.suptitle(f'layers per modality against severity ({policy})')
-    return _save(fig, axes, path, plt)
+    return _save(fig, axes, path)
 
 
 def _legend(fig, ax) -> None:
@@ -609,10 +600,9 @@ def _legend(fig, ax) -> None:
         fig.legend(handles, labels, loc='outside lower center', ncol=min(len(labels), 6), fontsize='small')
 
 
-def _save(fig, axes, path, plt) -> Dict:
+def _save(fig, axes, path) -> Dict:
     drawn = _drawn(axes)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    fig.savefig(path, dpi=110)   # an Agg figure outside pyplot: nothing to close, freed with ``fig``
     return drawn
 
 

@@ -71,3 +71,8 @@ def test_bench_contention_runs_a_short_case_end_to_end(tmp_path):
         (0.5, 0, 0.5), (0.5, 2, 0.5)]
     assert [d['frames'] for d in data['details']] and all(d['frames'] >= 10 for d in data['details'])
     assert data['machine']['cores'] >= 1 and len(data['machine']['loadavg_at_start']) == 3
+    md = out.with_suffix('.md').read_text()          # the table beside the JSON, from its numbers
+    r, f = data['results'][1], data['fixed'][0]
+    assert (f"| deadline | 2 | {r['latency_ms_p50']:.1f} | {r['latency_ms_p95']:.1f} "
+            f"| {r['latency_ms_p99']:.1f} | {r['deadline_miss_pct']:.1f} |") in md
+    assert f"| budget 0.5 | 0 | {f['latency_ms_p50']:.1f} |" in md

@@ -23,4 +23,8 @@ def test_cli_writes_json_with_throughput_per_worker_count(tmp_path, capsys):
     assert all(r['samples_per_s'] > 0 and r['cpu_ms_per_sample'] > 0 for r in result['throughput'])
     best = max(r['samples_per_s'] for r in result['throughput'])
     assert result['target']['met'] == (best >= generation.TARGET_SAMPLES_PER_S)
+    md = out.with_suffix('.md').read_text()          # the table beside the JSON, from its numbers
+    for r in result['throughput']:
+        assert f"| {r['workers']} | {r['samples_per_s']:.1f} | {r['best_samples_per_s']:.1f} |" in md
+    assert f"| total | {result['stages_ms_per_sample']['total']:.3f} |" in md
     assert 'samples/s' in capsys.readouterr().out

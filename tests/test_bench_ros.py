@@ -25,3 +25,5 @@ def test_bench_ros_measures_the_graph_across_processes(tmp_path):
     assert r['latency_ms_p50'] >= r['overhead_ms_p50'] >= r['intake_ms_p50'] > 0
     assert r['overhead_ms_p50'] >= r['preprocess_ms_p50'] > 0
     assert r['overhead_ms_p95'] >= r['overhead_ms_p50']
+    md = out.with_suffix('.md').read_text()          # the table beside the JSON, from its numbers
+    assert f"| received_hz | {r['received_hz']} |" in md and f"| model_ms_p50 | {r['model_ms_p50']} |" in md

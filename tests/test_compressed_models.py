@@ -56,5 +56,7 @@ def test_the_commands_write_what_they_say(exported, tmp_path, capsys):
                  '--json', str(tmp_path / 'r.json')]) == 0
     res = json.loads((tmp_path / 'r.json').read_text())['accuracy']
     assert set(res) == {'natural', 'shuffled', 'faults', 'shuffled_faults'} and res['shuffled']['runs'] == 2
+    md = (tmp_path / 'r.md').read_text(encoding='utf-8')   # the table beside the JSON, from its numbers
+    assert f"| shuffled | {res['shuffled']['mean']:.3f} ± {res['shuffled']['std']:.3f} |" in md
     assert main(['prune', '--checkpoint', src, '--keep', '9', '--out', str(tmp_path / 'x.pt')]) == 2
     assert 'keep 9 exceeds the model depth 4' in capsys.readouterr().err   # one line, no traceback

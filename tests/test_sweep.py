@@ -3,14 +3,17 @@
 One CSV row per cell, the same numbers as ``admn eval --conditions`` for the same cell; an
 interrupted sweep (Ctrl-C in-process, SIGKILL of the command) resumes where it stopped and ends
 with the rows of an uninterrupted one; a changed config is refused; plots are PNGs drawing the
-CSV's numbers; one cell through the ROS node graph equals the offline cell.
+CSV's numbers, drawn without pyplot (no package module imports it); one cell through the ROS
+node graph equals the offline cell.
 """
+import ast
 import dataclasses
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +22,11 @@ from admn_ros.paths import config_dir
 from admn_ros.quality_estimators.sweep import SweepConfig, read_rows, run_sweep
 
 CI_CONFIG = config_dir() / 'experiments' / 'ci.yaml'
+ROOT = Path(__file__).resolve().parent.parent
+# The folders installed as admn_ros and admn_ros.<core folder>.
+PACKAGE_FOLDERS = ('admn_ros', 'fusion', 'quality_estimators', 'datasets', 'benchmarks')
+# Modules that bring in pyplot and its global figure state.
+PYPLOT = {'matplotlib.pyplot', 'matplotlib.pylab', 'pylab'}
 QUIET = dict(progress=False, log=lambda *a: None)
 
 
@@ -99,6 +107,32 @@ def test_plots_are_pngs_drawing_the_csv_numbers(full_run):
     assert xs == [0.0, 0.5, 1.0] and ys[2] < ys[0]
     assert set(curves['layers']['rgb:low_light']) == {f'{m} @ {b:g}' for m in ('rgb', 'depth', 'audio')
                                                       for b in (0.25, 1.0)}
+
+
+def pyplot_imports(source: str, name: str) -> list:
+    """``name:line module`` for each import of pyplot in ``source``, inside functions too."""
+    found = []
+    for node in ast.walk(ast.parse(source, name)):
+        if isinstance(node, ast.Import):
+            modules = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            modules = [node.module] + [f'{node.module}.{a.name}' for a in node.names]
+        else:
+            continue
+        found += [f'{name}:{node.lineno} {m}' for m in modules if m in PYPLOT]
+    return found
+
+
+def test_no_package_module_imports_pyplot():
+    """Figures come from ``condition_report.agg_figure`` (an Agg canvas of their own), never from
+    pyplot, whose global state is unsafe off the main thread and leaks unclosed figures."""
+    assert pyplot_imports('import matplotlib.pyplot as plt', 'a') == ['a:1 matplotlib.pyplot']
+    assert pyplot_imports('def f():\n    from matplotlib import pyplot', 'b') == ['b:2 matplotlib.pyplot']
+    assert pyplot_imports('from matplotlib.figure import Figure', 'c') == []
+    paths = [p for folder in PACKAGE_FOLDERS for p in sorted((ROOT / folder).rglob('*.py'))]
+    assert len(paths) > 50 and ROOT / 'quality_estimators' / 'sweep.py' in paths
+    offenders = [hit for p in paths for hit in pyplot_imports(p.read_text(), str(p.relative_to(ROOT)))]
+    assert not offenders, 'draw with condition_report.agg_figure instead: ' + ', '.join(offenders)
 
 
 class InterruptAfter:

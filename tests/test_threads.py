@@ -108,3 +108,7 @@ def test_cli_threads_reach_the_latency_bench(tmp_path, monkeypatch):
     assert result['layer0_ms'] > 0 and 0 < result['targets']['latency_ratio_layer0'] < 1.5
     fixed = result['fixed_cost_cpu_ms']
     assert fixed['whole_no_block'] >= fixed['encoders_no_block'] >= fixed['patch_embed'] > 0
+    md = out.with_suffix('.md').read_text()          # the table beside the JSON, from its numbers
+    full = result['batch1'][-1]
+    assert f"| 1 | {full['layers']} | {full['latency_ms']:.2f} | {full['gflops']:.3f} |" in md
+    assert 'override' in md                             # the threads that ran
