@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping
 
 from admn_ros import report as R
+from admn_ros.figures import agg_figure
 
 TITLES = {'offline': 'offline (bag read directly, batched)',
           'ros': 'through ROS (bag_player -> admn_fusion -> evaluator on /clock)'}
@@ -115,12 +116,8 @@ def markdown(report: Mapping[str, Any], plots: Mapping[str, str]) -> List[str]:
 def summary_figure(report: Mapping[str, Any]):
     """Left: accuracy against GFLOPs, one line per policy; right: mean layers per modality per
     cell (an Agg figure of its own, no pyplot state)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     cells = report['cells']
-    fig = Figure(figsize=(11, 4))
-    FigureCanvasAgg(fig)
+    fig = agg_figure((11, 4))
     left, right = fig.subplots(1, 2)
     if report['labelled']:
         for policy in dict.fromkeys(c['policy'] for c in cells):

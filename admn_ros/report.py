@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from admn_ros.figures import agg_figure
+
 Level = Tuple[str, float]
 State = Optional[Tuple[Tuple[str, str, float], ...]]   # None = unknown, () = clean
 
@@ -305,15 +307,11 @@ def plot_timeline(frames: Sequence[Frame], analysis: Mapping[str, Any], path) ->
     the phases marked and numbered as in the report; None when there is no frame to draw."""
     if not frames:
         return None
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     frames = sorted(frames, key=lambda f: f.stamp_ns)
     t0 = frames[0].stamp_ns
     t = [(f.stamp_ns - t0) / 1e9 for f in frames]
     modalities = modality_order({m for f in frames for m in f.layers})
-    fig = Figure(figsize=(11, 6.5))
-    FigureCanvasAgg(fig)   # an Agg canvas of its own: no pyplot state, safe off the main thread
+    fig = agg_figure((11, 6.5))
     top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={'height_ratios': [2, 1]})
     clean = analysis.get('clean_layers', {})
     for k, m in enumerate(modalities):

@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from admn_ros.quality_estimators.condition_report import agg_figure
+from admn_ros.figures import agg_figure
 from admn_ros.report import COLOURS, modality_order
 from admn_ros.scenario import Scenario
 

@@ -12,13 +12,12 @@ from typing import List
 
 import matplotlib
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from admn_ros.datasets.corruptions import CORRUPTION_TYPES, CorruptionSampler
 from admn_ros.datasets.preprocess import DB_MEAN, DB_STD, PreprocessConfig, Preprocessor
 from admn_ros.datasets.registry import load_dataset
 from admn_ros.datasets.sample import RawBatch, present_modalities
+from admn_ros.figures import agg_figure
 
 _TITLES = {'rgb': 'RGB', 'depth': 'depth (m)', 'audio': 'log-mel'}
 
@@ -63,8 +62,7 @@ def _write_grid(arrays: RawBatch, class_names, path: Path, title: str) -> Path:
     n = len(arrays['label'])
     depth_max = PreprocessConfig().depth_max_m
     mel = Preprocessor().log_mel(arrays['audio']).numpy()[:, 0] * DB_STD + DB_MEAN if 'audio' in arrays else None
-    fig = Figure(figsize=(2.3 * len(modalities) + 0.8, 2.1 * n))
-    FigureCanvasAgg(fig)   # an Agg canvas of its own: no pyplot state
+    fig = agg_figure((2.3 * len(modalities) + 0.8, 2.1 * n))
     axes = fig.subplots(n, len(modalities), squeeze=False)
     cmap = matplotlib.colormaps['viridis'].with_extremes(bad='black')
     for i in range(n):

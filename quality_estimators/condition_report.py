@@ -10,10 +10,9 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from admn_ros.datasets.conditions import DESTROYING
+from admn_ros.figures import agg_figure
 
 # Policies whose allocation the tables and the heat map show next to their accuracy.
 ALLOCATION_POLICIES = ('admn', 'oracle_split')
@@ -94,13 +93,6 @@ def _modalities(report) -> List[str]:
         if r['layers']:
             return list(r['layers'])
     return []
-
-
-def agg_figure(figsize) -> Figure:
-    """A matplotlib figure drawn by Agg, without pyplot (for the evaluation plots too)."""
-    fig = Figure(figsize=figsize)
-    FigureCanvasAgg(fig)   # an Agg canvas of its own: no pyplot state
-    return fig
 
 
 def plot_condition_accuracy(report: Dict, path) -> None:

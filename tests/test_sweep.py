@@ -25,6 +25,9 @@ CI_CONFIG = config_dir() / 'experiments' / 'ci.yaml'
 ROOT = Path(__file__).resolve().parent.parent
 # The folders installed as admn_ros and admn_ros.<core folder>.
 PACKAGE_FOLDERS = ('admn_ros', 'fusion', 'quality_estimators', 'datasets', 'benchmarks')
+# What builds a figure and its canvas: admn_ros/figures.py alone imports these.
+FIGURE_MAKERS = {'matplotlib.figure', 'matplotlib.figure.Figure', 'matplotlib.backends.backend_agg',
+                 'matplotlib.backends.backend_agg.FigureCanvasAgg'}
 # Modules that bring in pyplot and its global figure state.
 PYPLOT = {'matplotlib.pyplot', 'matplotlib.pylab', 'pylab'}
 QUIET = dict(progress=False, log=lambda *a: None)
@@ -109,8 +112,9 @@ def test_plots_are_pngs_drawing_the_csv_numbers(full_run):
                                                       for b in (0.25, 1.0)}
 
 
-def pyplot_imports(source: str, name: str) -> list:
-    """``name:line module`` for each import of pyplot in ``source``, inside functions too."""
+def pyplot_imports(source: str, name: str, banned=PYPLOT) -> list:
+    """``name:line module`` for each import in ``source`` of a module in ``banned`` (pyplot by
+    default), inside functions too."""
     found = []
     for node in ast.walk(ast.parse(source, name)):
         if isinstance(node, ast.Import):
@@ -119,20 +123,27 @@ def pyplot_imports(source: str, name: str) -> list:
             modules = [node.module] + [f'{node.module}.{a.name}' for a in node.names]
         else:
             continue
-        found += [f'{name}:{node.lineno} {m}' for m in modules if m in PYPLOT]
+        found += [f'{name}:{node.lineno} {m}' for m in modules if m in banned]
     return found
 
 
-def test_no_package_module_imports_pyplot():
-    """Figures come from ``condition_report.agg_figure`` (an Agg canvas of their own), never from
-    pyplot, whose global state is unsafe off the main thread and leaks unclosed figures."""
+def test_figures_come_from_one_helper_never_from_pyplot():
+    """Figures come from ``admn_ros.figures.agg_figure`` (an Agg canvas of their own), never from
+    pyplot, whose global state is unsafe off the main thread and leaks unclosed figures; and no
+    other module builds its own Figure and canvas."""
     assert pyplot_imports('import matplotlib.pyplot as plt', 'a') == ['a:1 matplotlib.pyplot']
     assert pyplot_imports('def f():\n    from matplotlib import pyplot', 'b') == ['b:2 matplotlib.pyplot']
     assert pyplot_imports('from matplotlib.figure import Figure', 'c') == []
+    assert pyplot_imports('from matplotlib.figure import Figure', 'c', FIGURE_MAKERS) == [
+        'c:1 matplotlib.figure', 'c:1 matplotlib.figure.Figure']
     paths = [p for folder in PACKAGE_FOLDERS for p in sorted((ROOT / folder).rglob('*.py'))]
     assert len(paths) > 50 and ROOT / 'quality_estimators' / 'sweep.py' in paths
     offenders = [hit for p in paths for hit in pyplot_imports(p.read_text(), str(p.relative_to(ROOT)))]
-    assert not offenders, 'draw with condition_report.agg_figure instead: ' + ', '.join(offenders)
+    assert not offenders, 'draw with admn_ros.figures.agg_figure instead: ' + ', '.join(offenders)
+    helper = ROOT / 'admn_ros' / 'figures.py'
+    builders = [hit for p in paths if p != helper
+                for hit in pyplot_imports(p.read_text(), str(p.relative_to(ROOT)), FIGURE_MAKERS)]
+    assert not builders, 'use admn_ros.figures.agg_figure: ' + ', '.join(builders)
 
 
 class InterruptAfter:

@@ -58,6 +58,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 
 from admn_ros import wire
 from admn_ros import report as R
+from admn_ros.figures import preload_plotting
 from admn_ros.node_utils import (DIAGNOSTICS_TOPIC, OK, STALE, UNDECODABLE_KEY, Diagnostics, declare,
                                  node_main, param)
 from admn_ros.wire import (ALLOCATION, INFERENCE, PREDICTION, QUALITY, prediction_type,
@@ -67,14 +68,6 @@ NODE_NAME = 'evaluator'
 KEEP_PENDING = 10000  # unmatched entries remembered per stream
 MISSING_SHARE = 0.5  # a modality absent from more of the frames than this makes the run invalid
 KEEP_FRAMES = 100000  # per-frame records kept for the phase report (the oldest go first)
-
-
-def _warm_plotting() -> None:
-    try:
-        import matplotlib.backends.backend_agg  # noqa: F401
-        import matplotlib.figure  # noqa: F401
-    except Exception:  # the report will say so when it tries to plot
-        pass
 
 
 def percentile(values: List[float], q: float) -> Optional[float]:
@@ -159,7 +152,7 @@ class Evaluator(Node):
         if self.report_path:
             # matplotlib's first import takes seconds on a busy machine: done now, in the
             # background, rather than at shutdown inside bringup's SIGINT grace period.
-            threading.Thread(target=_warm_plotting, name='warm-plotting', daemon=True).start()
+            threading.Thread(target=preload_plotting, name='warm-plotting', daemon=True).start()
 
     # ------------------------------------------------------------------ matching
     def _now_s(self) -> float:
