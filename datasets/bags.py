@@ -22,7 +22,9 @@ stamp with :class:`admn_ros.datasets.sync.ApproxSync` fed in log-time order (the
 would see), and the samples come out sorted by the anchor's stamp (RGB if present, else the
 first stream). A continuous microphone stream (one long clip) is windowed per frame only with
 ``read_bag(audio_window=...)``, as a live node windows it; ``topics=`` reads a bag whose streams
-have other topic names (a robot's camera on ``/camera/image_raw``, say).
+have other topic names (a robot's camera on ``/camera/image_raw``, say). :func:`read_streams` gives
+the decoded streams and assembled audio before that matching (``admn data from-bag`` picks its
+own samples from them).
 
 Errors: a missing bag is ``FileNotFoundError``; a directory without ``metadata.yaml``, a
 truncated or garbled storage file, or an MCAP checksum that does not match
@@ -277,12 +279,16 @@ def _bag_metadata(path: Path) -> Dict[str, Any]:
         raise BagError(f'{meta_path} is not valid rosbag2 metadata: {err}') from err
 
 
+def _custom_data(meta: Mapping[str, Any]) -> Dict[str, str]:
+    return {str(k): str(v) for k, v in (meta.get('custom_data') or {}).items()}
+
+
 def bag_custom_data(path) -> Dict[str, str]:
     """The bag's ``custom_data`` metadata (``{}`` when it has none)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f'bag {path} does not exist')
-    return {str(k): str(v) for k, v in (_bag_metadata(path).get('custom_data') or {}).items()}
+    return _custom_data(_bag_metadata(path))
 
 
 # Streams whose topic a foreign bag may name differently, and the names written here.
@@ -457,6 +463,67 @@ def _assemble_clips(dec: _Decoded, anchors: np.ndarray, image_rate: int, path: P
     return clips
 
 
+# Streams whose message stamps end an audio clip when no rolling window is asked for.
+CLIP_CUT_STREAMS = ('rgb', 'depth', 'label')
+
+
+@dataclass
+class BagStreams:
+    """A bag's decoded streams before synchronisation (:func:`read_streams`).
+
+    ``streams`` maps each stream the bag holds - ``rgb`` (uint8 HxWx3), ``depth`` (float32 HxW,
+    metres), ``audio`` (mono float32 at 16 kHz), ``label`` (class id) and ``corruption``
+    (``{modality: (type, severity)}``) - to its messages as ``(log time ns, header stamp ns,
+    value)``: decoded streams in the order read, audio clips (or windows) by stamp.
+    """
+
+    streams: Dict[str, List[Tuple[int, int, Any]]]
+    custom_data: Dict[str, str]            # the bag's custom metadata ({} when it has none)
+    start_ns: int                          # the bag's starting time (0 when unknown)
+    label_names: Dict[int, str]            # class id -> name carried by label messages
+    undecodable: Dict[str, int]            # recorded topic -> messages that did not decode
+
+    def class_names(self, *, every_label_id: bool = False) -> List[str]:
+        """The list in the bag's metadata, else the names label messages carried, indexed by
+        class id (an id with no name is named ``str(id)``). ``every_label_id`` also covers the
+        ids of label messages that carried no name, up to the largest id recorded."""
+        if CUSTOM_CLASS_NAMES in self.custom_data:
+            return [str(c) for c in json.loads(self.custom_data[CUSTOM_CLASS_NAMES])]
+        ids = set(self.label_names)
+        if every_label_id:
+            ids |= {v for _, _, v in self.streams.get('label', [])}
+        return [self.label_names.get(i, str(i)) for i in range(max(ids) + 1)] if ids else []
+
+
+def read_streams(path, *, topics: Optional[Mapping[str, str]] = None,
+                 audio_rate_hz: int = SAMPLE_RATE, audio_window: Optional[int] = None) -> BagStreams:
+    """Decode the streams of the bag at ``path`` and assemble its audio, without matching them.
+
+    The MCAP checksums are verified first; errors are those of :func:`read_bag`. ``topics`` names
+    the streams of a bag that uses other topics (:func:`topic_renames`); ``audio_rate_hz`` is the
+    rate of Image-carried audio when the bag's metadata does not say. Without ``audio_window``
+    audio chunks are joined into clips, a clip ending where a gap opens or an RGB, depth or label
+    message is stamped; with it, every audio message gives the last ``audio_window`` samples
+    (16 kHz) of its contiguous run up to its end, as a live node's rolling window does.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f'bag {path} does not exist')
+    meta = _bag_metadata(path) if path.is_dir() else {}
+    custom = _custom_data(meta)
+    dec = _read_messages(path, topics)
+    image_rate = int(custom.get(CUSTOM_AUDIO_RATE, audio_rate_hz))
+    cuts = np.array(sorted(s for key in CLIP_CUT_STREAMS for _, s, _ in dec.streams.get(key, [])),
+                    dtype=np.int64)
+    clips = _assemble_clips(dec, cuts, image_rate, path, audio_window)
+    streams = dict(dec.streams)
+    if clips:
+        streams['audio'] = clips
+    start_ns = int((meta.get('starting_time') or {}).get('nanoseconds_since_epoch', 0))
+    return BagStreams(streams=streams, custom_data=custom, start_ns=start_ns,
+                      label_names=dict(dec.label_names), undecodable=dict(dec.undecodable))
+
+
 def _default_slop_ns(anchor_stamps: np.ndarray) -> int:
     """Half the median spacing of the anchor stream (100 ms when it has one distinct stamp)."""
     distinct = np.unique(anchor_stamps)
@@ -480,45 +547,34 @@ def read_bag(path, *, slop_s: Optional[float] = None, queue_size: int = 100,
     bag of whole per-sample clips gives each clip (its last ``audio_window`` samples).
     """
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f'bag {path} does not exist')
-    custom = {}
-    if path.is_dir():
-        custom = _bag_metadata(path).get('custom_data') or {}
-    dec = _read_messages(path, topics)
-    image_rate = int(custom.get(CUSTOM_AUDIO_RATE, audio_rate_hz))
-
-    anchor_stamps = np.array(sorted(s for key in ('rgb', 'depth', 'label')
-                                    for _, s, _ in dec.streams.get(key, [])), dtype=np.int64)
-    clips = _assemble_clips(dec, anchor_stamps, image_rate, path, audio_window)
-    if clips:
-        dec.streams['audio'] = clips
-    names = [m for m in MODALITIES if m in dec.streams]
+    bag = read_streams(path, topics=topics, audio_rate_hz=audio_rate_hz, audio_window=audio_window)
+    streams = bag.streams
+    names = [m for m in MODALITIES if m in streams]
     if not names:
         raise BagError(f'{path} has no {"/".join(T.MODALITY_TOPICS.values())} or '
                        f'{T.AUDIO_STAMPED_TOPIC} messages')
-    names += [k for k in ('label', 'corruption') if k in dec.streams]
+    names += [k for k in ('label', 'corruption') if k in streams]
     anchor = names[0]
 
-    slop_ns = (_default_slop_ns(np.array([s for _, s, _ in dec.streams[anchor]]))
+    slop_ns = (_default_slop_ns(np.array([s for _, s, _ in streams[anchor]]))
                if slop_s is None else int(round(slop_s * 1e9)))
     matched: List[Tuple[Any, ...]] = []
     sync = ApproxSync(len(names), queue_size, slop_ns, lambda *items: matched.append(items))
     arrivals = sorted((log_ns, k, stamp, value) for k, name in enumerate(names)
-                      for log_ns, stamp, value in _with_index(dec.streams[name]))
+                      for log_ns, stamp, value in _with_index(streams[name]))
     for _, k, stamp, value in arrivals:
         sync.add(k, stamp, (stamp, value[1]))
     if not matched:
         raise BagError(f'{path}: no synchronised samples across {names} with slop '
                        f'{slop_ns / 1e9:.4g} s (messages: '
-                       f'{ {n: len(dec.streams[n]) for n in names} })')
+                       f'{ {n: len(streams[n]) for n in names} })')
     matched.sort(key=lambda items: items[0][0])
 
     batch = _stack(names, [[value for _, value in items] for items in matched], path)
     stamps = np.array([items[0][0] for items in matched], dtype=np.int64)
-    unmatched = {n: len(dec.streams[n]) - len(matched) for n in names}
-    return BagSamples(batch=batch, stamps_ns=stamps, class_names=_class_names(custom, dec),
-                      anchor=anchor, unmatched=unmatched, undecodable=dict(dec.undecodable))
+    unmatched = {n: len(streams[n]) - len(matched) for n in names}
+    return BagSamples(batch=batch, stamps_ns=stamps, class_names=bag.class_names(),
+                      anchor=anchor, unmatched=unmatched, undecodable=dict(bag.undecodable))
 
 
 def _with_index(items):
@@ -569,11 +625,3 @@ def _corruption_labels(levels: List[Dict[str, Tuple[str, float]]], path: Path) -
         out[f'severity_{m}'] = sev
         out[f'ctype_{m}'] = codes
     return out
-
-
-def _class_names(custom: Dict[str, Any], dec: _Decoded) -> List[str]:
-    if CUSTOM_CLASS_NAMES in custom:
-        return [str(c) for c in json.loads(custom[CUSTOM_CLASS_NAMES])]
-    if not dec.label_names:
-        return []
-    return [dec.label_names.get(i, str(i)) for i in range(max(dec.label_names) + 1)]

@@ -9,7 +9,7 @@ when it has no header) - a button, a detector, a timer. Neither: at every frame 
 image stream (rgb, else depth). At a sample time ``t`` each image stream gives its frame with the
 nearest header stamp and the audio stream the window a live node would hear: the last
 ``clip_seconds`` of the contiguous run up to the end of the audio message nearest ``t``
-(:func:`admn_ros.datasets.bags.read_bag`'s ``audio_window``). A stream with nothing within
+(:func:`admn_ros.datasets.bags.read_streams`' ``audio_window``). A stream with nothing within
 ``max_gap_s`` of ``t`` (default: half the first image stream's median frame period) skips the
 sample, counted by reason; so does an audio window shorter than a clip (the recording's first
 second).
@@ -42,6 +42,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from admn_ros.datasets.bags import read_streams
 from admn_ros.datasets.sample import MODALITIES, SAMPLE_RATE
 
 IMAGE_MODALITIES = ('rgb', 'depth')
@@ -198,9 +199,6 @@ def import_bag(bag, out, *, topics: Optional[Mapping[str, str]] = None, rate_hz:
                clip_seconds: float = 1.0, depth_format: str = 'png',
                modalities: Optional[Sequence[str]] = None) -> ImportReport:
     """Turn the bag at ``bag`` into a folder dataset at ``out`` (module docstring)."""
-    from admn_ros.datasets.bags import (CUSTOM_AUDIO_RATE, CUSTOM_CLASS_NAMES, _assemble_clips,
-                                        _bag_metadata, _read_messages)
-
     bag, out = Path(bag), Path(out)
     if not bag.exists():
         raise FileNotFoundError(f'bag {bag} does not exist')
@@ -217,17 +215,11 @@ def import_bag(bag, out, *, topics: Optional[Mapping[str, str]] = None, rate_hz:
         raise ValueError('condition tags come from the corruption topic or a CSV, not both')
     split_fractions = _check_splits(split, splits)
 
-    meta = _bag_metadata(bag) if bag.is_dir() else {}
-    custom = meta.get('custom_data') or {}
-    bag_start = int((meta.get('starting_time') or {}).get('nanoseconds_since_epoch', 0))
-    dec = _read_messages(bag, topics)
     clip = int(round(clip_seconds * SAMPLE_RATE))
-    image_streams = [m for m in IMAGE_MODALITIES if m in dec.streams]
-    anchors = np.array(sorted(s for m in image_streams for _, s, _ in dec.streams[m]), np.int64)
-    windows = _assemble_clips(dec, anchors, int(custom.get(CUSTOM_AUDIO_RATE, SAMPLE_RATE)), bag, clip)
-    streams = {m: _stream(dec.streams[m]) for m in image_streams}
-    if windows:
-        streams['audio'] = _stream(windows)
+    # Audio as a live node hears it: the last clip of sound up to each audio message.
+    recorded = read_streams(bag, topics=topics, audio_window=clip)
+    streams = {m: _stream(recorded.streams[m]) for m in (*IMAGE_MODALITIES, 'audio')
+               if m in recorded.streams}
     present = tuple(m for m in MODALITIES if m in streams)
     if modalities:
         missing = sorted(set(modalities) - set(present))
@@ -245,7 +237,7 @@ def import_bag(bag, out, *, topics: Optional[Mapping[str, str]] = None, rate_hz:
     times = _sample_times(bag, first, rate_hz, trigger)
 
     # Labels: a CSV of ranges, else the label stream (latest at or before the sample).
-    offset = bag_start if csv_time == 'bag' else 0
+    offset = recorded.start_ns if csv_time == 'bag' else 0
     label_ranges = read_label_ranges(labels_csv) if labels_csv else None
     if label_ranges is not None:
         names = list(classes) if classes else sorted({lab for _, _, lab in label_ranges})
@@ -254,13 +246,13 @@ def import_bag(bag, out, *, topics: Optional[Mapping[str, str]] = None, rate_hz:
             raise ValueError(f'{labels_csv} uses labels {unknown} that --classes lacks')
         label_stream = None
     else:
-        label_stream = _stream(dec.streams['label']) if 'label' in dec.streams else None
+        label_stream = _stream(recorded.streams['label']) if 'label' in recorded.streams else None
         if label_stream is None:
             raise ValueError(f'{bag}: no label topic messages; give --label TOPIC or --labels-csv')
-        names = list(classes) if classes else _bag_class_names(custom, dec, CUSTOM_CLASS_NAMES)
+        names = list(classes) if classes else recorded.class_names(every_label_id=True)
     condition_ranges = read_condition_ranges(conditions_csv) if conditions_csv else None
-    condition_stream = (_stream(dec.streams['corruption'])
-                        if condition_ranges is None and 'corruption' in dec.streams else None)
+    condition_stream = (_stream(recorded.streams['corruption'])
+                        if condition_ranges is None and 'corruption' in recorded.streams else None)
 
     rows: Dict[str, list] = {m: [] for m in present}
     labels, tags, stamps = [], [], []
@@ -293,7 +285,7 @@ def import_bag(bag, out, *, topics: Optional[Mapping[str, str]] = None, rate_hz:
                          f'({", ".join(f"{k}: {v}" for k, v in skipped.items()) or "no sample times"})')
 
     report = ImportReport(out=out, class_names=names, skipped=skipped, modalities=present,
-                          undecodable=dict(dec.undecodable))
+                          undecodable=dict(recorded.undecodable))
     batch = _batch(rows, labels, tags, present, image_size)
     for m in MODALITIES:
         if f'severity_{m}' in batch:
@@ -320,14 +312,6 @@ def _sample_times(bag: Path, first: np.ndarray, rate_hz: Optional[float],
     period = 1e9 / rate_hz
     count = int((first[-1] - first[0]) // period) + 1
     return np.array([first[0] + round(k * period) for k in range(count)], np.int64)
-
-
-def _bag_class_names(custom, dec, key) -> List[str]:
-    import json
-    if key in custom:
-        return [str(c) for c in json.loads(custom[key])]
-    ids = sorted({v for _, _, v in dec.streams.get('label', [])} | set(dec.label_names))
-    return [dec.label_names.get(i, str(i)) for i in range(max(ids) + 1)] if ids else []
 
 
 def _label_at(t, ranges, stream, offset, gap, names) -> Optional[int]:
