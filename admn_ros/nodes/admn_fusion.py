@@ -436,6 +436,12 @@ class AdmnFusion(LifecycleNode):
         if hasattr(self, 'subs'):
             self._stop_processing()
         super().destroy_node()
+        # rclpy's LifecycleNode leaves its state machine to the garbage collector, and the state
+        # machine holds the node's handle, so the context (and the DDS participant with its
+        # shared-memory segment) would outlive destroy; nodes end without a collection.
+        machine = getattr(self, '_state_machine', None)
+        if machine is not None:
+            machine.destroy_when_not_in_use()
 
     # ------------------------------------------------------------------ intake
     def _on_input(self, modality: str, msg) -> None:
