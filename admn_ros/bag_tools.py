@@ -23,8 +23,9 @@ allocations and timings and no accuracy. Reports: :mod:`admn_ros.bag_report`.
 Topic names of a foreign bag are given per stream (``--rgb``, ``--depth``, ``--audio``,
 ``--audio-info``, ``--label``, ``--corruption``): offline they rename the streams as they are read,
 through ROS bag_player republishes them under the names the nodes subscribe to. Audio recorded as
-``audio_common_msgs/AudioDataStamped`` needs that package built for the ROS path; without it the
-ROS path runs on the other modalities and says so.
+``audio_common_msgs/AudioDataStamped`` needs that package built for the ROS path, and its
+``AudioInfo`` topic, which bag_player then plays too, latched; without either the ROS path runs on
+the other modalities and says so.
 
 This module imports no rclpy: the nodes run as processes (:mod:`admn_ros.bringup`).
 """
@@ -163,15 +164,17 @@ def replay_plan(bag, model_modalities: Sequence[str], topics: Optional[Mapping[s
                 audio_common: Optional[bool] = None) -> Dict[str, Any]:
     """What the replay_eval graph needs for this bag: the topics bag_player plays and their
     renames, the modalities admn_fusion waits for, its audio input, notes on what is left out,
-    and the number of frames to expect (messages on the first modality)."""
+    and the number of frames to expect (messages on the first modality). Audio recorded as
+    ``AudioDataStamped`` is played with its stream's ``AudioInfo`` topic, without which
+    admn_fusion cannot decode it."""
     from admn_ros.datasets.bags import topic_renames
     from admn_ros.wire import audio_common_available
     recorded = _recorded(bag)
     renames = topic_renames(topics or {}, recorded)
     # What each standard name is fed from: a mapped topic, else the bag's own of that name.
     source = {new: old for old, new in renames.items()}
-    for name in (T.RGB_TOPIC, T.DEPTH_TOPIC, T.AUDIO_TOPIC, T.AUDIO_STAMPED_TOPIC, T.LABEL_TOPIC,
-                 T.CORRUPTION_TOPIC):
+    for name in (T.RGB_TOPIC, T.DEPTH_TOPIC, T.AUDIO_TOPIC, T.AUDIO_STAMPED_TOPIC,
+                 T.AUDIO_INFO_TOPIC, T.LABEL_TOPIC, T.CORRUPTION_TOPIC):
         if name not in source and name in recorded and name not in renames:
             source[name] = name
     notes, play, modalities = [], [], []
@@ -185,15 +188,21 @@ def replay_plan(bag, model_modalities: Sequence[str], topics: Optional[Mapping[s
             modalities.append('audio')
             play.append(source[T.AUDIO_TOPIC])
         elif T.AUDIO_STAMPED_TOPIC in source:
+            stamped = source[T.AUDIO_STAMPED_TOPIC]
+            info_topic = source.get(T.AUDIO_INFO_TOPIC)
             available = audio_common_available() if audio_common is None else audio_common
-            if available:
+            if not available:
+                notes.append(f'audio on {stamped} (AudioDataStamped) not replayed: '
+                             'audio_common_msgs is not built here, so admn_fusion ran without '
+                             'audio')
+            elif info_topic is None or recorded[info_topic] != T.AUDIO_INFO_TYPE:
+                notes.append(f'audio on {stamped} (AudioDataStamped) not replayed: the bag has '
+                             f'no {T.AUDIO_INFO_TYPE} topic (name it with --audio-info) to say '
+                             'its format, so admn_fusion ran without audio')
+            else:   # bag_player offers the AudioInfo latched (wire.replay_qos)
                 modalities.append('audio')
                 audio_input = 'audio_common'
-                play.append(source[T.AUDIO_STAMPED_TOPIC])
-            else:
-                notes.append(f'audio on {source[T.AUDIO_STAMPED_TOPIC]} (AudioDataStamped) not '
-                             'replayed: audio_common_msgs is not built here, so admn_fusion ran '
-                             'without audio')
+                play += [stamped, info_topic]
     if not modalities:
         raise ValueError(f'{bag} has no topic for the model modalities {tuple(model_modalities)}; '
                          f'its topics: {sorted(recorded)} (name them with --rgb/--depth/--audio)')

@@ -101,10 +101,17 @@ CONDITIONAL: Dict[str, Tuple[Tuple[str, str, str, str, str], ...]] = {
     'sensor_source': (
         (PUBLISHES, 'audio/audio_stamped', 'audio_common_msgs/msg/AudioDataStamped',
          'reliable, keep last 10', 'also, when audio_common_msgs is built (S16LE mono)'),
+        (PUBLISHES, 'audio/audio_info', 'audio_common_msgs/msg/AudioInfo',
+         'reliable, keep last 1, transient local', 'with `audio/audio_stamped`: its format '
+         '(S16LE mono, 16 kHz, `wave`), published once at start'),
     ),
     'admn_fusion': (
         (SUBSCRIBES, 'audio/audio_stamped', 'audio_common_msgs/msg/AudioDataStamped',
-         'best effort, keep last 5', 'instead of `audio/pcm` with `audio_input: audio_common`'),
+         'best effort, keep last 5', 'instead of `audio/pcm` with `audio_input: audio_common`; '
+         'decoded in the format `audio/audio_info` names, resampled to 16 kHz'),
+        (SUBSCRIBES, 'audio/audio_info', 'audio_common_msgs/msg/AudioInfo',
+         'reliable, keep last 1, transient local', 'with `audio_input: audio_common`: the '
+         "stream's format, required (audio is refused and counted until a usable one arrives)"),
     ),
     'bag_player': (
         (PUBLISHES, '/clock', 'rosgraph_msgs/msg/Clock', 'reliable, keep last 10',
@@ -142,7 +149,8 @@ NOTES: Dict[Tuple[str, str], str] = {
     ('budget_manager', 'budget'): 'on every change',
     ('bag_player', '/camera/color/image_raw'): 'one per recorded topic (here a bag from '
                                                '`datasets.bags.write_bag`); the recorded QoS '
-                                               'when known, else reliable, `qos_depth`',
+                                               'when known, else reliable, `qos_depth`; an '
+                                               '`AudioInfo` always latched',
     ('evaluator', 'admn/prediction'): 'the type admn_fusion publishes here',
     ('evaluator', 'ground_truth/corruption'): 'levels per stamp (noise_injector or a bag); the '
                                               'report splits the run into corruption phases',

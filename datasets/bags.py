@@ -344,9 +344,10 @@ def _decode_message(dec: _Decoded, store, topic: str, msgtype: str, log_ns: int,
         dec.stamped_audio.append(_Chunk(log_ns, wire.header_stamp_ns(msg), len(data), data))
     elif topic == T.AUDIO_INFO_TOPIC and msgtype == T.AUDIO_INFO_TYPE:
         info = store.deserialize_cdr(raw, msgtype)
-        if dec.audio_info is not None and _info_tuple(info) != _info_tuple(dec.audio_info):
-            raise ValueError(f'{topic} changes format mid-bag: {_info_tuple(dec.audio_info)} '
-                             f'then {_info_tuple(info)}')
+        before = None if dec.audio_info is None else wire.audio_info_key(dec.audio_info)
+        if before is not None and wire.audio_info_key(info) != before:
+            raise ValueError(f'{topic} changes format mid-bag: {before} '
+                             f'then {wire.audio_info_key(info)}')
         dec.audio_info = info
     elif topic == T.LABEL_TOPIC and msgtype == T.DIAGNOSTIC_ARRAY_TYPE:
         msg = store.deserialize_cdr(raw, msgtype)
@@ -358,11 +359,6 @@ def _decode_message(dec: _Decoded, store, topic: str, msgtype: str, log_ns: int,
         msg = store.deserialize_cdr(raw, msgtype)
         levels = wire.read_corruption(msg)
         dec.streams.setdefault('corruption', []).append((log_ns, wire.header_stamp_ns(msg), levels))
-
-
-def _info_tuple(info) -> Tuple:
-    return (int(info.channels), int(info.sample_rate), str(info.sample_format),
-            str(info.coding_format))
 
 
 def _read_messages(path: Path, topics: Optional[Mapping[str, str]] = None) -> _Decoded:

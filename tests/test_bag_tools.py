@@ -198,15 +198,26 @@ def test_robot_bag_without_labels_gives_a_prediction_only_report(tmp_path, capsy
     from admn_ros.bag_tools import replay_plan
     topics = {'rgb': '/cam/image_raw', 'depth': '/cam/depth/image_rect_raw',
               'audio': '/mic/audio_stamped', 'audio_info': '/mic/audio_info'}
+    # AudioDataStamped goes with its stream's AudioInfo (bag_player offers it latched).
     plan = replay_plan(bag, ('rgb', 'depth', 'audio'), topics, audio_common=True)
-    assert plan['play'] == ['/cam/image_raw', '/cam/depth/image_rect_raw', '/mic/audio_stamped']
+    assert plan['play'] == ['/cam/image_raw', '/cam/depth/image_rect_raw', '/mic/audio_stamped',
+                            '/mic/audio_info']
     assert sorted(plan['remappings']) == ['/cam/depth/image_rect_raw:=/camera/depth/image',
                                           '/cam/image_raw:=/camera/color/image_raw',
+                                          '/mic/audio_info:=/audio/audio_info',
                                           '/mic/audio_stamped:=/audio/audio_stamped']
     assert plan['audio_input'] == 'audio_common' and plan['expected_frames'] == 30
+    assert plan['modalities'] == ['rgb', 'depth', 'audio'] and plan['notes'] == []
     assert not plan['labelled']
     without = replay_plan(bag, ('rgb', 'depth', 'audio'), topics, audio_common=False)
     assert without['modalities'] == ['rgb', 'depth'] and 'audio_common_msgs' in without['notes'][0]
+    assert '/mic/audio_info' not in without['play']
+    # Without its AudioInfo the stream cannot be decoded: not replayed, and the note says why.
+    no_info = replay_plan(bag, ('rgb', 'depth', 'audio'),
+                          {k: v for k, v in topics.items() if k != 'audio_info'}, audio_common=True)
+    assert no_info['modalities'] == ['rgb', 'depth'] and no_info['audio_input'] == 'image'
+    assert no_info['play'] == ['/cam/image_raw', '/cam/depth/image_rect_raw']
+    assert 'AudioInfo topic (name it with --audio-info)' in no_info['notes'][0]
     assert 'Predicted most often:' in md and '| - |' in md     # no accuracy in the table
     assert_png(out / 'offline_summary.png')
     assert_png(out / 'offline_timeline_heuristic_0.5.png')

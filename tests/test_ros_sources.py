@@ -84,6 +84,39 @@ def test_sensor_source_publishes_dataset_samples_with_shared_stamps(ros_context,
     assert rgb[0].header.frame_id == wire.FRAME_IDS['rgb']
 
 
+def test_sensor_source_latches_the_audio_info_of_its_stamped_stream(ros_context, harness):
+    """With audio_common_msgs, the AudioDataStamped stream comes with one latched AudioInfo that
+    a subscriber joining later still gets, naming the format the buffers really are in."""
+    if not wire.audio_common_available():
+        pytest.skip('audio_common_msgs is not built here: sensor_source publishes neither '
+                    'AudioDataStamped nor AudioInfo')
+    from audio_common_msgs.msg import AudioDataStamped, AudioInfo
+    from rclpy.qos import DurabilityPolicy
+
+    from admn_ros.nodes.sensor_source import SensorSource
+    from admn_ros.runtime.audio_stream import AudioStreamDecoder
+    src = SensorSource(context=ros_context, parameter_overrides=[
+        Parameter('source', value='tensors'), Parameter('dataset_size', value=2),
+        Parameter('modalities', value=['audio']), Parameter('rate_hz', value=50.0),
+        Parameter('loop', value=False)])
+    h = harness(src)
+    assert src.info_pub.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL
+    stamped, image = h.listen(AudioDataStamped, wire.AUDIO_STAMPED), h.listen(Image, wire.AUDIO)
+    assert h.spin_until(lambda: len(stamped) == len(image) == 2)
+    infos = []
+    h.probe.create_subscription(AudioInfo, wire.AUDIO_STAMPED_INFO, infos.append,
+                                wire.latched_qos())
+    assert h.spin_until(lambda: infos), 'a late transient-local subscriber got no AudioInfo'
+    h.spin_for(0.2)
+    assert len(infos) == 1 and wire.audio_info_key(infos[0]) == wire.audio_info_key(wire.AUDIO_INFO)
+    decoder = AudioStreamDecoder()   # decoded with that AudioInfo: the Image stream's samples
+    decoder.set_info(infos[0])
+    for msg, img in zip(stamped, image):
+        stamp, wave = decoder.push(wire.header_stamp_ns(msg), bytes(msg.audio.data))
+        assert stamp == wire.header_stamp_ns(img)
+        np.testing.assert_array_equal(wave, wire.read_audio(img)[0])
+
+
 def test_sensor_source_wav_chunks_are_stamped_at_their_first_sample(ros_context, harness, tmp_path):
     import soundfile
 
@@ -269,6 +302,80 @@ def test_bag_player_reliability_can_override_the_recorded_qos(ros_context, tmp_p
             Parameter('bag_path', value=str(bag)), Parameter('reliability', value='sometimes')])
 
 
+def _qos(reliability, durability):
+    from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability
+    from rosbags.interfaces import QosTime
+    never = QosTime(sec=0, nsec=0)
+    return Qos(history=QosHistory.KEEP_LAST, depth=5, reliability=QosReliability[reliability],
+               durability=QosDurability[durability], deadline=never, lifespan=never,
+               liveliness=QosLiveliness.AUTOMATIC, liveliness_lease_duration=never,
+               avoid_ros_namespace_conventions=False)
+
+
+def test_replay_qos_latches_audio_info_whatever_the_bag_recorded(tmp_path):
+    """The one QoS decision of a replay: AudioInfo is always latched (a rosbags-written bag
+    records no QoS, a recording may say volatile, the reliability parameter may force best
+    effort); other topics follow the recording, or reliable volatile."""
+    from rclpy.qos import DurabilityPolicy as D, ReliabilityPolicy as R
+    from rosbags.rosbag2 import Reader
+
+    from admn_ros.wire import topics as T
+    from tests.test_bag_tools import robot_bag
+
+    def kind(qos):
+        return qos.reliability, qos.durability, qos.depth
+
+    latched = (R.RELIABLE, D.TRANSIENT_LOCAL, 1)
+    with Reader(robot_bag(tmp_path / 'robot', seconds=0.2)) as reader:
+        recorded = {c.topic: (c.msgtype, list(c.ext.offered_qos_profiles))
+                    for c in reader.connections}
+    assert recorded['/mic/audio_info'] == (T.AUDIO_INFO_TYPE, [])   # rosbags recorded no QoS
+    for topic, (msgtype, offered) in recorded.items():
+        qos, note = wire.replay_qos(msgtype, offered, 10)
+        expected = latched if topic == '/mic/audio_info' else (R.RELIABLE, D.VOLATILE, 10)
+        assert (kind(qos), note) == (expected, ''), topic
+
+    volatile = [_qos('BEST_EFFORT', 'VOLATILE')]
+    for reliability in wire.REPLAY_RELIABILITY:
+        assert kind(wire.replay_qos(T.AUDIO_INFO_TYPE, volatile, 10, reliability)[0]) == latched
+    assert kind(wire.replay_qos(T.IMAGE_TYPE, volatile, 7)[0]) == (R.BEST_EFFORT, D.VOLATILE, 7)
+    assert kind(wire.replay_qos(T.IMAGE_TYPE, volatile, 7, 'reliable')[0]) == (
+        R.RELIABLE, D.VOLATILE, 7)
+    kept = [_qos('RELIABLE', 'TRANSIENT_LOCAL')] * 2
+    assert kind(wire.replay_qos(T.FLOAT32_TYPE, kept, 3)[0]) == (R.RELIABLE, D.TRANSIENT_LOCAL, 3)
+    qos, note = wire.replay_qos(T.IMAGE_TYPE, kept + volatile, 3)
+    assert kind(qos) == (R.RELIABLE, D.VOLATILE, 3) and 'disagree' in note
+    with pytest.raises(ValueError, match='reliability must be one of'):
+        wire.replay_qos(T.IMAGE_TYPE, [], 3, 'sometimes')
+
+
+def test_bag_player_latches_the_audio_info_of_a_rosbags_bag(ros_context, harness, tmp_path):
+    """Over ROS: the AudioInfo of a bag written by rosbags (no recorded QoS) reaches a
+    transient-local subscriber that joins after playback ended, under its remapped name."""
+    if not wire.audio_common_available():
+        pytest.skip('audio_common_msgs is not built here: bag_player skips AudioInfo, so it '
+                    'cannot be published (the QoS decision is tested without it)')
+    from audio_common_msgs.msg import AudioInfo
+    from rclpy.qos import DurabilityPolicy
+
+    from admn_ros.nodes.bag_player import BagPlayer
+    from tests.test_bag_tools import robot_bag
+    bag = robot_bag(tmp_path / 'robot', seconds=0.2)
+    player = BagPlayer(context=ros_context, parameter_overrides=[
+        Parameter('bag_path', value=str(bag)), Parameter('as_fast_as_possible', value=True),
+        Parameter('topics', value=['/mic/audio_info', '/mic/audio_stamped']),
+        Parameter('remappings', value=['/mic/audio_info:=/audio/audio_info'])])
+    h = harness(player)
+    assert h.spin_until(lambda: player.done.is_set(), timeout=30)
+    assert player.published['/mic/audio_info'] == 1
+    track = player.tracks['/mic/audio_info']
+    assert track.publisher.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL
+    got = []
+    h.probe.create_subscription(AudioInfo, '/audio/audio_info', got.append, wire.latched_qos())
+    assert h.spin_until(lambda: got, timeout=10), 'a late transient-local subscriber got nothing'
+    assert wire.audio_info_key(got[0]) == (1, 44100, 'S16LE', 'wave')
+
+
 def test_bag_player_paces_filters_remaps_and_skips_unknown_types(ros_context, harness, tmp_path):
     from rosbags.rosbag2 import StoragePlugin, Writer
 
@@ -345,6 +452,28 @@ def test_incompatible_qos_is_reported_with_the_policy_name(ros_context, harness,
            'policy RELIABILITY' in seen
     assert "publisher on 'camera/depth/image' cannot serve a subscriber: incompatible QoS " \
            'policy RELIABILITY' in seen
+
+
+def test_audio_info_subscription_warns_that_it_must_be_latched(ros_context, harness, capfd):
+    """A volatile publisher never serves a latched subscription: the warning says what the
+    publisher must offer, not to look at input_reliability (which does not apply to it)."""
+    from rclpy.qos import QoSProfile
+
+    node = rclpy.create_node('listener', context=ros_context)
+    h = harness(node)
+    node.create_subscription(
+        DiagnosticArray, 'audio/audio_info', lambda _: None, wire.latched_qos(),
+        event_callbacks=wire.subscription_events(node, 'audio/audio_info', wire.AUDIO_INFO_ADVICE))
+    h.probe.create_publisher(DiagnosticArray, 'audio/audio_info', QoSProfile(depth=1))  # volatile
+    seen = ''
+    deadline = time.monotonic() + 5
+    while 'DURABILITY' not in seen and time.monotonic() < deadline:
+        h.spin_for(0.1)
+        seen += capfd.readouterr().err
+    assert "subscription on 'audio/audio_info' cannot match a publisher: incompatible QoS " \
+           'policy DURABILITY' in seen
+    assert 'must offer AudioInfo latched (reliable, transient local)' in seen
+    assert 'input_reliability' not in seen
 
 
 def test_bag_player_main_returns_when_the_bag_ends(tmp_path):

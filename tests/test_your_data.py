@@ -95,10 +95,14 @@ def test_the_fine_tuned_model_runs_on_the_node_as_offline(walkthrough, monkeypat
 
 
 def test_the_node_command_names_the_nodes_real_inputs():
-    """The ros2 run line remaps inputs the fusion node really subscribes to."""
+    """The ros2 run line remaps inputs the fusion node really subscribes to; with audio_common
+    input, the AudioInfo the audio cannot be decoded without comes along."""
     from admn_ros.wire import topics as T
     text = DOC.read_text(encoding='utf8')
     line = next(l for l in text.splitlines() if l.startswith('ros2 run admn_ros admn_fusion'))
     remapped = re.findall(r'-r (\S+):=', line)
-    assert remapped and set(remapped) <= {T.RGB, T.DEPTH, T.AUDIO, T.AUDIO_STAMPED}
+    assert remapped and set(remapped) <= {T.RGB, T.DEPTH, T.AUDIO, T.AUDIO_STAMPED,
+                                          T.AUDIO_STAMPED_INFO}
+    if 'audio_input:=audio_common' in line:
+        assert {T.AUDIO_STAMPED, T.AUDIO_STAMPED_INFO} <= set(remapped)
     assert 'model_path:=' in line

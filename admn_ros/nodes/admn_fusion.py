@@ -17,7 +17,8 @@ activates itself, and a failed configure ends the process with the reason. ``~/e
 (std_srvs/SetBool) pauses and resumes inference without a transition.
 
 Inputs (node-relative, sensor-data QoS with ``input_reliability`` / ``input_depth``): one Image
-topic per model modality, or ``audio/audio_stamped`` with ``audio_input: audio_common``, and the
+topic per model modality, or ``audio/audio_stamped`` with ``audio_input: audio_common``, decoded in
+the format of the latched ``audio/audio_info`` (required; refused until it arrives), and the
 ``budget`` topic (latched Float32). Sets are matched with approximate time sync; a modality
 silent for ``modality_timeout_s`` is dropped from the sync and its budget goes to the others until
 it speaks again; intake never waits for the model (:mod:`admn_ros.runtime`). Bad input (a message
@@ -377,8 +378,15 @@ class AdmnFusion(LifecycleNode):
         for m in self.engine.modalities:
             msg_type, topic = Image, wire.SENSOR_TOPICS[m]
             if m == 'audio' and audio_input == 'audio_common':
-                from audio_common_msgs.msg import AudioDataStamped  # optional package
+                from audio_common_msgs.msg import AudioDataStamped, AudioInfo  # optional package
                 msg_type, topic = AudioDataStamped, wire.AUDIO_STAMPED
+                info = self.create_subscription(   # the stream's format: latched, always taken
+                    AudioInfo, wire.AUDIO_STAMPED_INFO, self.intake.set_audio_info,
+                    wire.latched_qos(),
+                    event_callbacks=wire.subscription_events(self, wire.AUDIO_STAMPED_INFO,
+                                                             wire.AUDIO_INFO_ADVICE))
+                self.intake.audio_stream.info_topic = info.topic_name   # as remapped
+                self.subs.append(info)
             self.subs.append(self.create_subscription(
                 msg_type, topic, functools.partial(self._on_input, m), qos,
                 event_callbacks=wire.subscription_events(self, topic)))

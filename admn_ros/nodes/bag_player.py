@@ -18,8 +18,11 @@ mismatch refuses the bag), and a message that does not deserialize as its record
 published but counted per topic (``undecodable <topic>`` in ``/diagnostics``, which the evaluator
 puts in its report).
 
-QoS per topic: the recorded offered profiles when they all agree (history reset to KEEP_LAST
-``qos_depth``), else reliable KEEP_LAST ``qos_depth`` volatile, which every subscriber accepts.
+QoS per topic (:func:`admn_ros.wire.replay_qos`): the recorded offered profiles when they all
+agree (history reset to KEEP_LAST ``qos_depth``), else reliable KEEP_LAST ``qos_depth`` volatile,
+which every subscriber accepts; ``reliability`` can force reliable or best effort. An
+``AudioInfo`` always goes out latched (reliable, transient local, depth 1), recorded QoS or not,
+so admn_fusion's latched subscription matches it and a late joiner still gets the format.
 
 ``as_fast_as_possible`` is the deterministic mode for tests: no sleeping, ``/clock`` set to each
 message's bag time right before it, and each publish waits until reliable subscribers acknowledged
@@ -36,7 +39,6 @@ from typing import Dict, List, NoReturn, Optional, Tuple
 
 from rclpy.duration import Duration
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
 
 from admn_ros import wire
@@ -70,27 +72,6 @@ class Track:
     out_topic: str      # published name
     msgtype: str
     publisher: object = None
-
-
-RELIABILITY_CHOICES = ('recorded', 'reliable', 'best_effort')
-
-
-def recorded_qos(connections, depth: int) -> Tuple[QoSProfile, str]:
-    """The QoS to republish with, from the offered profiles recorded for one topic, and a note."""
-    profiles = [q for c in connections
-                for q in (getattr(c.ext, 'offered_qos_profiles', None) or [])]
-    default = QoSProfile(depth=depth, reliability=ReliabilityPolicy.RELIABLE,
-                         durability=DurabilityPolicy.VOLATILE)
-    if not profiles:
-        return default, ''
-    kinds = {(int(q.reliability), int(q.durability)) for q in profiles}
-    if len(kinds) > 1:
-        return default, 'recorded publishers disagree on QoS; using reliable volatile'
-    reliability, durability = kinds.pop()
-    # rosbags enums: reliability 1 reliable / 2 best effort, durability 1 transient local.
-    rel = ReliabilityPolicy.BEST_EFFORT if reliability == 2 else ReliabilityPolicy.RELIABLE
-    dur = {1: DurabilityPolicy.TRANSIENT_LOCAL}.get(durability, DurabilityPolicy.VOLATILE)
-    return QoSProfile(depth=depth, reliability=rel, durability=dur), ''
 
 
 class BagPlayer(Node):
@@ -130,9 +111,10 @@ class BagPlayer(Node):
         reliability = declare(self, 'reliability', 'recorded',
                               'republishing reliability: as recorded, or forced (a bag from a '
                               'best-effort camera then still reaches reliable subscribers)',
-                              read_only=True, choices=RELIABILITY_CHOICES)
-        if reliability not in RELIABILITY_CHOICES:
-            raise ValueError(f'reliability must be one of {RELIABILITY_CHOICES}, got {reliability!r}')
+                              read_only=True, choices=wire.REPLAY_RELIABILITY)
+        if reliability not in wire.REPLAY_RELIABILITY:
+            raise ValueError(f'reliability must be one of {wire.REPLAY_RELIABILITY}, '
+                             f'got {reliability!r}')
         if not self.bag_path:
             raise ValueError('bag_path is empty: set it to a rosbag2 directory')
 
@@ -178,10 +160,9 @@ class BagPlayer(Node):
                                           f'here ({exc})')
                 self.skipped[topic] = 0
                 continue
-            qos, note = recorded_qos(conns, depth)
-            if reliability != 'recorded':
-                qos.reliability = (ReliabilityPolicy.RELIABLE if reliability == 'reliable'
-                                   else ReliabilityPolicy.BEST_EFFORT)
+            offered = [q for c in conns
+                       for q in (getattr(c.ext, 'offered_qos_profiles', None) or [])]
+            qos, note = wire.replay_qos(msgtype, offered, depth, reliability)
             if note:
                 self.get_logger().warning(f'{topic}: {note}')
             self.tracks[topic] = Track(topic, out, msgtype, self.create_publisher(cls, out, qos))

@@ -14,6 +14,10 @@ Sources (parameter ``source``, read-only):
   stamps are exactly one chunk apart whatever the timer jitter.
 
 Stamps are acquisition times from the node clock, so ``use_sim_time`` is honoured.
+
+When ``audio_common_msgs`` is built, audio also goes out as ``AudioDataStamped`` (S16LE mono at
+16 kHz) on ``audio/audio_stamped``, and that format as one latched ``AudioInfo`` on
+``audio/audio_info``, published at start.
 """
 from __future__ import annotations
 
@@ -224,10 +228,16 @@ class SensorSource(Node):
             topic = wire.SENSOR_TOPICS[m]
             self.pubs[m] = self.create_publisher(Image, topic, qos,
                                                  event_callbacks=wire.publisher_events(self, topic))
-        self.stamped_pub = None
+        self.stamped_pub = self.info_pub = None
         if 'audio' in self.modalities and wire.audio_common_available():
-            from audio_common_msgs.msg import AudioDataStamped
+            from audio_common_msgs.msg import AudioDataStamped, AudioInfo
             self.stamped_pub = self.create_publisher(AudioDataStamped, wire.AUDIO_STAMPED, qos)
+            # The stamped stream carries no format: announce it once, latched, so a subscriber
+            # that joins later still learns it (admn_fusion refuses the audio until it has).
+            self.info_pub = self.create_publisher(
+                AudioInfo, wire.AUDIO_STAMPED_INFO, wire.latched_qos(),
+                event_callbacks=wire.publisher_events(self, wire.AUDIO_STAMPED_INFO))
+            self.info_pub.publish(wire.audio_info_msg())
         from diagnostic_msgs.msg import DiagnosticArray
         self.label_pub = self.create_publisher(DiagnosticArray, wire.LABEL, qos)
 

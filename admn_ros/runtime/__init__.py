@@ -2,13 +2,19 @@
 
 Data flow (the node only adds subscriptions, parameters and message building around it)::
 
-    message -> wire.decode_<modality>() -----------------> ModalitySync.add()
-    (audio) -> decode_audio() -> RollingAudio.push() --^   (ApproxSync over live modalities)
-                                                           -> FrameQueue.put() (never blocks)
+    message -> wire.decode_<modality>() ---------------------------> ModalitySync.add()
+    (audio Image) -> decode_audio() -------> RollingAudio.push() --^   (ApproxSync over live
+    (AudioDataStamped) -> AudioStreamDecoder.push() --^                 modalities)
+                                                                   -> FrameQueue.put()
+                                                                      (never blocks)
     Worker thread: FrameQueue.get() -> FusionEngine.infer(frame, budget) -> Inference -> publish
 
 Modules:
 
+* :mod:`.audio_stream` - :class:`AudioStreamDecoder` turns an ``AudioDataStamped`` stream into
+  16 kHz mono chunks in the format its latched ``AudioInfo`` names (re-chunking split frames,
+  averaging channels, streaming soxr resampling), each stamped at its first sample; buffers are
+  refused until a usable AudioInfo has arrived.
 * :mod:`.rolling_audio` - :class:`RollingAudio` keeps the last ``clip_seconds`` of a chunked audio
   stream. A chunk continues the buffer only when its stamp is where the previous chunk ended
   (within a tolerance); anything else (a new whole clip, a gap, a jump back) starts afresh, so

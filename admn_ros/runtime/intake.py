@@ -1,9 +1,11 @@
 """From a received sensor message to a queued frame: decode, window audio, synchronise.
 
 :class:`Intake` is what ``admn_fusion`` does on every sensor callback, without rclpy: it decodes
-the message (:mod:`admn_ros.wire.sensor_input`), pushes audio through the rolling window,
-feeds the synchroniser, whose complete sets go to the worker's queue. Bad input is refused with
-a reason, counted per modality and handed to ``on_reject`` (the node logs it); it never raises.
+the message (:mod:`admn_ros.wire.sensor_input`; ``AudioDataStamped`` through the stream's
+:class:`~admn_ros.runtime.audio_stream.AudioStreamDecoder`, which the node hands each AudioInfo),
+pushes audio through the rolling window, feeds the synchroniser, whose complete sets go to the
+worker's queue. Bad input is refused with a reason, counted per modality and handed to
+``on_reject`` (the node logs it); it never raises.
 """
 from __future__ import annotations
 
@@ -12,11 +14,12 @@ from typing import Any, Callable, Dict, Optional, Sequence
 
 from admn_ros.datasets.sample import MODALITIES
 from admn_ros.node_utils import RateMonitor
+from admn_ros.runtime.audio_stream import AudioStreamDecoder
 from admn_ros.runtime.frame_queue import FrameQueue
 from admn_ros.runtime.modality_sync import ModalitySync
 from admn_ros.runtime.rolling_audio import RollingAudio
 from admn_ros.wire.header import header_stamp_ns
-from admn_ros.wire.sensor_input import DECODERS, InputLimits, RejectedInput
+from admn_ros.wire.sensor_input import DECODERS, InputLimits, RejectedInput, audio_common_payload
 
 
 class InputCounters:
@@ -65,6 +68,7 @@ class Intake:
         self.sync = ModalitySync(modalities, self.queue.put, queue_size=sync_queue_size,
                                  slop_ns=slop_ns, timeout_s=timeout_s)
         self.audio = RollingAudio(clip_samples, audio_gap_tolerance_ns)
+        self.audio_stream = AudioStreamDecoder(gap_tolerance_ns=audio_gap_tolerance_ns)
 
     @property
     def modalities(self):
@@ -77,7 +81,14 @@ class Intake:
             stamp = header_stamp_ns(msg)
             if stamp < 0:  # int32 seconds: possible on the wire, meaningless as a capture time
                 raise RejectedInput(f'negative header stamp {stamp} ns')
-            array = DECODERS[modality](msg, self.limits)
+            if modality == 'audio' and hasattr(msg, 'audio'):   # AudioDataStamped
+                chunk = self.audio_stream.push(stamp, audio_common_payload(msg, self.limits),
+                                               self.limits)
+                if chunk is None:
+                    return   # held back: a partial frame, or inside the resampler
+                stamp, array = chunk
+            else:
+                array = DECODERS[modality](msg, self.limits)
             if modality == 'audio':
                 array = self.audio.push(stamp, array)
             self.sync.add(modality, stamp, str(msg.header.frame_id), array)
@@ -86,15 +97,20 @@ class Intake:
         except Exception as exc:  # never let one message take the node down
             self.reject(modality, f'{type(exc).__name__}: {exc}')
 
+    def set_audio_info(self, info: Any) -> None:
+        """The AudioInfo of the AudioDataStamped stream (each one its latched topic delivers)."""
+        self.audio_stream.set_info(info)
+
     def reject(self, modality: str, reason: str) -> None:
         """Count a refused input of ``modality`` and report it."""
         self.counters.reject(modality, reason)
         self.on_reject(modality, reason)
 
     def reset(self) -> None:
-        """Forget what is buffered (on activation); counters keep counting."""
+        """Forget what is buffered and the AudioInfo (on activation); counters keep counting."""
         self.sync.reset()
         self.audio.clear()
+        self.audio_stream.reset()
         self.queue.clear()
         self.queue.reopen()
 
@@ -111,3 +127,4 @@ class Intake:
             self.queue.resize(queue_depth)
         if audio_gap_tolerance_ns is not None:
             self.audio.gap_tolerance_ns = int(audio_gap_tolerance_ns)
+            self.audio_stream.gap_tolerance_ns = int(audio_gap_tolerance_ns)

@@ -10,7 +10,8 @@ module                         holds
 =============================  =================================================================
 :mod:`.topics`                 topic names (absolute for bags, node-relative for nodes), message
                                type names, encodings, frame ids, keys inside DiagnosticArrays
-:mod:`.qos`                    the QoS profiles and incompatible-QoS warnings
+:mod:`.qos`                    the QoS profiles (a bag replay's per topic too) and
+                               incompatible-QoS warnings
 :mod:`.flavours`               where message classes come from: rclpy (:data:`ROS`) or rosbags
 :mod:`.header`                 stamps and ``std_msgs/Header``
 :mod:`.image_codec`            numpy <-> ``sensor_msgs/Image`` fields (every encoding)
@@ -31,8 +32,8 @@ where ROS is not installed (``tests/test_wire.py`` checks this). :mod:`.typestor
 re-exported here (it imports rosbags, which only the bag tools need).
 """
 from admn_ros.wire.audio_codec import (PCM_FORMATS, PcmReassembler, audio_common_to_array,
-                                       audio_from_image, audio_to_image_fields, pcm16,
-                                       pcm_bytes_to_array, pcm_frame_bytes)
+                                       audio_from_image, audio_info_key, audio_to_image_fields,
+                                       pcm16, pcm_bytes_to_array, pcm_frame_bytes)
 from admn_ros.wire.diagnostic_array import (diag_status, diagnostic_array, find_status,
                                             status_level, status_values)
 from admn_ros.wire.flavours import ROS, Flavour, bag_flavour, message_class
@@ -43,19 +44,23 @@ from admn_ros.wire.fusion_outputs import (allocation_msg, budget_msg, classifica
 from admn_ros.wire.ground_truth import corruption_msg, label_msg, read_corruption, read_label
 from admn_ros.wire.header import header, header_stamp_ns, ns_to_stamp, split_stamp, stamp_to_ns
 from admn_ros.wire.image_codec import depth_to_mm, image_fields, image_to_array
-from admn_ros.wire.qos import (RELIABILITY_NAMES, budget_qos, latched_qos, output_qos,
-                               publisher_events, qos_overrides, sensor_qos, subscription_events)
-from admn_ros.wire.sensor_input import (DECODERS, InputLimits, RejectedInput, decode_audio,
-                                        decode_depth, decode_rgb)
+from admn_ros.wire.qos import (AUDIO_INFO_ADVICE, INPUT_ADVICE, LATCHED_TYPES, RELIABILITY_NAMES,
+                               REPLAY_RELIABILITY, budget_qos, latched_qos, output_qos,
+                               publisher_events, qos_overrides, replay_qos, sensor_qos,
+                               subscription_events)
+from admn_ros.wire.sensor_input import (DECODERS, InputLimits, RejectedInput,
+                                        audio_common_payload, decode_audio, decode_depth,
+                                        decode_rgb)
 from admn_ros.wire.sensors import (AUDIO_INFO, audio_common_available, audio_info_msg, audio_msg,
                                    audio_stamped_msg, depth_msg, image_msg, read_audio, read_image,
                                    rgb_msg)
-from admn_ros.wire.topics import (ALLOCATION, AUDIO, AUDIO_STAMPED, BUDGET, CORRUPTED_PREFIX,
-                                  CORRUPTED_TOPICS, CORRUPTION, DEPTH, FRAME_IDS, INFERENCE, LABEL,
-                                  PREDICTION, QUALITY, RGB, SENSOR_TOPICS, relative)
+from admn_ros.wire.topics import (ALLOCATION, AUDIO, AUDIO_STAMPED, AUDIO_STAMPED_INFO, BUDGET,
+                                  CORRUPTED_PREFIX, CORRUPTED_TOPICS, CORRUPTION, DEPTH, FRAME_IDS,
+                                  INFERENCE, LABEL, PREDICTION, QUALITY, RGB, SENSOR_TOPICS,
+                                  relative)
 
 __all__ = [
-    'PCM_FORMATS', 'PcmReassembler', 'audio_common_to_array', 'audio_from_image',
+    'PCM_FORMATS', 'PcmReassembler', 'audio_common_to_array', 'audio_from_image', 'audio_info_key',
     'audio_to_image_fields', 'pcm16', 'pcm_bytes_to_array', 'pcm_frame_bytes', 'diag_status',
     'diagnostic_array', 'find_status', 'status_level', 'status_values', 'ROS', 'Flavour',
     'bag_flavour', 'message_class', 'allocation_msg', 'budget_msg', 'classification_type',
@@ -63,10 +68,12 @@ __all__ = [
     'read_budget', 'read_inference', 'read_prediction', 'read_quality', 'corruption_msg',
     'label_msg', 'read_corruption', 'read_label', 'header', 'header_stamp_ns', 'ns_to_stamp',
     'split_stamp', 'stamp_to_ns', 'depth_to_mm', 'image_fields', 'image_to_array',
-    'RELIABILITY_NAMES', 'budget_qos', 'latched_qos', 'output_qos', 'publisher_events',
-    'qos_overrides', 'sensor_qos', 'subscription_events', 'DECODERS', 'InputLimits',
-    'RejectedInput', 'decode_audio', 'decode_depth', 'decode_rgb', 'AUDIO_INFO',
-    'audio_common_available', 'audio_info_msg', 'audio_msg', 'audio_stamped_msg', 'depth_msg',
-    'image_msg', 'read_audio', 'read_image', 'rgb_msg', 'ALLOCATION', 'AUDIO', 'AUDIO_STAMPED',
-    'BUDGET', 'CORRUPTED_PREFIX', 'CORRUPTED_TOPICS', 'CORRUPTION', 'DEPTH', 'FRAME_IDS',
-    'INFERENCE', 'LABEL', 'PREDICTION', 'QUALITY', 'RGB', 'SENSOR_TOPICS', 'relative']
+    'AUDIO_INFO_ADVICE', 'INPUT_ADVICE', 'LATCHED_TYPES', 'RELIABILITY_NAMES',
+    'REPLAY_RELIABILITY', 'budget_qos', 'latched_qos', 'output_qos', 'publisher_events',
+    'qos_overrides', 'replay_qos', 'sensor_qos', 'subscription_events', 'DECODERS', 'InputLimits',
+    'RejectedInput', 'audio_common_payload', 'decode_audio', 'decode_depth', 'decode_rgb',
+    'AUDIO_INFO', 'audio_common_available', 'audio_info_msg', 'audio_msg', 'audio_stamped_msg',
+    'depth_msg', 'image_msg', 'read_audio', 'read_image', 'rgb_msg', 'ALLOCATION', 'AUDIO',
+    'AUDIO_STAMPED', 'AUDIO_STAMPED_INFO', 'BUDGET', 'CORRUPTED_PREFIX', 'CORRUPTED_TOPICS',
+    'CORRUPTION', 'DEPTH', 'FRAME_IDS', 'INFERENCE', 'LABEL', 'PREDICTION', 'QUALITY', 'RGB',
+    'SENSOR_TOPICS', 'relative']

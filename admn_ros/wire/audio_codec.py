@@ -104,6 +104,13 @@ def _pcm_layout(info: Any) -> Tuple[np.dtype, float, float, int]:
     return np.dtype(code), offset, scale, channels
 
 
+def audio_info_key(info: Any) -> Tuple[int, int, str, str]:
+    """(channels, sample_rate, sample_format, coding_format): what decoding a stream depends on
+    (two AudioInfo with the same key describe the same stream format; bitrate does not count)."""
+    return (int(info.channels), int(info.sample_rate), str(info.sample_format).strip().upper(),
+            str(getattr(info, 'coding_format', '') or '').strip().lower())
+
+
 def pcm_frame_bytes(info: Any) -> int:
     """Bytes per frame (all channels of one sample instant) for an AudioInfo-like object."""
     dtype, _, _, channels = _pcm_layout(info)

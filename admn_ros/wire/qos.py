@@ -4,6 +4,10 @@ rclpy is imported by each function, never at module load (see :mod:`admn_ros.wir
 """
 from __future__ import annotations
 
+from typing import Any, Sequence, Tuple
+
+from admn_ros.wire.topics import AUDIO_INFO_TYPE
+
 # input_reliability parameter values, as in yolo_ros: 0 system default, 1 reliable, 2 best effort.
 RELIABILITY_NAMES = {0: 'system_default', 1: 'reliable', 2: 'best_effort'}
 
@@ -30,7 +34,8 @@ def output_qos(depth: int = 10):
 
 
 def latched_qos():
-    """For near-constant topics: reliable, TRANSIENT_LOCAL, depth 1 (late joiners get the last)."""
+    """For near-constant topics (the budget, an audio stream's AudioInfo): reliable,
+    TRANSIENT_LOCAL, depth 1 (late joiners get the last; what ros-drivers' audio_capture offers)."""
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     return QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                       durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -40,6 +45,49 @@ def budget_qos():
     """The budget topic: latched (publisher and subscriber alike), so a late joiner gets the
     current value."""
     return latched_qos()
+
+
+# bag_player's ``reliability`` parameter: as recorded, or forced.
+REPLAY_RELIABILITY = ('recorded', 'reliable', 'best_effort')
+# Types that describe a stream rather than carry it: their subscribers require the latched
+# profile, so a replay offers it whatever the bag recorded (rosbags-written bags record no QoS).
+LATCHED_TYPES = (AUDIO_INFO_TYPE,)
+
+
+def replay_qos(msgtype: str, offered: Sequence[Any], depth: int,
+               reliability: str = 'recorded') -> Tuple[Any, str]:
+    """The QoS a bag replay republishes one topic with, and a note when the recording disagrees.
+
+    :data:`LATCHED_TYPES` always get :func:`latched_qos` (``reliability`` does not apply: a
+    best-effort or volatile AudioInfo would never reach a latched subscriber). Otherwise the
+    recorded ``offered`` profiles (rosbags QoS entries) when they all agree, history reset to
+    KEEP_LAST ``depth``, else reliable volatile, which every subscriber accepts; ``reliability``
+    other than ``recorded`` then forces that policy.
+    """
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    if reliability not in REPLAY_RELIABILITY:
+        raise ValueError(f'reliability must be one of {REPLAY_RELIABILITY}, got {reliability!r}')
+    if msgtype in LATCHED_TYPES:
+        return latched_qos(), ''
+    qos = QoSProfile(depth=int(depth), reliability=ReliabilityPolicy.RELIABLE,
+                     durability=DurabilityPolicy.VOLATILE)
+    note = ''
+    # rosbags' own enums (plain Enum, not int): reliability 1 reliable / 2 best effort,
+    # durability 1 transient local.
+    kinds = {(int(getattr(q.reliability, 'value', q.reliability)),
+              int(getattr(q.durability, 'value', q.durability))) for q in offered}
+    if len(kinds) > 1:
+        note = 'recorded publishers disagree on QoS; using reliable volatile'
+    elif kinds:
+        recorded_reliability, durability = kinds.pop()
+        if recorded_reliability == 2:
+            qos.reliability = ReliabilityPolicy.BEST_EFFORT
+        if durability == 1:
+            qos.durability = DurabilityPolicy.TRANSIENT_LOCAL
+    if reliability != 'recorded':
+        qos.reliability = (ReliabilityPolicy.RELIABLE if reliability == 'reliable'
+                           else ReliabilityPolicy.BEST_EFFORT)
+    return qos, note
 
 
 def qos_overrides():
@@ -56,15 +104,22 @@ def _policy_name(kind) -> str:
         return str(kind)
 
 
-def subscription_events(node, topic: str):
-    """Event callbacks that WARN (naming the policy) when a publisher's QoS cannot match ours."""
+INPUT_ADVICE = 'check the input_reliability parameter'
+AUDIO_INFO_ADVICE = ('the publisher must offer AudioInfo latched (reliable, transient local), '
+                     'or this node never learns the audio format')
+
+
+def subscription_events(node, topic: str, advice: str = INPUT_ADVICE):
+    """Event callbacks that WARN (naming the policy) when a publisher's QoS cannot match ours;
+    ``advice`` says what to change (sensor inputs: the reliability parameter; the AudioInfo
+    subscription, which is latched whatever that parameter says: :data:`AUDIO_INFO_ADVICE`)."""
     from rclpy.event_handler import SubscriptionEventCallbacks
 
     def on_incompatible(info) -> None:
         node.get_logger().warning(
             f"subscription on '{topic}' cannot match a publisher: incompatible QoS policy "
             f'{_policy_name(info.last_policy_kind)} ({info.total_count} incompatible so far); '
-            'check the input_reliability parameter')
+            f'{advice}')
     return SubscriptionEventCallbacks(incompatible_qos=on_incompatible)
 
 

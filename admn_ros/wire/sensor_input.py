@@ -6,6 +6,10 @@ naming the problem): unsupported encodings, inconsistent buffers, absurd sizes, 
 non-finite or out-of-range audio. Depth NaN/inf are valid "no reading" values (REP 117/118) and
 pass. A payload over ``max_message_bytes`` is refused first, before anything is copied or
 converted, so a flood of huge messages costs no memory beyond what the middleware received.
+
+``AudioDataStamped`` carries no format: one message cannot be decoded alone. Its bytes are taken
+here (:func:`audio_common_payload`) and decoded by the stream's decoder, which holds the stream's
+``AudioInfo`` (:class:`admn_ros.runtime.audio_stream.AudioStreamDecoder`).
 """
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ from typing import Any, Callable, Dict, Sequence
 import numpy as np
 
 from admn_ros.datasets.sample import SAMPLE_RATE
-from admn_ros.wire.image_codec import image_to_array
+from admn_ros.wire.image_codec import as_uint8, image_to_array
 from admn_ros.wire.sensors import read_audio
 from admn_ros.wire.topics import AUDIO_ENCODINGS, DEPTH_ENCODINGS, RGB_ENCODINGS
 
@@ -87,13 +91,31 @@ def decode_depth(msg: Any, limits: InputLimits = InputLimits()) -> np.ndarray:
     return arr
 
 
+def check_audio_values(rows: np.ndarray) -> None:
+    """RejectedInput when float audio holds NaN / Inf or exceeds full scale [-1, 1]."""
+    if not np.all(np.isfinite(rows)):
+        raise RejectedInput('audio holds NaN or infinite samples')
+    if rows.size and float(np.max(np.abs(rows))) > 1.0 + 1e-6:
+        raise RejectedInput('audio samples exceed full scale [-1, 1]')
+
+
+def to_mono(rows: np.ndarray) -> np.ndarray:
+    """float32 ``[C, T]`` -> float32 mono ``[T]``: channels averaged (one channel as it is)."""
+    if len(rows) == 1:  # a mean over one channel only costs a copy
+        return np.asarray(rows[0], np.float32)
+    return rows.mean(axis=0).astype(np.float32)
+
+
 def decode_audio(msg: Any, limits: InputLimits = InputLimits()) -> np.ndarray:
-    """Audio as an Image (16SC1/32FC1, one row per channel) or ``AudioDataStamped`` (S16LE mono)
-    -> float32 mono [T] in [-1, 1] at 16 kHz; channels are averaged."""
+    """Audio as an Image (16SC1/32FC1, one row per channel, 16 kHz) -> float32 mono [T] in
+    [-1, 1]; channels are averaged. ``AudioDataStamped`` is refused: it needs its stream's
+    AudioInfo (see the module docstring)."""
     _check_payload('audio', msg, limits)
-    stamped = hasattr(msg, 'audio')   # AudioDataStamped: S16LE by ros-drivers' default
-    encoding = '' if stamped else str(getattr(msg, 'encoding', ''))
-    if not stamped and encoding not in AUDIO_ENCODINGS:
+    if hasattr(msg, 'audio'):
+        raise RejectedInput('AudioDataStamped carries no format: decode it with its stream\'s '
+                            'AudioInfo (AudioStreamDecoder)')
+    encoding = str(getattr(msg, 'encoding', ''))
+    if encoding not in AUDIO_ENCODINGS:
         raise RejectedInput(f'audio encoding {encoding!r} not accepted; use one of '
                             f'{", ".join(AUDIO_ENCODINGS)}')
     try:
@@ -105,14 +127,19 @@ def decode_audio(msg: Any, limits: InputLimits = InputLimits()) -> np.ndarray:
     if rows.shape[1] > limits.max_audio_s * SAMPLE_RATE:
         raise RejectedInput(f'audio chunk of {rows.shape[1] / SAMPLE_RATE:.1f} s exceeds '
                             f'{limits.max_audio_s} s')
-    if not (stamped or encoding == '16SC1'):  # integer PCM is finite and in range
-        if not np.all(np.isfinite(rows)):
-            raise RejectedInput('audio holds NaN or infinite samples')
-        if float(np.max(np.abs(rows))) > 1.0 + 1e-6:
-            raise RejectedInput('audio samples exceed full scale [-1, 1]')
-    if len(rows) == 1:  # mono: the row itself (a mean over one channel only costs a copy)
-        return np.asarray(rows[0], np.float32)
-    return rows.mean(axis=0).astype(np.float32)
+    if encoding != '16SC1':  # integer PCM is finite and in range
+        check_audio_values(rows)
+    return to_mono(rows)
+
+
+def audio_common_payload(msg: Any, limits: InputLimits = InputLimits()) -> bytes:
+    """``AudioDataStamped`` -> its PCM bytes; refused when over ``max_message_bytes`` (before
+    any copy) or empty."""
+    _check_payload('audio', msg, limits)
+    data = as_uint8(msg.audio.data).tobytes()
+    if not data:
+        raise RejectedInput('audio message holds no samples')
+    return data
 
 
 DECODERS: Dict[str, Callable[..., np.ndarray]] = {

@@ -8,7 +8,9 @@ Audio convention (docs/nodes.md): mono or multi-channel PCM in a ``sensor_msgs/I
 ``16SC1`` (S16, full scale 32768, one row per channel, width = samples), ``header.stamp`` = capture
 time of the first sample, sample rate fixed at :data:`admn_ros.datasets.sample.SAMPLE_RATE`.
 When the ros-drivers flavour of ``audio_common_msgs`` imports, :func:`audio_stamped_msg`
-additionally builds ``AudioDataStamped`` (S16LE interleaved bytes).
+additionally builds ``AudioDataStamped`` (S16LE interleaved bytes at 16 kHz, the stream
+:data:`AUDIO_INFO` describes). Such a stream is only decodable with its ``AudioInfo``, which
+admn_fusion requires and honours (:mod:`admn_ros.runtime.audio_stream`).
 """
 from __future__ import annotations
 
@@ -59,8 +61,8 @@ def depth_msg(depth: np.ndarray, stamp_ns: int, frame_id: str = T.FRAME_IDS['dep
     return image_msg(np.asarray(depth, np.float32), encoding, stamp_ns, frame_id, flavour)
 
 
-# The ros-drivers audio_common default (S16LE mono at our sample rate), assumed for AudioDataStamped
-# because the stamped message itself carries no format.
+# The format audio_stamped_msg writes (S16LE mono at our sample rate) and audio_info_msg's
+# default; a stamped message carries no format, so a stream announces it in its AudioInfo.
 AUDIO_INFO = SimpleNamespace(channels=1, sample_rate=SAMPLE_RATE, sample_format='S16LE',
                              coding_format='wave', bitrate=0)
 
@@ -75,8 +77,9 @@ def audio_msg(audio: np.ndarray, stamp_ns: int, frame_id: str = T.FRAME_IDS['aud
 
 
 def read_audio(msg) -> np.ndarray:
-    """Audio message -> float32 [C, T] (Image convention, or ``AudioDataStamped`` taken as S16LE
-    mono: the stamped message carries no format)."""
+    """Audio message -> float32 [C, T] (Image convention, or ``AudioDataStamped`` as
+    :func:`audio_stamped_msg` writes it, :data:`AUDIO_INFO`; a foreign stream's buffers need
+    their AudioInfo: :class:`admn_ros.runtime.audio_stream.AudioStreamDecoder`)."""
     if hasattr(msg, 'audio'):
         return audio_common_to_array(msg, AUDIO_INFO)
     return audio_from_image(msg)

@@ -10,7 +10,8 @@ Conventions (docs/nodes.md):
   millimetres with 0 = invalid accepted on read.
 - Audio: ``sensor_msgs/msg/Image`` ``16SC1`` (or ``32FC1``), one row per channel, width =
   samples, ``header.stamp`` = capture time of the first sample. The ros-drivers
-  ``audio_common_msgs/msg/AudioDataStamped`` (+ latched ``AudioInfo``) is read too.
+  ``audio_common_msgs/msg/AudioDataStamped`` is read too, in the format its stream's latched
+  ``AudioInfo`` names (required: without it the stream's buffers are refused).
 - Ground truth: ``diagnostic_msgs/msg/DiagnosticArray``; the label topic has one status named
   ``label`` with values ``class_id`` and ``class_name``; the corruption topic has one status per
   modality (status name = modality) with values ``type`` and ``severity``.
@@ -53,6 +54,7 @@ RGB = relative(RGB_TOPIC)                      # camera/color/image_raw
 DEPTH = relative(DEPTH_TOPIC)                  # camera/depth/image
 AUDIO = relative(AUDIO_TOPIC)                  # audio/pcm
 AUDIO_STAMPED = relative(AUDIO_STAMPED_TOPIC)  # audio/audio_stamped
+AUDIO_STAMPED_INFO = relative(AUDIO_INFO_TOPIC)  # audio/audio_info: the stamped stream's format
 LABEL = relative(LABEL_TOPIC)                  # ground_truth/label
 CORRUPTION = relative(CORRUPTION_TOPIC)        # ground_truth/corruption
 SENSOR_TOPICS = {'rgb': RGB, 'depth': DEPTH, 'audio': AUDIO}
