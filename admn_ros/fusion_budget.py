@@ -31,7 +31,8 @@ class BudgetOwnership:
         self.topic_value: Optional[float] = None
         self._automatic = threading.local()  # .active: the set in progress is not a manual one
         node.create_subscription(Float32, wire.BUDGET, self._on_message, wire.budget_qos(),
-                                 event_callbacks=wire.subscription_events(node, wire.BUDGET))
+                                 event_callbacks=wire.subscription_events(node, wire.BUDGET,
+                                                                            wire.BUDGET_ADVICE))
         node.add_pre_set_parameters_callback(self._pre_set)
 
     @property

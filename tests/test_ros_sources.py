@@ -476,6 +476,27 @@ def test_audio_info_subscription_warns_that_it_must_be_latched(ros_context, harn
     assert 'input_reliability' not in seen
 
 
+def test_budget_subscription_warns_that_the_budget_must_be_latched(ros_context, harness, capfd):
+    """The fusion node's budget subscription is latched too: a volatile budget publisher gets
+    advice about the publisher, not about input_reliability."""
+    from rclpy.qos import QoSProfile
+    from std_msgs.msg import Float32
+
+    from admn_ros.fusion_budget import BudgetOwnership
+
+    node = rclpy.create_node('budget_listener', context=ros_context)
+    h = harness(node)
+    BudgetOwnership(node)
+    h.probe.create_publisher(Float32, wire.BUDGET, QoSProfile(depth=1))  # volatile
+    seen = ''
+    deadline = time.monotonic() + 5
+    while 'DURABILITY' not in seen and time.monotonic() < deadline:
+        h.spin_for(0.1)
+        seen += capfd.readouterr().err
+    assert f"subscription on '{wire.BUDGET}' cannot match a publisher" in seen, seen
+    assert 'budget publisher must offer it latched' in seen and 'input_reliability' not in seen
+
+
 def test_bag_player_main_returns_when_the_bag_ends(tmp_path):
     """run_node: exit_on_end ends the spin loop and it returns 0 (init/shutdown of the global
     context included); the node process itself exits 0 when the bag ends."""

@@ -107,12 +107,15 @@ def _policy_name(kind) -> str:
 INPUT_ADVICE = 'check the input_reliability parameter'
 AUDIO_INFO_ADVICE = ('the publisher must offer AudioInfo latched (reliable, transient local), '
                      'or this node never learns the audio format')
+BUDGET_ADVICE = ('the budget publisher must offer it latched (reliable, transient local), as '
+                 'budget_manager does')
 
 
 def subscription_events(node, topic: str, advice: str = INPUT_ADVICE):
     """Event callbacks that WARN (naming the policy) when a publisher's QoS cannot match ours;
-    ``advice`` says what to change (sensor inputs: the reliability parameter; the AudioInfo
-    subscription, which is latched whatever that parameter says: :data:`AUDIO_INFO_ADVICE`)."""
+    ``advice`` says what to change (sensor inputs: the reliability parameter; the latched AudioInfo
+    and budget subscriptions, which that parameter does not touch: :data:`AUDIO_INFO_ADVICE`,
+    :data:`BUDGET_ADVICE`)."""
     from rclpy.event_handler import SubscriptionEventCallbacks
 
     def on_incompatible(info) -> None:
