@@ -100,7 +100,7 @@ class NodeDoc:
 CONDITIONAL: Dict[str, Tuple[Tuple[str, str, str, str, str], ...]] = {
     'sensor_source': (
         (PUBLISHES, 'audio/audio_stamped', 'audio_common_msgs/msg/AudioDataStamped',
-         'reliable, keep last 10', 'also, when audio_common_msgs is built (S16LE mono)'),
+         'reliable, keep last 100', 'also, when audio_common_msgs is built (S16LE mono)'),
         (PUBLISHES, 'audio/audio_info', 'audio_common_msgs/msg/AudioInfo',
          'reliable, keep last 1, transient local', 'with `audio/audio_stamped`: its format '
          '(S16LE mono, 16 kHz, `wave`), published once at start'),

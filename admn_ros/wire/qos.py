@@ -27,8 +27,13 @@ def sensor_qos(reliability: int = 2, depth: int = 5):
                       durability=qos_profile_sensor_data.durability)
 
 
-def output_qos(depth: int = 10):
-    """Output QoS: reliable KEEP_LAST ``depth`` (matches reliable and best-effort subscribers)."""
+def output_qos(depth: int = 100):
+    """Output QoS: reliable KEEP_LAST ``depth`` (matches reliable and best-effort subscribers).
+
+    A reliable writer that keeps only the last few samples drops the oldest unacknowledged one
+    when a subscriber falls behind, silently; 100 covers seconds of frames for a subscriber
+    stalled on a busy machine. (With depth 10, a replay next to other test runs once scored 79 of
+    80 frames; this is the likeliest place it lost one.)"""
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     return QoSProfile(depth=int(depth), reliability=ReliabilityPolicy.RELIABLE)
 
