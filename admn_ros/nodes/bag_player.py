@@ -27,8 +27,9 @@ so admn_fusion's latched subscription matches it and a late joiner still gets th
 ``as_fast_as_possible`` is the deterministic mode for tests: no sleeping, ``/clock`` set to each
 message's bag time right before it, and each publish waits until reliable subscribers acknowledged
 it. ``wait_for_subscribers`` holds playback until every played topic has that many subscribers
-(at most ``wait_timeout_s``, when set). When the bag is done (and not looping) the node logs a
-summary, sets ``done`` and, with ``exit_on_end``, its ``main`` returns.
+(at most ``wait_timeout_s``, when set), then ``discovery_settle_s`` more. When the bag is done
+(and not looping) the node logs a summary, sets ``done`` and, with ``exit_on_end``, its ``main``
+returns.
 """
 from __future__ import annotations
 
@@ -103,6 +104,10 @@ class BagPlayer(Node):
         self.wait_timeout = declare(self, 'wait_timeout_s', 0.0,
                                     'start anyway after waiting this long (0 = wait forever)',
                                     read_only=True, value_range=(0.0, 1e6))
+        self.settle = declare(self, 'discovery_settle_s', 1.0,
+                              'after the subscribers appear, wait this long before playing: a '
+                              'subscriber that has not yet matched us back drops what we send',
+                              read_only=True, value_range=(0.0, 60.0))
         relative = declare(self, 'relative_topics', False,
                            'drop the leading slash of recorded topics (namespace applies)',
                            read_only=True)
@@ -249,8 +254,10 @@ class BagPlayer(Node):
                        if t.publisher.get_subscription_count() < self.wait_for]
             if not missing:
                 # The writer sees the reader before the reader has matched the writer; samples sent
-                # in between are lost even when reliable. Give discovery a moment to finish both ways.
-                self._stop.wait(0.25)
+                # in between are lost even when reliable (a volatile reader starts at the writer's
+                # next sample). Give discovery time to finish both ways: 0.25 s lost the first two
+                # frames of a replay on a loaded machine.
+                self._stop.wait(self.settle)
                 return True
             now = time.monotonic()
             if self.wait_timeout > 0 and now - start >= self.wait_timeout:
