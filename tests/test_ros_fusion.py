@@ -359,6 +359,25 @@ def test_outputs_carry_the_source_stamp_quality_and_cost(ros, model):
     assert set(quality) == set(MODS) and all(0 <= q <= 1 for q in quality.values())
 
 
+def test_transient_local_links_deliver_what_was_sent_before_the_match(ros, model):
+    # The replay graph's setting: every link transient local at both ends, so a node whose
+    # subscription matches late (discovery finishing one way first) still gets the first frames.
+    h = ros()
+    latched = wire.output_qos(100, 'transient_local')
+    feeder = Feeder(h)
+    feeder.pubs = {m: h.publisher(Image, wire.SENSOR_TOPICS[m], latched) for m in MODS}
+    sent = [feeder.send() for _ in range(3)]              # before the fusion node exists
+    node = fusion_node(h, model, input_reliability=1, input_durability='transient_local',
+                       output_durability='transient_local', frame_queue_depth=10)
+    assert h.spin_until(lambda: node.processed == 3, 10), node.processed
+    late, volatile = [], []                               # both subscribe after the outputs went out
+    h.probe.create_subscription(wire.prediction_type(), wire.PREDICTION, late.append, latched)
+    h.probe.create_subscription(wire.prediction_type(), wire.PREDICTION, volatile.append, 100)
+    h.spin_until(lambda: len(late) == 3, 5)
+    h.spin_for(0.3)
+    assert [wire.read_prediction(m)[0] for m in late] == sent and volatile == []
+
+
 def test_node_processes_spin_the_events_executor_unless_told_otherwise(ros_context, monkeypatch):
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.experimental import EventsExecutor

@@ -302,6 +302,45 @@ def test_bag_player_reliability_can_override_the_recorded_qos(ros_context, tmp_p
             Parameter('bag_path', value=str(bag)), Parameter('reliability', value='sometimes')])
 
 
+def test_bag_player_transient_local_hands_a_late_subscriber_what_was_already_sent(ros_context, tmp_path):
+    # A replay's subscriber may match the player a second after the player matched it (discovery
+    # finishing one way first on a busy machine): with durability transient_local at both ends it
+    # still gets the first messages; a volatile one never does.
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+    from admn_ros.nodes.bag_player import BagPlayer
+    from admn_ros.datasets.bags import write_bag
+    n = 4
+    bag = write_bag(tmp_path / 'bag', _small_batch(n), class_names=['a', 'b', 'c'], rate_hz=20.0)
+    for durability, policy in (('volatile', DurabilityPolicy.VOLATILE),
+                               ('transient_local', DurabilityPolicy.TRANSIENT_LOCAL)):
+        player = BagPlayer(context=ros_context, parameter_overrides=[
+            Parameter('bag_path', value=str(bag)), Parameter('as_fast_as_possible', value=True),
+            Parameter('durability', value=durability)])
+        assert {t.publisher.qos_profile.durability for t in player.tracks.values()} == {policy}
+        h = RosHarness(ros_context)
+        h.add(player)
+        try:
+            assert h.spin_until(player.done.is_set)   # every message sent before anyone listened
+            got = {'volatile': [], 'transient_local': []}
+            for kind, received in got.items():
+                h.probe.create_subscription(
+                    DiagnosticArray, '/ground_truth/label', received.append,
+                    QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE,
+                               durability=wire.durability_policy(kind)))
+            h.spin_until(lambda: len(got['transient_local']) == n, 3.0)
+            h.spin_for(0.3)
+        finally:
+            h.close()
+        late = n if durability == 'transient_local' else 0
+        assert {k: len(v) for k, v in got.items()} == {'volatile': 0, 'transient_local': late}
+        if late:
+            assert [wire.read_label(m)[0] for m in got['transient_local']] == [i % 3 for i in range(n)]
+    with pytest.raises(ValueError, match='durability must be one of'):
+        BagPlayer(context=ros_context, parameter_overrides=[
+            Parameter('bag_path', value=str(bag)), Parameter('durability', value='forever')])
+
+
 def _qos(reliability, durability):
     from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability
     from rosbags.interfaces import QosTime
@@ -343,10 +382,16 @@ def test_replay_qos_latches_audio_info_whatever_the_bag_recorded(tmp_path):
         R.RELIABLE, D.VOLATILE, 7)
     kept = [_qos('RELIABLE', 'TRANSIENT_LOCAL')] * 2
     assert kind(wire.replay_qos(T.FLOAT32_TYPE, kept, 3)[0]) == (R.RELIABLE, D.TRANSIENT_LOCAL, 3)
+    assert kind(wire.replay_qos(T.FLOAT32_TYPE, kept, 3, durability='volatile')[0]) == (
+        R.RELIABLE, D.VOLATILE, 3)
+    assert kind(wire.replay_qos(T.IMAGE_TYPE, volatile, 7, 'reliable', 'transient_local')[0]) == (
+        R.RELIABLE, D.TRANSIENT_LOCAL, 7)
     qos, note = wire.replay_qos(T.IMAGE_TYPE, kept + volatile, 3)
     assert kind(qos) == (R.RELIABLE, D.VOLATILE, 3) and 'disagree' in note
     with pytest.raises(ValueError, match='reliability must be one of'):
         wire.replay_qos(T.IMAGE_TYPE, [], 3, 'sometimes')
+    with pytest.raises(ValueError, match='durability must be one of'):
+        wire.replay_qos(T.IMAGE_TYPE, [], 3, durability='forever')
 
 
 def test_bag_player_latches_the_audio_info_of_a_rosbags_bag(ros_context, harness, tmp_path):

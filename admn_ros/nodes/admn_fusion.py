@@ -16,7 +16,8 @@ parameters (:data:`ACTIVATE_PARAMETERS`) at the next activate, and the rest at o
 activates itself, and a failed configure ends the process with the reason. ``~/enable``
 (std_srvs/SetBool) pauses and resumes inference without a transition.
 
-Inputs (node-relative, sensor-data QoS with ``input_reliability`` / ``input_depth``): one Image
+Inputs (node-relative, sensor-data QoS with ``input_reliability`` / ``input_depth`` /
+``input_durability``): one Image
 topic per model modality, or ``audio/audio_stamped`` with ``audio_input: audio_common``, decoded in
 the format of the latched ``audio/audio_info`` (required; refused until it arrives), and the
 ``budget`` topic (latched Float32). Sets are matched with approximate time sync; a modality
@@ -26,7 +27,7 @@ over ``max_message_bytes``, a wrong encoding or size, garbage values) is logged,
 modality and dropped before it reaches the model; it never stops the node.
 
 Outputs (``admn/prediction``, ``admn/allocation``, ``admn/quality``, ``admn/inference``; layouts
-in :mod:`admn_ros.wire.fusion_outputs`) carry the stamp and frame_id of the set they came from;
+in :mod:`admn_ros.wire.fusion_outputs`; reliable, depth 100, ``output_durability``) carry the stamp and frame_id of the set they came from;
 ``/diagnostics`` reports lifecycle, inputs, sync, inference and allocation
 (:mod:`admn_ros.fusion_diagnostics`).
 
@@ -84,9 +85,9 @@ AUDIO_INPUTS = ('image', 'audio_common')
 ALL_MODALITIES = 'all'
 # Read when configuring (the model) and activating (the subscriptions); the rest apply at once.
 CONFIGURE_PARAMETERS = ('model_path', 'dataset', 'device', 'policy', 'modalities', 'seed',
-                        'publish_quality', 'layer_fault_rate', 'threads')
+                        'publish_quality', 'layer_fault_rate', 'threads', 'output_durability')
 DEADLINE_PARAMETERS = ('deadline_ms', 'deadline_percentile', 'deadline_min_budget')
-ACTIVATE_PARAMETERS = ('audio_input', 'input_reliability', 'input_depth')
+ACTIVATE_PARAMETERS = ('audio_input', 'input_reliability', 'input_depth', 'input_durability')
 # Parameters that retune the running intake.
 INTAKE_PARAMETERS = ('sync_queue_size', 'sync_slop_s', 'modality_timeout_s', 'frame_queue_depth',
                      'audio_gap_tolerance_s', 'max_message_bytes')
@@ -174,6 +175,9 @@ class AdmnFusion(LifecycleNode):
         declare(self, 'threads', 0, 'torch intra-op threads; 0 = chosen from the cores this '
                 'process may use and the model processes sharing them (ADMN_MODEL_PROCESSES)',
                 value_range=(0, 1024))
+        declare(self, 'output_durability', 'volatile', 'output QoS durability: transient_local '
+                'keeps the last 100 outputs for subscribers that ask for them and match late',
+                choices=wire.DURABILITY_NAMES)
         # The budget (applies from the next frame)
         lo, hi = BUDGET_RANGE
         declare(self, 'budget', 0.5, f'compute budget: fraction of the full model in [{lo:g}, '
@@ -206,6 +210,10 @@ class AdmnFusion(LifecycleNode):
         declare(self, 'input_reliability', 2, 'input QoS: 0 system default, 1 reliable, '
                 '2 best effort', value_range=(0, 2))
         declare(self, 'input_depth', 5, 'input queue depth (KEEP_LAST)', value_range=(1, 100000))
+        declare(self, 'input_durability', 'volatile', 'input QoS durability: transient_local (with '
+                'input_reliability 1) also gets what a transient local publisher (a replay) sent '
+                'before the match',
+                choices=wire.DURABILITY_NAMES)
         # Start-up
         return declare(self, 'autostart', True, 'configure and activate on start-up '
                        '(pip-only installs have no lifecycle manager)', read_only=True)
@@ -349,7 +357,7 @@ class AdmnFusion(LifecycleNode):
     def on_configure(self, state) -> TransitionCallbackReturn:
         if not self._load():
             return TransitionCallbackReturn.FAILURE
-        qos = wire.output_qos()
+        qos = wire.output_qos(durability=str(param(self, 'output_durability')))
         self.pubs = {
             'prediction': self.create_lifecycle_publisher(wire.prediction_type(), wire.PREDICTION,
                                                           qos),
@@ -374,7 +382,8 @@ class AdmnFusion(LifecycleNode):
         return super().on_activate(state)
 
     def _subscribe(self, audio_input: str) -> None:
-        qos = wire.sensor_qos(param(self, 'input_reliability'), param(self, 'input_depth'))
+        qos = wire.sensor_qos(param(self, 'input_reliability'), param(self, 'input_depth'),
+                              str(param(self, 'input_durability')))
         for m in self.engine.modalities:
             msg_type, topic = Image, wire.SENSOR_TOPICS[m]
             if m == 'audio' and audio_input == 'audio_common':

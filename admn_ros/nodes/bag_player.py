@@ -20,7 +20,9 @@ puts in its report).
 
 QoS per topic (:func:`admn_ros.wire.replay_qos`): the recorded offered profiles when they all
 agree (history reset to KEEP_LAST ``qos_depth``), else reliable KEEP_LAST ``qos_depth`` volatile,
-which every subscriber accepts; ``reliability`` can force reliable or best effort. An
+which every subscriber accepts; ``reliability`` can force reliable or best effort, and
+``durability`` volatile or transient local (subscribers that ask for it then get up to
+``qos_depth`` messages sent before they matched: what a replay that scores every frame uses). An
 ``AudioInfo`` always goes out latched (reliable, transient local, depth 1), recorded QoS or not,
 so admn_fusion's latched subscription matches it and a late joiner still gets the format.
 
@@ -120,6 +122,13 @@ class BagPlayer(Node):
         if reliability not in wire.REPLAY_RELIABILITY:
             raise ValueError(f'reliability must be one of {wire.REPLAY_RELIABILITY}, '
                              f'got {reliability!r}')
+        durability = declare(self, 'durability', 'recorded',
+                             'republishing durability: as recorded, or forced (transient_local '
+                             'keeps the last qos_depth messages for a subscriber that matches '
+                             'late)', read_only=True, choices=wire.REPLAY_DURABILITY)
+        if durability not in wire.REPLAY_DURABILITY:
+            raise ValueError(f'durability must be one of {wire.REPLAY_DURABILITY}, '
+                             f'got {durability!r}')
         if not self.bag_path:
             raise ValueError('bag_path is empty: set it to a rosbag2 directory')
 
@@ -167,7 +176,7 @@ class BagPlayer(Node):
                 continue
             offered = [q for c in conns
                        for q in (getattr(c.ext, 'offered_qos_profiles', None) or [])]
-            qos, note = wire.replay_qos(msgtype, offered, depth, reliability)
+            qos, note = wire.replay_qos(msgtype, offered, depth, reliability, durability)
             if note:
                 self.get_logger().warning(f'{topic}: {note}')
             self.tracks[topic] = Track(topic, out, msgtype, self.create_publisher(cls, out, qos))

@@ -102,7 +102,13 @@ class Evaluator(Node):
                                    read_only=True)
         depth = declare(self, 'queue_depth', 1000, 'subscription depth (reliable KEEP_LAST)',
                         read_only=True, value_range=(1, 100000))
-        qos = QoSProfile(depth=int(depth), reliability=ReliabilityPolicy.RELIABLE)
+        durability = declare(self, 'input_durability', 'volatile',
+                             'subscription durability: transient_local also gets what transient '
+                             'local publishers (a replay, admn_fusion with output_durability) sent '
+                             'before the match, so a replay scores its first frames',
+                             read_only=True, choices=wire.DURABILITY_NAMES)
+        qos = QoSProfile(depth=int(depth), reliability=ReliabilityPolicy.RELIABLE,
+                         durability=wire.durability_policy(durability))
         self._lock = threading.Lock()
         self.labels: Dict[int, int] = {}          # stamp -> class id, waiting for a prediction
         self.label_seen: Dict[int, float] = {}    # stamp -> node-clock seconds when received

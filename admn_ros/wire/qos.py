@@ -10,13 +10,28 @@ from admn_ros.wire.topics import AUDIO_INFO_TYPE
 
 # input_reliability parameter values, as in yolo_ros: 0 system default, 1 reliable, 2 best effort.
 RELIABILITY_NAMES = {0: 'system_default', 1: 'reliable', 2: 'best_effort'}
+# Durability parameter values (input_durability, output_durability, a replay's durability).
+# Transient local at both ends of a link hands a subscriber that matched the publisher late the
+# last `depth` messages. A replay that scores every frame needs it: discovery can finish in one
+# direction a second or more after the other on a busy machine, and a volatile subscriber loses
+# whatever was sent in between, reliable or not.
+DURABILITY_NAMES = ('volatile', 'transient_local')
 
 
-def sensor_qos(reliability: int = 2, depth: int = 5):
+def durability_policy(name: str):
+    """The rclpy DurabilityPolicy of a :data:`DURABILITY_NAMES` entry."""
+    from rclpy.qos import DurabilityPolicy
+    if name not in DURABILITY_NAMES:
+        raise ValueError(f'durability must be one of {DURABILITY_NAMES}, got {name!r}')
+    return DurabilityPolicy.TRANSIENT_LOCAL if name == 'transient_local' else DurabilityPolicy.VOLATILE
+
+
+def sensor_qos(reliability: int = 2, depth: int = 5, durability: str = 'volatile'):
     """Input QoS: sensor-data profile (KEEP_LAST, VOLATILE) with the reliability parameter applied.
 
     Best effort (2, the default) matches both reliable and best-effort publishers; a reliable
-    subscriber silently never matches a best-effort publisher (docs/nodes.md).
+    subscriber silently never matches a best-effort publisher (docs/nodes.md). A transient local
+    subscriber likewise needs a transient local publisher (a replay that offers it).
     """
     from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
     if reliability not in RELIABILITY_NAMES:
@@ -24,18 +39,20 @@ def sensor_qos(reliability: int = 2, depth: int = 5):
     policy = {0: ReliabilityPolicy.SYSTEM_DEFAULT, 1: ReliabilityPolicy.RELIABLE,
               2: ReliabilityPolicy.BEST_EFFORT}[reliability]
     return QoSProfile(history=qos_profile_sensor_data.history, depth=int(depth), reliability=policy,
-                      durability=qos_profile_sensor_data.durability)
+                      durability=durability_policy(durability))
 
 
-def output_qos(depth: int = 100):
-    """Output QoS: reliable KEEP_LAST ``depth`` (matches reliable and best-effort subscribers).
+def output_qos(depth: int = 100, durability: str = 'volatile'):
+    """Output QoS: reliable KEEP_LAST ``depth`` (matches reliable and best-effort subscribers;
+    transient local matches volatile and transient local ones, the latter getting the backlog).
 
     A reliable writer that keeps only the last few samples drops the oldest unacknowledged one
     when a subscriber falls behind, silently; 100 covers seconds of frames for a subscriber
     stalled on a busy machine. (With depth 10, a replay next to other test runs once scored 79 of
     80 frames; this is the likeliest place it lost one.)"""
     from rclpy.qos import QoSProfile, ReliabilityPolicy
-    return QoSProfile(depth=int(depth), reliability=ReliabilityPolicy.RELIABLE)
+    return QoSProfile(depth=int(depth), reliability=ReliabilityPolicy.RELIABLE,
+                      durability=durability_policy(durability))
 
 
 def latched_qos():
@@ -52,26 +69,29 @@ def budget_qos():
     return latched_qos()
 
 
-# bag_player's ``reliability`` parameter: as recorded, or forced.
+# bag_player's ``reliability`` and ``durability`` parameters: as recorded, or forced.
 REPLAY_RELIABILITY = ('recorded', 'reliable', 'best_effort')
+REPLAY_DURABILITY = ('recorded',) + DURABILITY_NAMES
 # Types that describe a stream rather than carry it: their subscribers require the latched
 # profile, so a replay offers it whatever the bag recorded (rosbags-written bags record no QoS).
 LATCHED_TYPES = (AUDIO_INFO_TYPE,)
 
 
-def replay_qos(msgtype: str, offered: Sequence[Any], depth: int,
-               reliability: str = 'recorded') -> Tuple[Any, str]:
+def replay_qos(msgtype: str, offered: Sequence[Any], depth: int, reliability: str = 'recorded',
+               durability: str = 'recorded') -> Tuple[Any, str]:
     """The QoS a bag replay republishes one topic with, and a note when the recording disagrees.
 
     :data:`LATCHED_TYPES` always get :func:`latched_qos` (``reliability`` does not apply: a
     best-effort or volatile AudioInfo would never reach a latched subscriber). Otherwise the
     recorded ``offered`` profiles (rosbags QoS entries) when they all agree, history reset to
     KEEP_LAST ``depth``, else reliable volatile, which every subscriber accepts; ``reliability``
-    other than ``recorded`` then forces that policy.
+    and ``durability`` other than ``recorded`` then force that policy.
     """
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     if reliability not in REPLAY_RELIABILITY:
         raise ValueError(f'reliability must be one of {REPLAY_RELIABILITY}, got {reliability!r}')
+    if durability not in REPLAY_DURABILITY:
+        raise ValueError(f'durability must be one of {REPLAY_DURABILITY}, got {durability!r}')
     if msgtype in LATCHED_TYPES:
         return latched_qos(), ''
     qos = QoSProfile(depth=int(depth), reliability=ReliabilityPolicy.RELIABLE,
@@ -84,14 +104,16 @@ def replay_qos(msgtype: str, offered: Sequence[Any], depth: int,
     if len(kinds) > 1:
         note = 'recorded publishers disagree on QoS; using reliable volatile'
     elif kinds:
-        recorded_reliability, durability = kinds.pop()
+        recorded_reliability, recorded_durability = kinds.pop()
         if recorded_reliability == 2:
             qos.reliability = ReliabilityPolicy.BEST_EFFORT
-        if durability == 1:
+        if recorded_durability == 1:
             qos.durability = DurabilityPolicy.TRANSIENT_LOCAL
     if reliability != 'recorded':
         qos.reliability = (ReliabilityPolicy.RELIABLE if reliability == 'reliable'
                            else ReliabilityPolicy.BEST_EFFORT)
+    if durability != 'recorded':
+        qos.durability = durability_policy(durability)
     return qos, note
 
 
@@ -109,7 +131,7 @@ def _policy_name(kind) -> str:
         return str(kind)
 
 
-INPUT_ADVICE = 'check the input_reliability parameter'
+INPUT_ADVICE = 'check the input_reliability and input_durability parameters'
 AUDIO_INFO_ADVICE = ('the publisher must offer AudioInfo latched (reliable, transient local), '
                      'or this node never learns the audio format')
 BUDGET_ADVICE = ('the budget publisher must offer it latched (reliable, transient local), as '
