@@ -17,8 +17,7 @@ activates itself, and a failed configure ends the process with the reason. ``~/e
 (std_srvs/SetBool) pauses and resumes inference without a transition.
 
 Inputs (node-relative, sensor-data QoS with ``input_reliability`` / ``input_depth`` /
-``input_durability``): one Image
-topic per model modality, or ``audio/audio_stamped`` with ``audio_input: audio_common``, decoded in
+``input_durability``): one Image topic per model modality, or ``audio/audio_stamped`` with ``audio_input: audio_common``, decoded in
 the format of the latched ``audio/audio_info`` (required; refused until it arrives), and the
 ``budget`` topic (latched Float32). Sets are matched with approximate time sync; a modality
 silent for ``modality_timeout_s`` is dropped from the sync and its budget goes to the others until
@@ -27,7 +26,8 @@ over ``max_message_bytes``, a wrong encoding or size, garbage values) is logged,
 modality and dropped before it reaches the model; it never stops the node.
 
 Outputs (``admn/prediction``, ``admn/allocation``, ``admn/quality``, ``admn/inference``; layouts
-in :mod:`admn_ros.wire.fusion_outputs`; reliable, depth 100, ``output_durability``) carry the stamp and frame_id of the set they came from;
+in :mod:`admn_ros.wire.fusion_outputs`; reliable, depth 100, ``output_durability``) carry the
+stamp and frame_id of the set they came from;
 ``/diagnostics`` reports lifecycle, inputs, sync, inference and allocation
 (:mod:`admn_ros.fusion_diagnostics`).
 

@@ -265,7 +265,8 @@ class BagPlayer(Node):
                 # The writer sees the reader before the reader has matched the writer; samples sent
                 # in between are lost even when reliable (a volatile reader starts at the writer's
                 # next sample). Give discovery time to finish both ways: 0.25 s lost the first two
-                # frames of a replay on a loaded machine.
+                # frames of a replay on a loaded machine. Only durability transient_local at both
+                # ends rules the loss out; this wait narrows it for volatile subscribers.
                 self._stop.wait(self.settle)
                 return True
             now = time.monotonic()

@@ -54,7 +54,6 @@ from typing import Any, Dict, List, NoReturn, Optional
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, ReliabilityPolicy
 
 from admn_ros import wire
 from admn_ros import report as R
@@ -107,8 +106,7 @@ class Evaluator(Node):
                              'local publishers (a replay, admn_fusion with output_durability) sent '
                              'before the match, so a replay scores its first frames',
                              read_only=True, choices=wire.DURABILITY_NAMES)
-        qos = QoSProfile(depth=int(depth), reliability=ReliabilityPolicy.RELIABLE,
-                         durability=wire.durability_policy(durability))
+        qos = wire.output_qos(depth, durability)   # admn_fusion's output profile, mirrored
         self._lock = threading.Lock()
         self.labels: Dict[int, int] = {}          # stamp -> class id, waiting for a prediction
         self.label_seen: Dict[int, float] = {}    # stamp -> node-clock seconds when received

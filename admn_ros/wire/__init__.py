@@ -44,10 +44,10 @@ from admn_ros.wire.fusion_outputs import (allocation_msg, budget_msg, classifica
 from admn_ros.wire.ground_truth import corruption_msg, label_msg, read_corruption, read_label
 from admn_ros.wire.header import header, header_stamp_ns, ns_to_stamp, split_stamp, stamp_to_ns
 from admn_ros.wire.image_codec import depth_to_mm, image_fields, image_to_array
-from admn_ros.wire.qos import (AUDIO_INFO_ADVICE, BUDGET_ADVICE, DURABILITY_NAMES, INPUT_ADVICE, LATCHED_TYPES,
-                               RELIABILITY_NAMES, REPLAY_DURABILITY, REPLAY_RELIABILITY, budget_qos,
-                               durability_policy, latched_qos, output_qos,
-                               publisher_events, qos_overrides, replay_qos, sensor_qos,
+from admn_ros.wire.qos import (AUDIO_INFO_ADVICE, BUDGET_ADVICE, DURABILITY_NAMES, INPUT_ADVICE,
+                               LATCHED_TYPES, RELIABILITY_NAMES, REPLAY_DURABILITY,
+                               REPLAY_RELIABILITY, budget_qos, durability_policy, latched_qos,
+                               output_qos, publisher_events, qos_overrides, replay_qos, sensor_qos,
                                subscription_events)
 from admn_ros.wire.sensor_input import (DECODERS, InputLimits, RejectedInput,
                                         audio_common_payload, decode_audio, decode_depth,
@@ -70,8 +70,8 @@ __all__ = [
     'label_msg', 'read_corruption', 'read_label', 'header', 'header_stamp_ns', 'ns_to_stamp',
     'split_stamp', 'stamp_to_ns', 'depth_to_mm', 'image_fields', 'image_to_array',
     'AUDIO_INFO_ADVICE', 'BUDGET_ADVICE', 'DURABILITY_NAMES', 'INPUT_ADVICE', 'LATCHED_TYPES',
-    'RELIABILITY_NAMES', 'REPLAY_DURABILITY', 'REPLAY_RELIABILITY', 'budget_qos', 'durability_policy',
-    'latched_qos', 'output_qos', 'publisher_events',
+    'RELIABILITY_NAMES', 'REPLAY_DURABILITY', 'REPLAY_RELIABILITY', 'budget_qos',
+    'durability_policy', 'latched_qos', 'output_qos', 'publisher_events',
     'qos_overrides', 'replay_qos', 'sensor_qos', 'subscription_events', 'DECODERS', 'InputLimits',
     'RejectedInput', 'audio_common_payload', 'decode_audio', 'decode_depth', 'decode_rgb',
     'AUDIO_INFO', 'audio_common_available', 'audio_info_msg', 'audio_msg', 'audio_stamped_msg',

@@ -23,7 +23,8 @@ def durability_policy(name: str):
     from rclpy.qos import DurabilityPolicy
     if name not in DURABILITY_NAMES:
         raise ValueError(f'durability must be one of {DURABILITY_NAMES}, got {name!r}')
-    return DurabilityPolicy.TRANSIENT_LOCAL if name == 'transient_local' else DurabilityPolicy.VOLATILE
+    return (DurabilityPolicy.TRANSIENT_LOCAL if name == 'transient_local'
+            else DurabilityPolicy.VOLATILE)
 
 
 def sensor_qos(reliability: int = 2, depth: int = 5, durability: str = 'volatile'):
