@@ -10,7 +10,8 @@ os.environ.pop('ROS_LOCALHOST_ONLY', None)  # Kilted ignores it; never rely on i
 _worker = os.environ.get('PYTEST_XDIST_WORKER', 'gw0')
 _index = int(''.join(ch for ch in _worker if ch.isdigit()) or 0)
 # 0-101 are safe on Linux; keep clear of 0 (the default a developer's robot may be using).
-os.environ['ROS_DOMAIN_ID'] = str(40 + _index)
+# ADMN_TEST_DOMAIN_BASE moves the range, so two suites on one machine never share a domain.
+os.environ['ROS_DOMAIN_ID'] = str(int(os.environ.get('ADMN_TEST_DOMAIN_BASE', '40')) + _index)
 
 # See fastdds_profile.xml: avoids a discovery deadlock between in-process participants.
 os.environ['FASTDDS_DEFAULT_PROFILES_FILE'] = os.path.join(os.path.dirname(__file__), 'fastdds_profile.xml')
