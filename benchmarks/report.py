@@ -3,16 +3,50 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
-from typing import Optional, Union
+from typing import Any, Optional, Union
+
+# The folder the package's code lives in: the checkout root from a source tree, the installed
+# package folder otherwise. Paths under it are written relative to it.
+_BASE = Path(__file__).resolve().parents[1]
+
+
+def portable(value: Any) -> Any:
+    """``value`` with every absolute path made machine-independent, recursively through dicts,
+    lists and tuples: relative inside the package's tree, from ``~`` under the home folder, from
+    ``<tmp>`` under the temporary folder; ``folder:/abs/path`` specs likewise. A committed result
+    says which model and data it used without naming the machine it ran on."""
+    if isinstance(value, dict):
+        return {k: portable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [portable(v) for v in value]
+    if isinstance(value, str):
+        scheme, sep, rest = value.partition(':')
+        if sep and scheme.isidentifier() and rest.startswith(os.sep):
+            return f'{scheme}:{_portable_path(rest)}'
+        if value.startswith(os.sep):
+            return _portable_path(value)
+    return value
+
+
+def _portable_path(text: str) -> str:
+    path = Path(text)
+    for base, prefix in ((_BASE, ''), (Path.home(), '~'), (Path(tempfile.gettempdir()), '<tmp>')):
+        try:
+            rel = path.relative_to(base)
+        except ValueError:
+            continue
+        return str(Path(prefix) / rel) if prefix else str(rel)
+    return text
 
 
 def write_result(result: dict, json_path: Union[str, os.PathLike], table: Optional[str] = None) -> None:
-    """Write ``result`` as JSON (indent 2, trailing newline, UTF-8) to ``json_path``, creating its
+    """Write ``result`` (paths made :func:`portable`) as JSON (indent 2, trailing newline, UTF-8) to ``json_path``, creating its
     folder, and ``table`` (markdown) to the same path with the ``.md`` suffix when one is given.
     Prints nothing: each benchmark decides what it shows."""
     path = Path(json_path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2) + '\n', encoding='utf-8')
+    path.write_text(json.dumps(portable(result), indent=2) + '\n', encoding='utf-8')
     if table is not None:
         path.with_suffix('.md').write_text(table.rstrip('\n') + '\n', encoding='utf-8')

@@ -11,6 +11,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from admn_ros.benchmarks.report import portable
 from admn_ros.datasets.conditions import DESTROYING
 from admn_ros.figures import agg_figure
 
@@ -232,7 +233,7 @@ def write_condition_report(report: Dict, *, json_path=None, plot=None, allocatio
     if json_path:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         with open(json_path, 'w') as f:
-            json.dump(report, f, indent=2)
+            json.dump(portable(report), f, indent=2)
     if plot:
         plot_condition_accuracy(report, plot)
     if allocation_plot:

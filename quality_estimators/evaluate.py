@@ -25,6 +25,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import numpy as np
 import torch
 
+from admn_ros.benchmarks.report import portable
 from admn_ros.datasets.cache import ArrayCache, content_digest, default_cache_root
 from admn_ros.datasets.conditions import apply_condition, resolve_conditions
 from admn_ros.datasets.corruptions import CORRUPTION_VERSION, CorruptionSampler
@@ -380,7 +381,7 @@ def write_report(report: Dict, *, json_path=None, plot=None, allocation_plot=Non
     if json_path:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         with open(json_path, 'w') as f:
-            json.dump(public(report), f, indent=2)
+            json.dump(portable(public(report)), f, indent=2)
     if plot:
         plot_curves(report, plot)
     if allocation_plot and any(r['policy'] == 'admn' for r in report['results']):

@@ -47,6 +47,7 @@ from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from admn_ros.benchmarks.report import portable
 from admn_ros.datasets.corruptions import CORRUPTION_TYPES
 from admn_ros.datasets.sample import MODALITIES
 from admn_ros.fusion.validate import (ConfigError, Each, Range, at_least, fraction, from_yaml, one_of,
@@ -321,7 +322,7 @@ def _prepare_out(out: Path, meta: Dict, *, resume: bool, overwrite: bool) -> set
     out.mkdir(parents=True, exist_ok=True)
     for name in [CSV_NAME, 'sweep.json', 'sweep.md'] + list(PLOTS.values()):
         (out / name).unlink(missing_ok=True)
-    meta_path.write_text(json.dumps(meta, indent=2) + '\n', encoding='utf-8')
+    meta_path.write_text(json.dumps(portable(meta), indent=2) + '\n', encoding='utf-8')
     return set()
 
 
@@ -434,7 +435,7 @@ def write_outputs(rows: Sequence[Dict], meta: Dict, out: Path, *, log=print) -> 
     report = conditions_report(rows, meta)
     public = [{k: v for k, v in r.items() if k != 'key'} for r in rows]
     files = {'json': out / 'sweep.json', 'md': out / 'sweep.md'}
-    files['json'].write_text(json.dumps({**meta, 'rows': public, 'by_condition': report},
+    files['json'].write_text(json.dumps(portable({**meta, 'rows': public, 'by_condition': report}),
                                         indent=2) + '\n', encoding='utf-8')
     files['md'].write_text(markdown(report) + '\n', encoding='utf-8')
     plots = {'severity': plot_accuracy_vs_severity, 'gflops': plot_accuracy_vs_gflops,

@@ -58,3 +58,38 @@ def test_transfer_table_holds_each_seed_the_means_and_the_margins():
     assert table_rows(md) == [['seed', 'init', 'scratch'], ['0', '0.800', '0.500'], ['1', '0.900', '0.700'],
                               ['mean', '0.850 +- 0.050', '0.600 +- 0.100']]
     assert '- init_minus_scratch: 0.250 +- 0.100 (target at least 0.15)' in md.splitlines()
+
+
+def test_results_name_no_machine_path(tmp_path):
+    """Results written here name paths relative to the package tree, ``~`` or ``<tmp>``: a model
+    path inside the checkout, a cache under home and a temporary folder spec all lose the machine."""
+    from pathlib import Path
+
+    from admn_ros.benchmarks.report import portable
+    from admn_ros.paths import models_dir
+
+    home_cache = str(Path.home() / '.cache' / 'admn_ros' / 'x.pt')
+    result = {'checkpoint': str(models_dir() / 'synthetic.pt'),
+              'runs': [{'cache': home_cache}, ('folder:' + str(tmp_path / 'data'),)],
+              'relative': 'runs/x.pt', 'note': 'a / b', 'count': 3}
+    path = tmp_path / 'bench.json'
+    write_result(result, path)
+    written = json.loads(path.read_text())
+    assert written['checkpoint'].endswith('admn_ros/models/synthetic.pt')
+    assert not written['checkpoint'].startswith('/')
+    assert written['runs'][0]['cache'] == '~/.cache/admn_ros/x.pt'
+    assert written['runs'][1][0].startswith('folder:<tmp>/') and written['runs'][1][0].endswith('/data')
+    assert (written['relative'], written['note'], written['count']) == ('runs/x.pt', 'a / b', 3)
+
+
+def test_committed_results_name_no_machine_path():
+    """Every committed result file is free of absolute paths (they were once full of /work/main)."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / 'results'
+    absolute = re.compile(r'(^|[\s"\'=:(])/(?:tmp|home|root|work|usr|opt|var|mnt)/')
+    offenders = [f'{p.relative_to(root)}: {m.group(0)!r}'
+                 for p in sorted(root.rglob('*')) if p.suffix in ('.json', '.md', '.csv')
+                 for m in [absolute.search(p.read_text(encoding='utf-8'))] if m]
+    assert offenders == []
