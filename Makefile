@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
 
-.PHONY: demo test venv clean-shm
+.PHONY: demo test test-fast venv clean-shm
 
 venv: $(STAMP)
 
@@ -36,6 +36,11 @@ demo: $(STAMP)
 test: $(STAMP) $(COLCON_STAMP)
 	COLCON=$(abspath $(COLCON_VENV))/bin/colcon $(PY) -m pytest -n 2 tests
 	@$(MAKE) --no-print-directory clean-shm
+
+# The developer's loop: no DDS graphs (marker ros), no colcon builds, training or long runs
+# (marker slow). CI runs `make test`, which includes these.
+test-fast: $(STAMP)
+	$(PY) -m pytest -n 2 -m "not ros and not slow" tests
 
 clean-shm:
 	@# SIGKILLed DDS participants leave shared-memory segments behind.

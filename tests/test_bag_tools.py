@@ -81,6 +81,7 @@ def record(tmp_path, name='bag', duration='2', schedule=SCHEDULE):
     return bag
 
 
+@pytest.mark.slow
 def test_record_info_and_offline_eval(tmp_path, capsys):
     from admn_ros.bag_report import summary_figure
     from admn_ros.bag_tools import info
@@ -162,6 +163,7 @@ def test_audio_window_cuts_a_continuous_stream_per_frame(tmp_path):
         assert got.batch['rgb'][k, 0, 0, 0] == k
 
 
+@pytest.mark.slow
 def test_robot_bag_without_labels_gives_a_prediction_only_report(tmp_path, capsys):
     bag = robot_bag(tmp_path / 'robot')
     out = tmp_path / 'eval'

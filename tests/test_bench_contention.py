@@ -28,6 +28,7 @@ def test_summary_counts_late_and_unanswered_frames():
     assert r['latency_ms_p50'] == 20.0 and r['latency_ms_p99'] > r['latency_ms_p95'] > 20.0
 
 
+@pytest.mark.slow
 def test_load_generators_are_bounded():
     """A busy loop burns a core while it runs and ends by itself at its end time."""
     import psutil

@@ -5,10 +5,13 @@ contract (its JSON keys, every node exiting cleanly) and that its numbers hang t
 """
 import json
 
+import pytest
+
 from admn_ros.benchmarks import ros_graph
 from tests.fixtures_models import make_random_checkpoint
 
 
+@pytest.mark.ros
 def test_bench_ros_measures_the_graph_across_processes(tmp_path):
     checkpoint = make_random_checkpoint(tmp_path / 'ctrl.pt', controller=True)
     out = tmp_path / 'ros.json'

@@ -51,6 +51,7 @@ def check(keep, present, fractions, cost, what):
     return float((executed / budget).max())
 
 
+@pytest.mark.slow
 def test_rule_policies_never_exceed_the_budget(shipped, setting):
     rng, batch, true_cost = setting
     mods = shipped.modalities
@@ -73,6 +74,7 @@ def test_rule_policies_never_exceed_the_budget(shipped, setting):
 
 
 @torch.inference_mode()
+@pytest.mark.slow
 def test_the_learned_controller_never_exceeds_the_budget(shipped, setting):
     """The controller's own scores for per-draw budgets, through the selector ``admn`` uses; a few
     budgets also through the policy itself, which must choose the same layers."""

@@ -17,7 +17,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 COLCON = os.environ.get('COLCON') or shutil.which('colcon')
-pytestmark = pytest.mark.skipif(COLCON is None, reason='colcon is not installed here')
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(COLCON is None, reason='colcon is not installed here')]
 
 NODES = sorted(p.stem for p in (ROOT / 'admn_ros' / 'nodes').glob('*.py') if p.stem != '__init__')
 # Never copied: environments, caches, build outputs and anything colcon or git made.

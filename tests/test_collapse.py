@@ -79,6 +79,7 @@ def test_slopes_are_pulled_to_one_and_get_no_weight_decay():
     assert round_targets(4, 2) == [2, 4] and round_targets(3, 5) == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_collapse_command_fine_tunes_in_rounds_and_writes_a_loadable_model(tmp_path):
     """Real training on the learnable tensors set: two rounds from the last blocks backwards."""
     import yaml

@@ -35,6 +35,7 @@ def test_the_fusion_engine_runs_them_under_a_budget(exported, kind):
 
 
 @pytest.mark.parametrize('kind', ['pruned', 'collapsed'])
+@pytest.mark.slow
 def test_evaluation_scores_them(exported, kind):
     from admn_ros.quality_estimators.evaluate import evaluate
     res = evaluate(str(exported[kind]), None, [0.5, 1.0], ['admn', 'full'], size=24, device='cpu')

@@ -246,6 +246,7 @@ def test_oracle_split_chooses_on_validation_only(tmp_path, monkeypatch, tensors_
 
 # ------------------------------------------------------------------------- recorded tags
 
+@pytest.mark.slow
 def test_recorded_tags_survive_evaluation(tmp_path, tensors_test):
     from admn_ros.datasets.folder import write_folder
     from admn_ros.quality_estimators.evaluate import corrupted_test_set, evaluate_conditions
@@ -310,6 +311,7 @@ def _run(args):
     return main(['eval', *args])
 
 
+@pytest.mark.slow
 def test_eval_by_condition_cli_writes_json_summary_and_plots(tensors_checkpoint, tmp_path, capsys):
     spec = tmp_path / 'c.yaml'
     spec.write_text('- {name: clean, corrupted: []}\n'

@@ -305,6 +305,7 @@ def test_model_path_errors_say_what_to_do(tmp_path, monkeypatch):
             modalities=('depth',)))
 
 
+@pytest.mark.slow
 def test_the_runtime_imports_no_rclpy():
     """The per-frame core runs (and is tested) without ROS: only the node adapts it to rclpy."""
     import subprocess

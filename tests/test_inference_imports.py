@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # Training and evaluation: none of them may load for inference.
@@ -54,6 +56,7 @@ print(json.dumps({
 '''
 
 
+@pytest.mark.slow
 def test_loading_and_running_a_shipped_model_imports_no_training_or_evaluation_module():
     for name in NOT_FOR_INFERENCE:   # the names are real modules, so the check below means something
         assert importlib.util.find_spec(name) is not None, name

@@ -112,6 +112,7 @@ def test_inject_faults_knocks_out_kept_blocks_at_the_rate():
         inject_faults(keep, 1.5)
 
 
+@pytest.mark.slow
 def test_robustness_modes_on_a_model_trained_with_and_without_shuffling(tmp_path):
     """A real (tiny) run: fine-tuned from a trained model with random orders, the position
     embedding and the position loss. The option trains (the position modules move, the loss

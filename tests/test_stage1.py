@@ -108,6 +108,7 @@ def test_distillation_step_is_the_full_and_the_sampled_model_in_one_pass():
 
 
 @pytest.mark.parametrize('distill', [0.0, 0.5])
+@pytest.mark.slow
 def test_tiny_stage1_run_lowers_the_loss_and_writes_artifacts(tmp_path, distill):
     cfg = Stage1Config.from_yaml(write_config(tmp_path, distill=distill))
     path = train_stage1(cfg, tmp_path / 'out', progress=False)
@@ -120,6 +121,7 @@ def test_tiny_stage1_run_lowers_the_loss_and_writes_artifacts(tmp_path, distill)
     assert model.cfg.num_classes == len(meta['class_names'])
 
 
+@pytest.mark.slow
 def test_resume_continues_from_the_last_checkpoint(tmp_path):
     cfg_path = write_config(tmp_path, epochs=2)
     out = tmp_path / 'out'

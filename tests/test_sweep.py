@@ -48,6 +48,7 @@ def by_key(rows):
     return {r['key']: r for r in rows}
 
 
+@pytest.mark.slow
 def test_one_csv_row_per_cell_with_the_numbers_of_admn_eval(ci_cfg, full_run):
     rows = read_rows(full_run.out / 'sweep.csv')
     grid = [c.key for c in ci_cfg.cells()]
@@ -164,6 +165,7 @@ class InterruptAfter:
         pass
 
 
+@pytest.mark.slow
 def test_interrupted_sweep_resumes_where_it_stopped(ci_cfg, full_run, tmp_path):
     out = tmp_path / 'out'
     with pytest.raises(KeyboardInterrupt):
@@ -214,6 +216,7 @@ def test_bad_configs_are_refused_in_one_line(tmp_path, text, message):
     assert '\n' not in str(err.value) and str(path) in str(err.value)
 
 
+@pytest.mark.slow
 def test_killed_command_resumes_with_resume(tmp_path):
     """``admn experiment noise-sweep`` killed with SIGKILL mid-sweep, then ``--resume``."""
     config = tmp_path / 'sweep.yaml'

@@ -173,6 +173,7 @@ def _audio_features(batch):
     return np.stack(segments + [slope], 1)
 
 
+@pytest.mark.slow
 def test_sensors_overlap_each_factor_is_seen_by_more_than_one_modality():
     """Hand-made features, a linear model: each modality finds its primary factor well and the
     secondary cues carry the others (depth: the family's distance band; audio: the family's pitch

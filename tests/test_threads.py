@@ -55,6 +55,7 @@ def test_rule_reads_the_affinity():
     assert out.stdout.split() == ['1', '1']
 
 
+@pytest.mark.slow
 def test_apply_sets_torch_and_the_native_pools():
     """In a fresh process (so torch's inter-op pool is still unsized): torch, OpenBLAS (numpy's,
     via threadpoolctl) and OpenCV all get the planned counts."""

@@ -189,6 +189,7 @@ def _yaml(tmp_path, name, **over):
     return path
 
 
+@pytest.mark.slow
 def test_recipe_run_prints_its_choices_keeps_the_best_epoch_and_init_refits_the_head(tmp_path, capsys):
     cfg = Stage1Config.from_yaml(_yaml(tmp_path, 'a.yaml', epochs=3, early_stop_patience=1))
     path = train_stage1(cfg, tmp_path / 'scratch', progress=False)

@@ -60,6 +60,7 @@ def walkthrough(tmp_path_factory):
     return root, out.getvalue(), commands[-1]
 
 
+@pytest.mark.slow
 def test_the_walkthrough_imports_fine_tunes_and_evaluates_by_recorded_condition(walkthrough, monkeypatch):
     root, out, node_step = walkthrough
     monkeypatch.chdir(root)
