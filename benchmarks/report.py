@@ -3,42 +3,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Optional, Union
 
-# The folder the package's code lives in: the checkout root from a source tree, the installed
-# package folder otherwise. Paths under it are written relative to it.
-_BASE = Path(__file__).resolve().parents[1]
-
-
-def portable(value: Any) -> Any:
-    """``value`` with every absolute path made machine-independent, recursively through dicts,
-    lists and tuples: relative inside the package's tree, from ``~`` under the home folder, from
-    ``<tmp>`` under the temporary folder; ``folder:/abs/path`` specs likewise. A committed result
-    says which model and data it used without naming the machine it ran on."""
-    if isinstance(value, dict):
-        return {k: portable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [portable(v) for v in value]
-    if isinstance(value, str):
-        scheme, sep, rest = value.partition(':')
-        if sep and scheme.isidentifier() and rest.startswith(os.sep):
-            return f'{scheme}:{_portable_path(rest)}'
-        if value.startswith(os.sep):
-            return _portable_path(value)
-    return value
-
-
-def _portable_path(text: str) -> str:
-    path = Path(text)
-    for base, prefix in ((_BASE, ''), (Path.home(), '~'), (Path(tempfile.gettempdir()), '<tmp>')):
-        try:
-            rel = path.relative_to(base)
-        except ValueError:
-            continue
-        return str(Path(prefix) / rel) if prefix else str(rel)
-    return text
+from admn_ros.datasets.portable_paths import portable
 
 
 def write_result(result: dict, json_path: Union[str, os.PathLike], table: Optional[str] = None) -> None:

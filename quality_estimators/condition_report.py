@@ -11,7 +11,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from admn_ros.benchmarks.report import portable
+from admn_ros.datasets.portable_paths import portable
 from admn_ros.datasets.conditions import DESTROYING
 from admn_ros.figures import agg_figure
 

@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from admn_ros.benchmarks.report import portable
+from admn_ros.datasets.portable_paths import portable
 from admn_ros.datasets.cache import ArrayCache, content_digest, default_cache_root
 from admn_ros.datasets.conditions import apply_condition, resolve_conditions
 from admn_ros.datasets.corruptions import CORRUPTION_VERSION, CorruptionSampler

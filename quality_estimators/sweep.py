@@ -47,7 +47,7 @@ from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from admn_ros.benchmarks.report import portable
+from admn_ros.datasets.portable_paths import portable
 from admn_ros.datasets.corruptions import CORRUPTION_TYPES
 from admn_ros.datasets.sample import MODALITIES
 from admn_ros.fusion.validate import (ConfigError, Each, Range, at_least, fraction, from_yaml, one_of,

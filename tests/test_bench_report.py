@@ -65,7 +65,7 @@ def test_results_name_no_machine_path(tmp_path):
     path inside the checkout, a cache under home and a temporary folder spec all lose the machine."""
     from pathlib import Path
 
-    from admn_ros.benchmarks.report import portable
+    from admn_ros.datasets.portable_paths import portable
     from admn_ros.paths import models_dir
 
     home_cache = str(Path.home() / '.cache' / 'admn_ros' / 'x.pt')
