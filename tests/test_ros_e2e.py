@@ -13,7 +13,6 @@ import pytest
 
 rclpy = pytest.importorskip('rclpy')
 
-from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 
 from admn_ros import wire  # noqa: E402
@@ -62,7 +61,7 @@ def test_bag_replay_on_sim_time_scores_exactly_like_offline_evaluation(ros_conte
             frame_queue_depth=1000, input_reliability=1, input_depth=1000)))
         evaluator = h.add(Evaluator(**ns, parameter_overrides=params(
             use_sim_time=True, report_path=str(tmp_path / 'report.json'), drop_after_s=60.0)))
-        preds = h.listen(wire.prediction_type(), wire.PREDICTION)
+        preds = h.listen(wire.output_class(wire.PREDICTION), wire.PREDICTION)
         outputs = fusion.pubs
         assert h.spin_until(lambda: outputs['prediction'].get_subscription_count() >= 2
                             and outputs['inference'].get_subscription_count() >= 1, 10)
@@ -121,8 +120,8 @@ def test_graph_processes_started_by_bringup_predict_above_chance(
     }
     lines = []
     h = RosHarness(ros_context, '/' + namespace)
-    preds = h.listen(wire.prediction_type(), wire.PREDICTION)
-    allocs = h.listen(DiagnosticArray, wire.ALLOCATION)
+    preds = h.listen(wire.output_class(wire.PREDICTION), wire.PREDICTION)
+    allocs = h.listen(wire.output_class(wire.ALLOCATION), wire.ALLOCATION)
     bringup = Bringup('noise_experiment', overrides, namespace=namespace, sink=lines.append)
     try:
         bringup.start()
