@@ -122,6 +122,15 @@ def test_graph_processes_started_by_bringup_predict_above_chance(
     h = RosHarness(ros_context, '/' + namespace)
     preds = h.listen(wire.output_class(wire.PREDICTION), wire.PREDICTION)
     allocs = h.listen(wire.output_class(wire.ALLOCATION), wire.ALLOCATION)
+    # A subscriber written against the .msg fields alone (admn_msgs.msg, no admn_ros reader).
+    from admn_msgs.msg import Allocation, Inference
+    fields = []
+    h.probe.create_subscription(Allocation, wire.ALLOCATION, lambda m: fields.append(
+        (m.header.stamp.sec, m.header.stamp.nanosec, dict(zip(m.modalities, m.layers)),
+         m.budget_fraction, m.budget_spent, sum(m.kept), sum(m.layers))), 500)
+    latencies = []
+    h.probe.create_subscription(Inference, wire.INFERENCE,
+                                lambda m: latencies.append(m.latency_ms), 500)
     bringup = Bringup('noise_experiment', overrides, namespace=namespace, sink=lines.append)
     try:
         bringup.start()
@@ -153,3 +162,12 @@ def test_graph_processes_started_by_bringup_predict_above_chance(
     assert shift['degraded_frames'] > 10 and shift['clean_frames'] > 10, shift
     assert shift['ratio'] < 1.0 and shift['verdict'].startswith('layers left the degraded audio: ')
     assert (tmp_path / 'report_timeline.png').stat().st_size > 10_000
+    # The field-level subscriber saw the same allocations: layers per named modality, kept blocks
+    # that add up to the layers, spending within the budget; latencies in milliseconds.
+    assert len(fields) >= 50 and len(latencies) >= 50
+    assert all(set(layers) == {'rgb', 'audio'} for _, _, layers, *_ in fields)
+    assert all(kept == total and spent <= fraction + 1e-6
+               for *_, fraction, spent, kept, total in fields)
+    assert all(0 < ms < 10_000 for ms in latencies)
+    noisy_layers = [layers['audio'] for *_, layers, _, _, _, _ in fields]
+    assert min(noisy_layers) < max(noisy_layers)      # the allocation followed the noise
