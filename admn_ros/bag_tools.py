@@ -10,7 +10,10 @@
 **record** takes ``duration x rate`` test samples of a dataset, corrupts sample ``i`` at the
 schedule's level for ``i / rate`` seconds (or with the seeded evaluation mix, or not at all) and
 writes sensor topics, labels and the applied corruption (:func:`admn_ros.datasets.bags.write_bag`,
-whole per-sample clips), with the dataset, seed and schedule in the bag's metadata.
+whole per-sample clips), with the dataset, seed and schedule in the bag's metadata. With
+``--outputs`` it also runs the model over each sample as admn_fusion would (``--policy``,
+``--budget``, ``--checkpoint``) and records its typed outputs (``admn_msgs``: /admn/prediction,
+/admn/allocation, /admn/quality, /admn/inference) with their definitions, for plotting and tools.
 
 **eval** scores every (policy, budget) cell. Offline (default) reads the bag once and runs the
 model in batches (:mod:`admn_ros.quality_estimators.bag_eval`). ``--through-ros`` runs the
@@ -36,6 +39,7 @@ import os
 import shlex
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
@@ -75,12 +79,57 @@ def _check_recordable(schedule, n: int, rate_hz: float) -> None:
                                  "cannot record a sensor that published nothing; use a corruption")
 
 
+@dataclass(frozen=True)
+class OutputConfig:
+    """What ``admn bag record --outputs`` runs over each recorded sample."""
+
+    checkpoint: str = ''        # '' = the shipped default of the recorded dataset
+    policy: str = 'admn'
+    budget: float = 0.5
+    budget_unit: str = 'layers'
+
+
+def fusion_output_hook(cfg: OutputConfig, dataset: str):
+    """A :func:`admn_ros.datasets.bags.write_bag` ``outputs`` hook: admn_fusion's four typed
+    outputs for each sample, from the model run as the node runs it (one frame at a time, the
+    sample's stamp and the anchor modality's frame_id). Offline there is no transport, so
+    ``latency_ms`` and ``processing_ms`` are the frame's compute time."""
+    from admn_ros import wire
+    from admn_ros.quality_estimators.budget import Budget
+    from admn_ros.runtime.engine import EngineConfig, FusionEngine
+    from admn_ros.runtime.frame_queue import Frame
+    from admn_ros.wire.typestore import bag_messages
+
+    engine = FusionEngine(EngineConfig(model_path=cfg.checkpoint, dataset=dataset,
+                                       policy=cfg.policy))
+    budget = Budget(cfg.budget, cfg.budget_unit)
+    bag = bag_messages()
+
+    def outputs(stamp_ns: int, sample: Mapping[str, np.ndarray]):
+        data = {m: sample[m] for m in engine.modalities if m in sample}
+        frame = Frame(stamp_ns, T.FRAME_IDS[next(iter(data))], data)
+        t0 = time.perf_counter()
+        inf = engine.infer(frame, budget)
+        compute_ms = (time.perf_counter() - t0) * 1e3
+        header = wire.header(stamp_ns, frame.frame_id, bag)
+        return [
+            ('/' + T.PREDICTION, T.PREDICTION_TYPE, wire.prediction_msg(inf, header, bag)),
+            ('/' + T.ALLOCATION, T.ALLOCATION_TYPE,
+             wire.allocation_msg(inf, engine.model_modalities, header, bag)),
+            ('/' + T.QUALITY, T.QUALITY_TYPE, wire.quality_msg(inf, header, bag)),
+            ('/' + T.INFERENCE, T.INFERENCE_TYPE, wire.inference_msg(
+                inf, header, latency_ms=compute_ms, processing_ms=compute_ms, dropped=0,
+                flavour=bag))]
+    return outputs
+
+
 def record(dataset: str, out, *, schedule=None, mix: str = 'clean', duration_s: float = 10.0,
            rate_hz: float = 10.0, storage: str = 'mcap', seed: int = 0, split: str = 'test',
-           command: str = '') -> Path:
+           command: str = '', outputs: Optional[OutputConfig] = None) -> Path:
     """Write ``round(duration_s * rate_hz)`` samples of ``dataset`` as a bag at ``out``; see the
     module docstring. ``schedule`` is a YAML path or a schedule object; ``mix`` (without a
-    schedule) is ``clean`` or ``standard`` (the seeded corruption mix of ``admn eval``)."""
+    schedule) is ``clean`` or ``standard`` (the seeded corruption mix of ``admn eval``).
+    ``outputs`` also records admn_fusion's typed outputs (:func:`fusion_output_hook`)."""
     from admn_ros.datasets.bags import CUSTOM_DATASET, write_bag, write_schedule_bag
     from admn_ros.datasets.corruptions import CorruptionSampler
     from admn_ros.datasets.schedules import load_schedule, save_schedule
@@ -102,6 +151,8 @@ def record(dataset: str, out, *, schedule=None, mix: str = 'clean', duration_s: 
     batch, class_names = _samples(dataset, n, seed, split)
     meta = {CUSTOM_DATASET: dataset, CUSTOM_SEED: str(seed), CUSTOM_COMMAND: command}
     kwargs = dict(class_names=class_names, rate_hz=rate_hz, storage=storage, metadata=meta)
+    if outputs is not None:
+        kwargs['outputs'] = fusion_output_hook(outputs, dataset)
     if schedule is not None:
         with tempfile.TemporaryDirectory() as tmp:
             save_schedule(schedule, Path(tmp) / 'schedule.yaml')
@@ -416,12 +467,19 @@ def cli_record(args) -> int:
                ('--duration', f'{args.duration:g}'), ('--rate', f'{args.rate:g}'),
                ('--storage', args.storage), ('--split', args.split), ('--seed', str(args.seed)),
                ('--out', args.out)]
-    command = 'admn bag record ' + ' '.join(f'{k} {shlex.quote(str(v))}' for k, v in options
-                                            if v is not None)
+    outputs = None
+    if args.outputs:
+        outputs = OutputConfig(checkpoint=args.checkpoint or '', policy=args.policy,
+                               budget=args.budget, budget_unit=args.budget_unit)
+        options += [('--outputs', ''), ('--checkpoint', args.checkpoint),
+                    ('--policy', args.policy), ('--budget', f'{args.budget:g}'),
+                    ('--budget-unit', args.budget_unit)]
+    command = 'admn bag record ' + ' '.join(
+        f'{k} {shlex.quote(str(v))}' if v != '' else k for k, v in options if v is not None)
     t0 = time.perf_counter()
     path = record(args.dataset, args.out, schedule=args.schedule, mix=args.mix,
                   duration_s=args.duration, rate_hz=args.rate, storage=args.storage,
-                  seed=args.seed, split=args.split, command=command)
+                  seed=args.seed, split=args.split, command=command, outputs=outputs)
     data = info(path)
     print(format_info(data))
     print(f'recorded {path} in {time.perf_counter() - t0:.1f} s')

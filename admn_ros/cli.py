@@ -400,6 +400,13 @@ def add_bag(sub) -> None:
     rec.add_argument('--storage', default='mcap', choices=['mcap', 'sqlite3'])
     rec.add_argument('--split', default='test', choices=['train', 'val', 'test'])
     rec.add_argument('--seed', type=int, default=0)
+    rec.add_argument('--outputs', action='store_true',
+                     help="also record admn_fusion's typed outputs (admn_msgs), from the model "
+                          'run over each sample')
+    rec.add_argument('--checkpoint', help="with --outputs: model (default: the dataset's shipped one)")
+    rec.add_argument('--policy', default='admn', help='with --outputs: allocation policy')
+    rec.add_argument('--budget', type=float, default=0.5, help='with --outputs: budget fraction')
+    rec.add_argument('--budget-unit', default='layers', choices=['layers', 'flops'])
     info = bsub.add_parser('info', help='topics, types, message counts and duration of a bag')
     info.add_argument('bag')
     info.add_argument('--json', action='store_true', help='print JSON')

@@ -112,6 +112,9 @@ CONDITIONAL: Dict[str, Tuple[Tuple[str, str, str, str, str], ...]] = {
         (SUBSCRIBES, 'audio/audio_info', 'audio_common_msgs/msg/AudioInfo',
          'reliable, keep last 1, transient local', 'with `audio_input: audio_common`: the '
          "stream's format, required (audio is refused and counted until a usable one arrives)"),
+        (PUBLISHES, 'admn/classification', 'vision_msgs/msg/Classification',
+         'reliable, keep last 100', 'also, when vision_msgs is built: the prediction as '
+         'results sorted by score, `class_id` = class index as a string'),
     ),
     'bag_player': (
         (PUBLISHES, '/clock', 'rosgraph_msgs/msg/Clock', 'reliable, keep last 10',
@@ -140,18 +143,18 @@ NOTES: Dict[Tuple[str, str], str] = {
                                                '`input_reliability` / `input_depth`',
     ('admn_fusion', 'camera/depth/image'): 'as above; 32FC1 m or 16UC1 mm',
     ('admn_fusion', 'audio/pcm'): 'as above; 16SC1 or 32FC1',
-    ('admn_fusion', 'admn/prediction'): 'after configure; `vision_msgs/msg/Classification` '
-                                        'when vision_msgs is built, else this fallback',
-    ('admn_fusion', 'admn/allocation'): 'after configure; layers per modality + budget',
+    ('admn_fusion', 'admn/prediction'): 'after configure; class id, name, score, top 5; first '
+                                        'of the four outputs of a set',
+    ('admn_fusion', 'admn/allocation'): 'after configure; layers, depth, present and kept blocks '
+                                        'per model modality; budget fraction, unit, spent',
     ('admn_fusion', 'admn/quality'): 'after configure; quality in [0, 1] per present modality',
-    ('admn_fusion', 'admn/inference'): 'after configure; GFLOPs and timings',
+    ('admn_fusion', 'admn/inference'): 'after configure; GFLOPs, timings (ms), dropped sets',
     ('admn_fusion', '~/enable'): 'pause (false) / resume (true) inference',
     ('budget_manager', 'budget'): 'on every change',
     ('bag_player', '/camera/color/image_raw'): 'one per recorded topic (here a bag from '
                                                '`datasets.bags.write_bag`); the recorded QoS '
                                                'when known, else reliable, `qos_depth`; an '
                                                '`AudioInfo` always latched',
-    ('evaluator', 'admn/prediction'): 'the type admn_fusion publishes here',
     ('evaluator', 'ground_truth/corruption'): 'levels per stamp (noise_injector or a bag); the '
                                               'report splits the run into corruption phases',
     ('*', '/diagnostics'): 'every second, one status per task (`<node>: <task>`)',

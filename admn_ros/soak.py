@@ -61,7 +61,8 @@ class _Probe:
         self.fusion_dropped = 0
         self.rejects: Dict[str, int] = {}
         self.node.create_subscription(DiagnosticArray, wire.LABEL, self._on_label, qos)
-        self.node.create_subscription(DiagnosticArray, wire.INFERENCE, self._on_inference, qos)
+        self.node.create_subscription(wire.output_class(wire.INFERENCE), wire.INFERENCE,
+                                      self._on_inference, qos)
         self.node.create_subscription(DiagnosticArray, DIAGNOSTICS_TOPIC, self._on_diagnostics, 10)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)

@@ -165,7 +165,7 @@ def run_session(args, checkpoint: Path, policy: str, mode: str, budget: float, l
 
     from admn_ros.bringup import Bringup
     from admn_ros.node_utils import make_executor
-    from admn_ros.wire import PREDICTION, prediction_type
+    from admn_ros.wire import PREDICTION, output_class
 
     report = work / f'{mode}_{budget:g}_{tag}.json'
     namespace = f'admn_contention_{os.getpid()}'
@@ -180,7 +180,7 @@ def run_session(args, checkpoint: Path, policy: str, mode: str, budget: float, l
     executor = make_executor(context=ctx)
     executor.add_node(node)
     first: List[float] = []
-    watch = node.create_subscription(prediction_type(), PREDICTION,
+    watch = node.create_subscription(output_class(PREDICTION), PREDICTION,
                                      lambda _: first or first.append(time.monotonic()), 10)
     pieces: List[Dict[str, Any]] = []
     load = None

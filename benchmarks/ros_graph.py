@@ -43,7 +43,7 @@ from admn_ros.fusion.config import ModelConfig
 from admn_ros.graph import GraphSpec, NodeSpec
 from admn_ros.node_utils import executor_kind, make_executor
 from admn_ros.quality_estimators.inference import default_checkpoint as trained_default
-from admn_ros.wire import PREDICTION, prediction_type
+from admn_ros.wire import PREDICTION, output_class
 
 KEYS = ('rate_hz', 'received_hz', 'drops', 'overhead_ms_p50', 'overhead_ms_p95', 'model_ms_p50')
 
@@ -110,7 +110,7 @@ def _run(args, work: Path) -> Dict:
     executor = make_executor(context=ctx)
     executor.add_node(node)
     first: List[float] = []
-    watch = node.create_subscription(prediction_type(), PREDICTION,
+    watch = node.create_subscription(output_class(PREDICTION), PREDICTION,
                                      lambda _: first or first.append(time.monotonic()), 10)
     try:
         bringup.start()

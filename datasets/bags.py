@@ -37,7 +37,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -46,6 +46,9 @@ from admn_ros.wire import topics as T
 from admn_ros.wire.typestore import bag_messages, make_typestore
 from admn_ros.datasets.sample import MODALITIES, SAMPLE_RATE, RawBatch, batch_size, present_modalities
 from admn_ros.datasets.sync import ApproxSync
+
+# (stamp_ns, the sample's arrays) -> (topic, msgtype, message) records to log with the sample
+OutputHook = Callable[[int, Mapping[str, np.ndarray]], Iterable[Tuple[str, str, Any]]]
 
 DEFAULT_START_NS = 1_700_000_000_000_000_000   # fixed, so written bags are reproducible
 STORAGES = ('mcap', 'sqlite3')
@@ -103,8 +106,13 @@ def write_bag(path, batch, *, class_names: Optional[Sequence[str]] = None, rate_
               storage: str = 'mcap', start_ns: int = DEFAULT_START_NS,
               audio_chunk: Optional[int] = None, depth_encoding: str = T.DEPTH_ENCODING,
               audio_encoding: str = T.AUDIO_ENCODING,
-              metadata: Optional[Mapping[str, str]] = None) -> Path:
+              metadata: Optional[Mapping[str, str]] = None,
+              outputs: Optional[OutputHook] = None) -> Path:
     """Record a raw batch (or a ``LoadedDataset``) as a rosbag2 directory at ``path``.
+
+    ``outputs(stamp_ns, sample)`` (``sample``: modality -> that sample's array, as recorded)
+    returns ``(topic, msgtype, rosbags message)`` records logged at the sample's stamp after its
+    inputs: admn_fusion's outputs (:func:`admn_ros.bag_tools.fusion_output_hook`).
 
     ``class_names`` defaults to the dataset's, else ``str(class_id)``. ``depth_encoding`` is
     ``32FC1`` (metres) or ``16UC1`` (millimetres); ``audio_encoding`` ``16SC1`` or ``32FC1``.
@@ -177,6 +185,9 @@ def write_bag(path, batch, *, class_names: Optional[Sequence[str]] = None, rate_
                       for m in MODALITIES if m in corruption}
             add(t, T.CORRUPTION_TOPIC, T.DIAGNOSTIC_ARRAY_TYPE,
                 wire.corruption_msg(t, levels, flavour=bag))
+        if outputs is not None:
+            for topic, msgtype, msg in outputs(t, {m: batch[m][i] for m in present}):
+                add(t, topic, msgtype, msg)
     records.sort(key=lambda r: (r[0], r[1]))
 
     plugin = StoragePlugin.MCAP if storage == 'mcap' else StoragePlugin.SQLITE3

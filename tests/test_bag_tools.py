@@ -81,6 +81,46 @@ def record(tmp_path, name='bag', duration='2', schedule=SCHEDULE):
     return bag
 
 
+def test_record_with_outputs_stores_the_typed_messages_and_rosbags_reads_them(tmp_path):
+    """``--outputs``: admn_fusion's four admn_msgs outputs per sample, stamped like it, with their
+    definitions in the bag; rosbags decodes them from the .msg text (no admn_msgs build used),
+    and the allocation moves layers off the camera once it goes dark (schedule: t >= 1 s)."""
+    from rosbags.rosbag2 import Reader
+    from admn_ros.wire.typestore import make_typestore
+    sched = tmp_path / 'schedule.yaml'
+    sched.write_text(SCHEDULE)
+    bag = tmp_path / 'bag'
+    assert admn(['bag', 'record', '--dataset', 'synthetic', '--schedule', str(sched),
+                 '--duration', '2', '--rate', '10', '--out', str(bag), '--outputs',
+                 '--budget', '0.33', '--storage', 'sqlite3']) == 0
+    store = make_typestore()
+    got = {topic: [] for topic in T.OUTPUT_TYPES}
+    labels = []
+    with Reader(bag) as reader:
+        types = {c.topic: (c.msgtype, c.msgdef.data, c.digest) for c in reader.connections}
+        for topic, msgtype in T.OUTPUT_TYPES.items():
+            recorded, definition, digest = types['/' + topic]
+            assert recorded == msgtype and digest == store.hash_rihs01(msgtype)
+        assert 'uint16[] layers' in types['/' + T.ALLOCATION][1]
+        for conn, t, raw in reader.messages():
+            msg = store.deserialize_cdr(raw, conn.msgtype)
+            if conn.topic == T.LABEL_TOPIC:
+                labels.append(wire.read_label(msg)[0])
+            elif conn.topic.lstrip('/') in got:
+                assert wire.header_stamp_ns(msg) == t
+                got[conn.topic.lstrip('/')].append(msg)
+    assert all(len(msgs) == 20 for msgs in got.values())
+    allocs = [wire.read_allocation(m) for m in got[T.ALLOCATION]]
+    assert all(a['spent'] <= 0.33 + 1e-6 and a['fraction'] == 0.33 for a in allocs)
+    rgb = [a['layers']['rgb'] for a in allocs]
+    assert np.mean(rgb[10:]) < np.mean(rgb[:10])          # dark camera: fewer layers
+    dark_quality = [wire.read_quality(m)['rgb'] for m in got[T.QUALITY]]
+    assert np.mean(dark_quality[10:]) < np.mean(dark_quality[:10])
+    right = [int(m.class_id) == c for m, c in zip(got[T.PREDICTION], labels)]
+    assert sum(right) >= 14                               # the shipped model, 20 samples
+    assert all(wire.read_inference(m)['gflops'] > 0 for m in got[T.INFERENCE])
+
+
 @pytest.mark.slow
 def test_record_info_and_offline_eval(tmp_path, capsys):
     from admn_ros.bag_report import summary_figure

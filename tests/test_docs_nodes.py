@@ -102,6 +102,22 @@ def test_every_live_topic_and_service_is_in_readme(docs, block):
             ('subscribes', 'budget'), ('service', '~/enable')} <= fusion
 
 
+def test_every_fusion_output_topic_has_its_one_declared_type_live_and_in_the_doc(docs, block):
+    """admn_fusion publishes each output with the admn_msgs type of wire.topics.OUTPUT_TYPES,
+    every node that reads one subscribes that type, and the doc's tables say so."""
+    from admn_ros.wire.topics import OUTPUT_TYPES
+    for doc in docs.values():
+        for e in doc.endpoints:
+            if e.name in OUTPUT_TYPES:
+                assert e.type == OUTPUT_TYPES[e.name], (doc.name, e.direction, e.name, e.type)
+    published = {e.name for e in docs['admn_fusion'].endpoints if e.direction == D.PUBLISHES}
+    assert set(OUTPUT_TYPES) <= published
+    rows = {r[1].strip('`'): r[2].strip('`') for r in
+            table(D.node_section(block, 'admn_fusion'), 'direction') if r[0] == D.PUBLISHES}
+    assert {t: rows[t] for t in OUTPUT_TYPES} == OUTPUT_TYPES
+    assert '## Plot it' in DOC.read_text(encoding='utf-8')
+
+
 def test_readme_commands_name_real_graphs_launch_files_and_configs(block):
     section = DOC.read_text(encoding='utf-8')
     bringups = set(re.findall(r'admn bringup ([a-z_]+)', section))

@@ -163,7 +163,7 @@ def test_ten_thousand_generated_messages_per_type_are_all_accounted_for(rig, mod
 
 def test_the_node_still_predicts_after_the_fuzzing(rig):
     h, fusion, pubs, sent, reasons = rig
-    preds = h.listen(wire.prediction_type(), wire.PREDICTION)
+    preds = h.listen(wire.output_class(wire.PREDICTION), wire.PREDICTION)
     frame = sample_frame(1)
     for i in range(5):
         stamp = h.probe.get_clock().now().nanoseconds

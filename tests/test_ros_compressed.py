@@ -3,7 +3,6 @@ import pytest
 
 rclpy = pytest.importorskip('rclpy')
 
-from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 
 from admn_ros import wire  # noqa: E402
 from admn_ros.fusion.collapse import collapse_checkpoint  # noqa: E402
@@ -28,8 +27,8 @@ def test_the_node_runs_a_pruned_or_collapsed_checkpoint(ros, models, kind, depth
     h = ros()
     node = fusion_node(h, models[kind], policy='admn', budget=1.0, budget_from_topic=False)
     assert node.engine.depth == depth
-    got = h.listen(DiagnosticArray, wire.ALLOCATION)
-    preds = h.listen(wire.prediction_type(), wire.PREDICTION)
+    got = h.listen(wire.output_class(wire.ALLOCATION), wire.ALLOCATION)
+    preds = h.listen(wire.output_class(wire.PREDICTION), wire.PREDICTION)
     Feeder(h).run(15, until=lambda: len(got) >= 3 and len(preds) >= 3)
     assert len(preds) >= 3
     assert all(sum(a['layers'].values()) == 3 * depth for a in allocations(got))
@@ -39,7 +38,7 @@ def test_layer_fault_rate_knocks_out_chosen_blocks_in_the_node(ros, models):
     h = ros()
     fusion_node(h, models['source'], policy='full', budget=1.0, budget_from_topic=False,
                 layer_fault_rate=0.5)
-    got = h.listen(DiagnosticArray, wire.ALLOCATION)
+    got = h.listen(wire.output_class(wire.ALLOCATION), wire.ALLOCATION)
     Feeder(h).run(20, until=lambda: len(got) >= 12)
     totals = [sum(a['layers'].values()) for a in allocations(got)]
     assert len(totals) >= 12

@@ -8,7 +8,6 @@ import pytest
 
 rclpy = pytest.importorskip('rclpy')
 
-from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from std_msgs.msg import Float32  # noqa: E402
 
@@ -40,8 +39,8 @@ def test_deadline_mode_lowers_the_budget_when_frames_get_slow(ros_context):
             Parameter('mode', value='deadline'), Parameter('deadline_ms', value=40.0),
             Parameter('min_budget', value=0.3), Parameter('deadline_window', value=20)]))
         assert h.spin_until(lambda: heard == [1.0], 5)   # starts at max_budget
-        alloc_pub = h.publisher(DiagnosticArray, wire.ALLOCATION, 100)
-        inf_pub = h.publisher(DiagnosticArray, wire.INFERENCE, 100)
+        alloc_pub = h.publisher(wire.output_class(wire.ALLOCATION), wire.ALLOCATION, 100)
+        inf_pub = h.publisher(wire.output_class(wire.INFERENCE), wire.INFERENCE, 100)
         assert h.spin_until(lambda: alloc_pub.get_subscription_count()
                             and inf_pub.get_subscription_count(), 5)
         # Latency proportional to the budget in force, doubled halfway (a competing process).
@@ -86,7 +85,7 @@ def test_fusion_node_runs_the_deadline_rule_in_process_and_reports_its_threads(r
                   'deadline_ms': 0.01, 'deadline_min_budget': 0.3}
         node = h.add(AdmnFusion(context=h.ctx, namespace=h.namespace, parameter_overrides=[
             Parameter(k, value=v) for k, v in params.items()]))
-        allocs = h.listen(DiagnosticArray, wire.ALLOCATION)
+        allocs = h.listen(wire.output_class(wire.ALLOCATION), wire.ALLOCATION)
         pubs = {m: h.publisher(Image, wire.SENSOR_TOPICS[m]) for m in MODS}
         build = {'rgb': wire.rgb_msg, 'depth': wire.depth_msg, 'audio': wire.audio_msg}
         samples = [sample_frame(i) for i in range(3)]

@@ -13,7 +13,6 @@ import pytest
 
 rclpy = pytest.importorskip('rclpy')
 
-from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 
 from admn_ros import wire  # noqa: E402
@@ -62,7 +61,7 @@ def test_bag_replay_on_sim_time_scores_exactly_like_offline_evaluation(ros_conte
             frame_queue_depth=1000, input_reliability=1, input_depth=1000)))
         evaluator = h.add(Evaluator(**ns, parameter_overrides=params(
             use_sim_time=True, report_path=str(tmp_path / 'report.json'), drop_after_s=60.0)))
-        preds = h.listen(wire.prediction_type(), wire.PREDICTION)
+        preds = h.listen(wire.output_class(wire.PREDICTION), wire.PREDICTION)
         outputs = fusion.pubs
         assert h.spin_until(lambda: outputs['prediction'].get_subscription_count() >= 2
                             and outputs['inference'].get_subscription_count() >= 1, 10)
@@ -121,8 +120,17 @@ def test_graph_processes_started_by_bringup_predict_above_chance(
     }
     lines = []
     h = RosHarness(ros_context, '/' + namespace)
-    preds = h.listen(wire.prediction_type(), wire.PREDICTION)
-    allocs = h.listen(DiagnosticArray, wire.ALLOCATION)
+    preds = h.listen(wire.output_class(wire.PREDICTION), wire.PREDICTION)
+    allocs = h.listen(wire.output_class(wire.ALLOCATION), wire.ALLOCATION)
+    # A subscriber written against the .msg fields alone (admn_msgs.msg, no admn_ros reader).
+    from admn_msgs.msg import Allocation, Inference
+    fields = []
+    h.probe.create_subscription(Allocation, wire.ALLOCATION, lambda m: fields.append(
+        (m.header.stamp.sec, m.header.stamp.nanosec, dict(zip(m.modalities, m.layers)),
+         m.budget_fraction, m.budget_spent, sum(m.kept), sum(m.layers))), 500)
+    latencies = []
+    h.probe.create_subscription(Inference, wire.INFERENCE,
+                                lambda m: latencies.append(m.latency_ms), 500)
     bringup = Bringup('noise_experiment', overrides, namespace=namespace, sink=lines.append)
     try:
         bringup.start()
@@ -154,3 +162,12 @@ def test_graph_processes_started_by_bringup_predict_above_chance(
     assert shift['degraded_frames'] > 10 and shift['clean_frames'] > 10, shift
     assert shift['ratio'] < 1.0 and shift['verdict'].startswith('layers left the degraded audio: ')
     assert (tmp_path / 'report_timeline.png').stat().st_size > 10_000
+    # The field-level subscriber saw the same allocations: layers per named modality, kept blocks
+    # that add up to the layers, spending within the budget; latencies in milliseconds.
+    assert len(fields) >= 50 and len(latencies) >= 50
+    assert all(set(layers) == {'rgb', 'audio'} for _, _, layers, *_ in fields)
+    assert all(kept == total and spent <= fraction + 1e-6
+               for *_, fraction, spent, kept, total in fields)
+    assert all(0 < ms < 10_000 for ms in latencies)
+    noisy_layers = [layers['audio'] for *_, layers, _, _, _, _ in fields]
+    assert min(noisy_layers) < max(noisy_layers)      # the allocation followed the noise

@@ -111,7 +111,7 @@ def test_noise_on_one_modality_moves_its_layers_to_the_others(ros, model):
         Parameter('rate_hz', value=20.0)]))
     injector = h.add(NoiseInjector(context=h.ctx, namespace=h.namespace))
     fusion_node(h, model, remap=G._FROM_INJECTOR, policy='heuristic', budget=0.5)
-    got = h.listen(DiagnosticArray, wire.ALLOCATION)
+    got = h.listen(wire.output_class(wire.ALLOCATION), wire.ALLOCATION)
     assert h.spin_until(lambda: len(got) >= 10, 20), 'no allocations from the pipeline'
     before = mean_layers(allocations(got[2:]))
     injector.set_parameters([Parameter('audio.type', value='white_noise'),
@@ -131,7 +131,7 @@ def test_budget_changes_through_parameters_and_topic_apply_to_the_next_frames(ro
     h = ros()
     fusion = fusion_node(h, model, budget=0.5)
     feeder = Feeder(h)
-    got = h.listen(DiagnosticArray, wire.ALLOCATION)
+    got = h.listen(wire.output_class(wire.ALLOCATION), wire.ALLOCATION)
     feeder.run(10, until=lambda: len(got) >= 3)
     assert {(a['fraction'], total_layers(a)) for a in allocations(got)} == {(0.5, 6)}
 
@@ -201,10 +201,10 @@ def test_a_stopped_sensor_loses_its_layers_within_a_second(ros, model):
     fusion_node(h, model, budget=0.5, modality_timeout_s=0.5)
     feeder = Feeder(h)
     seen = []   # (receipt time, allocation)
-    h.probe.create_subscription(DiagnosticArray, wire.ALLOCATION,
+    h.probe.create_subscription(wire.output_class(wire.ALLOCATION), wire.ALLOCATION,
                                 lambda m: seen.append((time.monotonic(),
                                                        wire.read_allocation(m))), 500)
-    preds = h.listen(wire.prediction_type(), wire.PREDICTION)
+    preds = h.listen(wire.output_class(wire.PREDICTION), wire.PREDICTION)
     feeder.run(10, until=lambda: len(seen) >= 5)
     assert all(a['present'] == dict.fromkeys(MODS, True) for _, a in seen)
 
@@ -227,7 +227,7 @@ def test_bad_input_is_rejected_counted_and_survived(ros, model):
     h = ros()
     fusion = fusion_node(h, model)
     feeder = Feeder(h)
-    preds = h.listen(wire.prediction_type(), wire.PREDICTION)
+    preds = h.listen(wire.output_class(wire.PREDICTION), wire.PREDICTION)
     feeder.run(10, until=lambda: len(preds) >= 1)
     stamp = h.probe.get_clock().now().nanoseconds
     good = sample_frame(0)
@@ -279,7 +279,7 @@ def test_lifecycle_loads_on_configure_and_frees_on_cleanup(ros, model, tmp_path,
     assert h.probe.count_subscribers(topic) == 0          # no intake before activation
     assert fusion.trigger_activate() == R.SUCCESS
     feeder = Feeder(h)
-    preds = h.listen(wire.prediction_type(), wire.PREDICTION)
+    preds = h.listen(wire.output_class(wire.PREDICTION), wire.PREDICTION)
     feeder.run(10, until=lambda: len(preds) >= 2)
     assert len(preds) >= 2
 
@@ -338,9 +338,9 @@ def test_outputs_carry_the_source_stamp_quality_and_cost(ros, model):
     h = ros()
     fusion_node(h, model, budget=0.5, budget_unit='flops')
     feeder = Feeder(h)
-    outs = {k: h.listen(DiagnosticArray, t) for k, t in (
+    outs = {k: h.listen(wire.output_class(t), t) for k, t in (
         ('allocation', wire.ALLOCATION), ('quality', wire.QUALITY), ('inference', wire.INFERENCE))}
-    preds = h.listen(wire.prediction_type(), wire.PREDICTION)
+    preds = h.listen(wire.output_class(wire.PREDICTION), wire.PREDICTION)
     stamps = set()
     deadline = time.monotonic() + 10
     while len(outs['inference']) < 3 and time.monotonic() < deadline:
@@ -357,6 +357,13 @@ def test_outputs_carry_the_source_stamp_quality_and_cost(ros, model):
     assert info['present'] == MODS
     quality = wire.read_quality(outs['quality'][0])
     assert set(quality) == set(MODS) and all(0 <= q <= 1 for q in quality.values())
+    # The same through the .msg fields alone, as any ROS tool sees them.
+    raw = outs['allocation'][0]
+    assert list(raw.modalities) == list(MODS) and list(raw.present) == [True] * 3
+    assert [int(n) for n in raw.layers] == [alloc['layers'][m] for m in MODS]
+    assert len(raw.kept) == sum(raw.depth) and sum(raw.kept) == sum(raw.layers)
+    assert raw.budget_unit == type(raw).BUDGET_UNIT_FLOPS and raw.budget_spent <= 0.5
+    assert outs['inference'][0].latency_ms == pytest.approx(info['latency_ms'])
 
 
 def test_transient_local_links_deliver_what_was_sent_before_the_match(ros, model):
@@ -371,8 +378,8 @@ def test_transient_local_links_deliver_what_was_sent_before_the_match(ros, model
                        output_durability='transient_local', frame_queue_depth=10)
     assert h.spin_until(lambda: node.processed == 3, 10), node.processed
     late, volatile = [], []                               # both subscribe after the outputs went out
-    h.probe.create_subscription(wire.prediction_type(), wire.PREDICTION, late.append, latched)
-    h.probe.create_subscription(wire.prediction_type(), wire.PREDICTION, volatile.append, 100)
+    h.probe.create_subscription(wire.output_class(wire.PREDICTION), wire.PREDICTION, late.append, latched)
+    h.probe.create_subscription(wire.output_class(wire.PREDICTION), wire.PREDICTION, volatile.append, 100)
     h.spin_until(lambda: len(late) == 3, 5)
     h.spin_for(0.3)
     assert [wire.read_prediction(m)[0] for m in late] == sent and volatile == []
@@ -413,8 +420,8 @@ def test_evaluator_matches_by_stamp_and_reports(ros, tmp_path):
     ev = h.add(Evaluator(context=h.ctx, namespace=h.namespace, parameter_overrides=[
         Parameter('report_path', value=str(report)), Parameter('drop_after_s', value=0.3)]))
     labels = h.publisher(DiagnosticArray, wire.LABEL, 100)
-    preds = h.publisher(wire.prediction_type(), wire.PREDICTION, 100)
-    infos = h.publisher(DiagnosticArray, wire.INFERENCE, 100)
+    preds = h.publisher(wire.output_class(wire.PREDICTION), wire.PREDICTION, 100)
+    infos = h.publisher(wire.output_class(wire.INFERENCE), wire.INFERENCE, 100)
     assert h.spin_until(lambda: labels.get_subscription_count() and preds.get_subscription_count()
                         and infos.get_subscription_count(), 5)
     s = [1_000_000_000 * k for k in range(1, 6)]
@@ -465,8 +472,10 @@ def test_evaluator_splits_the_report_into_corruption_phases(ros, tmp_path):
     ev = h.add(Evaluator(context=h.ctx, namespace=h.namespace, parameter_overrides=[
         Parameter('report_path', value=str(report))]))
     pubs = {name: h.publisher(kind, topic, 100) for name, kind, topic in (
-        ('label', DiagnosticArray, wire.LABEL), ('pred', wire.prediction_type(), wire.PREDICTION),
-        ('alloc', DiagnosticArray, wire.ALLOCATION), ('level', DiagnosticArray, wire.CORRUPTION))}
+        ('label', DiagnosticArray, wire.LABEL),
+        ('pred', wire.output_class(wire.PREDICTION), wire.PREDICTION),
+        ('alloc', wire.output_class(wire.ALLOCATION), wire.ALLOCATION),
+        ('level', DiagnosticArray, wire.CORRUPTION))}
     assert h.spin_until(lambda: all(p.get_subscription_count() for p in pubs.values()), 5)
     clean = {m: ('clean', 0.0) for m in MODS}
     n = 12
@@ -613,7 +622,7 @@ def test_far_future_stamps_on_one_camera_do_not_stall_predictions(ros, model):
     h = ros()
     fusion = fusion_node(h, model, sync_queue_size=5)
     feeder = Feeder(h)
-    preds = h.listen(wire.prediction_type(), wire.PREDICTION)
+    preds = h.listen(wire.output_class(wire.PREDICTION), wire.PREDICTION)
     feeder.run(10, until=lambda: len(preds) >= 3)
     future = h.probe.get_clock().now().nanoseconds + 3600 * 10 ** 9
     for k in range(10):   # one at a time: the best-effort input queue (depth 5) would drop some
@@ -689,7 +698,7 @@ def test_oversized_messages_are_rejected_before_decoding_and_counted(ros, model)
     h = ros()
     fusion = fusion_node(h, model, max_message_bytes=40_000)   # the feeder's frames fit (32 kB)
     feeder = Feeder(h)
-    preds = h.listen(wire.prediction_type(), wire.PREDICTION)
+    preds = h.listen(wire.output_class(wire.PREDICTION), wire.PREDICTION)
     feeder.run(10, until=lambda: len(preds) >= 2)
     stamp = h.probe.get_clock().now().nanoseconds
     feeder.pubs['rgb'].publish(wire.rgb_msg(np.zeros((200, 200, 3), np.uint8), stamp))
@@ -715,7 +724,7 @@ def test_ctrl_c_stops_without_publishing_into_a_dead_context(ros, model):
     import sys
     h = ros()
     feeder = Feeder(h)
-    preds = h.listen(wire.prediction_type(), wire.PREDICTION)
+    preds = h.listen(wire.output_class(wire.PREDICTION), wire.PREDICTION)
     for attempt in range(2):
         proc = subprocess.Popen(
             [sys.executable, '-m', 'admn_ros.nodes.admn_fusion', '--ros-args',

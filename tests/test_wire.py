@@ -132,22 +132,58 @@ def test_ground_truth_label_and_corruption_one_writer_for_nodes_and_bags():
 
 
 def test_fusion_outputs():
+    """Each output has one admn_msgs type; rclpy and rosbags build the same message (compared
+    field by field after a CDR round trip both ways) and the readers give back what went in."""
     inf = inference()
-    header = wire.header(STAMP, 'cam')
-    # Without vision_msgs the prediction falls back to a DiagnosticArray: the same reader.
-    ros = wire.prediction_msg(inf, header)
-    assert wire.read_prediction(ros) == (STAMP, 1, pytest.approx(0.6))
-    assert isinstance(ros, wire.prediction_type())
-    alloc = wire.read_allocation(wire.allocation_msg(inf, ('rgb', 'depth', 'audio'), header))
-    assert alloc['layers'] == {'rgb': 3, 'depth': 0, 'audio': 2}
-    assert alloc['kept'] == {'rgb': [0, 2, 3], 'depth': [], 'audio': [0, 1]}
-    assert alloc['present'] == {'rgb': True, 'depth': False, 'audio': True}
-    assert (alloc['fraction'], alloc['unit'], alloc['spent']) == (0.5, 'flops', 0.4375)
-    assert wire.read_quality(wire.quality_msg(inf, header)) == {'rgb': 0.75, 'audio': 0.125}
-    got = wire.read_inference(wire.inference_msg(inf, header, latency_ms=12.5, processing_ms=4.25,
-                                                 dropped=7))
-    assert got['stamp_ns'] == STAMP and got['dropped'] == 7 and got['present'] == ('rgb', 'audio')
-    assert (got['gflops'], got['latency_ms'], got['processing_ms']) == (1.25, 12.5, 4.25)
+    header = lambda f: wire.header(STAMP, 'cam', f)  # noqa: E731
+    for ros, bag in [cdr_both(lambda f: wire.prediction_msg(inf, header(f), f), T.PREDICTION_TYPE)]:
+        for msg in (ros, bag):
+            assert wire.read_prediction(msg) == (STAMP, 1, pytest.approx(0.6))
+            assert msg.class_name == 'dog' and list(msg.top_class_ids) == [1, 3, 0, 2, 4]
+            assert list(msg.top_scores) == pytest.approx([0.6, 0.2, 0.1, 0.05, 0.05])
+    for ros, bag in [cdr_both(lambda f: wire.allocation_msg(inf, ('rgb', 'depth', 'audio'),
+                                                              header(f), f), T.ALLOCATION_TYPE)]:
+        for msg in (ros, bag):
+            alloc = wire.read_allocation(msg)
+            assert alloc['stamp_ns'] == STAMP and msg.header.frame_id == 'cam'
+            assert alloc['layers'] == {'rgb': 3, 'depth': 0, 'audio': 2}
+            assert list(msg.layers) == [3, 0, 2] and list(msg.depth) == [4, 4, 4]
+            assert alloc['kept'] == {'rgb': [0, 2, 3], 'depth': [], 'audio': [0, 1]}
+            assert alloc['present'] == {'rgb': True, 'depth': False, 'audio': True}
+            assert (alloc['fraction'], alloc['unit'], alloc['spent']) == (
+                0.5, 'flops', pytest.approx(0.4375))
+            assert msg.budget_unit == type(msg).BUDGET_UNIT_FLOPS
+    for ros, bag in [cdr_both(lambda f: wire.quality_msg(inf, header(f), f), T.QUALITY_TYPE)]:
+        for msg in (ros, bag):
+            assert wire.read_quality(msg) == {'rgb': 0.75, 'audio': 0.125}
+            assert len(msg.familiarity) == 0
+    for ros, bag in [cdr_both(lambda f: wire.inference_msg(inf, header(f), latency_ms=12.5,
+                                                           processing_ms=4.25, dropped=7,
+                                                           flavour=f), T.INFERENCE_TYPE)]:
+        for msg in (ros, bag):
+            got = wire.read_inference(msg)
+            assert got['stamp_ns'] == STAMP and got['dropped'] == 7
+            assert got['present'] == ('rgb', 'audio')
+            assert (got['gflops'], got['latency_ms'], got['processing_ms']) == (1.25, 12.5, 4.25)
+
+
+def test_fusion_output_readers_refuse_inconsistent_arrays():
+    inf = inference()
+    msg = wire.allocation_msg(inf, ('rgb', 'depth', 'audio'), wire.header(STAMP, '', BAG), BAG)
+    msg.kept = msg.kept[:-1]
+    with pytest.raises(ValueError, match='kept has 11 entries for a total depth of 12'):
+        wire.read_allocation(msg)
+    quality = wire.quality_msg(inf, wire.header(STAMP, '', BAG), BAG)
+    quality.quality = quality.quality[:1]
+    with pytest.raises(ValueError, match='quality has 1 entries for 2 modalities'):
+        wire.read_quality(quality)
+
+
+def test_every_fusion_output_topic_has_one_declared_admn_msgs_type():
+    assert set(T.OUTPUT_TYPES) == {wire.PREDICTION, wire.ALLOCATION, wire.QUALITY, wire.INFERENCE}
+    assert all(t.startswith('admn_msgs/msg/') for t in T.OUTPUT_TYPES.values())
+    # The bag typestore knows every one of them from the .msg text alone.
+    assert set(T.OUTPUT_TYPES.values()) <= set(STORE.types)
 
 
 def test_budget_message():

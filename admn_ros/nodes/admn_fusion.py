@@ -25,9 +25,10 @@ it speaks again; intake never waits for the model (:mod:`admn_ros.runtime`). Bad
 over ``max_message_bytes``, a wrong encoding or size, garbage values) is logged, counted per
 modality and dropped before it reaches the model; it never stops the node.
 
-Outputs (``admn/prediction``, ``admn/allocation``, ``admn/quality``, ``admn/inference``; layouts
-in :mod:`admn_ros.wire.fusion_outputs`; reliable, depth 100, ``output_durability``) carry the
-stamp and frame_id of the set they came from;
+Outputs (``admn/prediction``, ``admn/allocation``, ``admn/quality``, ``admn/inference``: one
+``admn_msgs`` type each, :mod:`admn_ros.wire.fusion_outputs`; plus ``admn/classification``,
+``vision_msgs/Classification``, where vision_msgs is installed; reliable, depth 100,
+``output_durability``) carry the stamp and frame_id of the set they came from;
 ``/diagnostics`` reports lifecycle, inputs, sync, inference and allocation
 (:mod:`admn_ros.fusion_diagnostics`).
 
@@ -58,7 +59,6 @@ import time
 import traceback
 from typing import Any, Dict, List, NoReturn, Optional
 
-from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.exceptions import ParameterUninitializedException
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from sensor_msgs.msg import Image
@@ -358,13 +358,13 @@ class AdmnFusion(LifecycleNode):
         if not self._load():
             return TransitionCallbackReturn.FAILURE
         qos = wire.output_qos(durability=str(param(self, 'output_durability')))
-        self.pubs = {
-            'prediction': self.create_lifecycle_publisher(wire.prediction_type(), wire.PREDICTION,
-                                                          qos),
-            'allocation': self.create_lifecycle_publisher(DiagnosticArray, wire.ALLOCATION, qos),
-            'quality': self.create_lifecycle_publisher(DiagnosticArray, wire.QUALITY, qos),
-            'inference': self.create_lifecycle_publisher(DiagnosticArray, wire.INFERENCE, qos),
-        }
+        self.pubs = {key: self.create_lifecycle_publisher(wire.output_class(topic), topic, qos)
+                     for key, topic in (('prediction', wire.PREDICTION),
+                                        ('allocation', wire.ALLOCATION),
+                                        ('quality', wire.QUALITY), ('inference', wire.INFERENCE))}
+        if wire.classification_type() is not None:   # an extra for vision_msgs users
+            self.pubs['classification'] = self.create_lifecycle_publisher(
+                wire.classification_type(), wire.CLASSIFICATION, qos)
         return TransitionCallbackReturn.SUCCESS
 
     @_guarded
@@ -500,6 +500,8 @@ class AdmnFusion(LifecycleNode):
         latency_ms = (self.get_clock().now().nanoseconds - frame.stamp_ns) / 1e6
         processing_ms = (time.monotonic() - frame.ready_mono) * 1e3
         self._publish('prediction', prediction)
+        if 'classification' in self.pubs:
+            self._publish('classification', wire.classification_msg(inf, header))
         deadline = self.deadline
         if deadline is not None:
             before = deadline.budget

@@ -262,9 +262,9 @@ class BudgetManager(Node):
             self.timer = self.create_timer(0.02, self._tick_schedule)
         elif mode == 'deadline':
             self.deadline = DeadlineController(self._deadline_config())
-            self.create_subscription(DiagnosticArray, wire.INFERENCE,
+            self.create_subscription(wire.output_class(wire.INFERENCE), wire.INFERENCE,
                                      lambda msg: self._on_frame(msg, 'latency'), 10)
-            self.create_subscription(DiagnosticArray, wire.ALLOCATION,
+            self.create_subscription(wire.output_class(wire.ALLOCATION), wire.ALLOCATION,
                                      lambda msg: self._on_frame(msg, 'budget'), 10)
             self.publish(self.deadline.budget)
         else:

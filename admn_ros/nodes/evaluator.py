@@ -60,7 +60,7 @@ from admn_ros import report as R
 from admn_ros.figures import preload_plotting
 from admn_ros.node_utils import (DIAGNOSTICS_TOPIC, OK, STALE, UNDECODABLE_KEY, Diagnostics, declare,
                                  node_main, param)
-from admn_ros.wire import (ALLOCATION, INFERENCE, PREDICTION, QUALITY, prediction_type,
+from admn_ros.wire import (ALLOCATION, INFERENCE, PREDICTION, QUALITY, output_class,
                            read_allocation, read_inference, read_prediction, read_quality)
 
 NODE_NAME = 'evaluator'
@@ -142,11 +142,11 @@ class Evaluator(Node):
         self._written = False
 
         self.create_subscription(DiagnosticArray, wire.LABEL, self._on_label, qos)
-        self.create_subscription(prediction_type(), PREDICTION, self._on_prediction, qos)
-        self.create_subscription(DiagnosticArray, INFERENCE, self._on_inference, qos)
-        self.create_subscription(DiagnosticArray, ALLOCATION, self._on_allocation, qos)
+        self.create_subscription(output_class(PREDICTION), PREDICTION, self._on_prediction, qos)
+        self.create_subscription(output_class(INFERENCE), INFERENCE, self._on_inference, qos)
+        self.create_subscription(output_class(ALLOCATION), ALLOCATION, self._on_allocation, qos)
         self.create_subscription(DiagnosticArray, wire.CORRUPTION, self._on_corruption, qos)
-        self.create_subscription(DiagnosticArray, QUALITY, self._on_quality, qos)
+        self.create_subscription(output_class(QUALITY), QUALITY, self._on_quality, qos)
         self.create_subscription(DiagnosticArray, DIAGNOSTICS_TOPIC, self._on_diagnostics, 10)
         self.create_timer(0.5, self._expire)
         if self.status_path:

@@ -20,8 +20,10 @@ module                         holds
 :mod:`.sensor_input`           what admn_fusion accepts: validated decoding, :class:`RejectedInput`
 :mod:`.diagnostic_array`       DiagnosticArray as named key/value records
 :mod:`.ground_truth`           label and corruption messages (the one writer for nodes and bags)
-:mod:`.fusion_outputs`         prediction, allocation, quality, inference and budget messages
-:mod:`.typestore`              the rosbags typestore (+ :mod:`.msg`, the audio_common definitions)
+:mod:`.fusion_outputs`         prediction, allocation, quality, inference (``admn_msgs``) and
+                               budget messages
+:mod:`.typestore`              the rosbags typestore (+ :mod:`.msg`: the audio_common and
+                               admn_msgs definitions as .msg text)
 =============================  =================================================================
 
 Why here and not in ``datasets/``: the contract is the ROS package's interface, and nodes are
@@ -37,10 +39,11 @@ from admn_ros.wire.audio_codec import (PCM_FORMATS, PcmReassembler, audio_common
 from admn_ros.wire.diagnostic_array import (diag_status, diagnostic_array, find_status,
                                             status_level, status_values)
 from admn_ros.wire.flavours import ROS, Flavour, bag_flavour, message_class
-from admn_ros.wire.fusion_outputs import (allocation_msg, budget_msg, classification_type,
-                                          inference_msg, prediction_msg, prediction_type,
-                                          quality_msg, read_allocation, read_budget,
-                                          read_inference, read_prediction, read_quality)
+from admn_ros.wire.fusion_outputs import (allocation_msg, budget_msg, classification_msg,
+                                          classification_type, inference_msg, output_class,
+                                          prediction_msg, quality_msg, read_allocation,
+                                          read_budget, read_inference, read_prediction,
+                                          read_quality)
 from admn_ros.wire.ground_truth import corruption_msg, label_msg, read_corruption, read_label
 from admn_ros.wire.header import header, header_stamp_ns, ns_to_stamp, split_stamp, stamp_to_ns
 from admn_ros.wire.image_codec import depth_to_mm, image_fields, image_to_array
@@ -56,16 +59,17 @@ from admn_ros.wire.sensors import (AUDIO_INFO, audio_common_available, audio_inf
                                    audio_stamped_msg, depth_msg, image_msg, read_audio, read_image,
                                    rgb_msg)
 from admn_ros.wire.topics import (ALLOCATION, AUDIO, AUDIO_STAMPED, AUDIO_STAMPED_INFO, BUDGET,
-                                  CORRUPTED_PREFIX, CORRUPTED_TOPICS, CORRUPTION, DEPTH, FRAME_IDS,
-                                  INFERENCE, LABEL, PREDICTION, QUALITY, RGB, SENSOR_TOPICS,
-                                  relative)
+                                  CLASSIFICATION, CORRUPTED_PREFIX, CORRUPTED_TOPICS, CORRUPTION,
+                                  DEPTH, FRAME_IDS, INFERENCE, LABEL, OUTPUT_TYPES, PREDICTION,
+                                  QUALITY, RGB, SENSOR_TOPICS, relative)
 
 __all__ = [
     'PCM_FORMATS', 'PcmReassembler', 'audio_common_to_array', 'audio_from_image', 'audio_info_key',
     'audio_to_image_fields', 'pcm16', 'pcm_bytes_to_array', 'pcm_frame_bytes', 'diag_status',
     'diagnostic_array', 'find_status', 'status_level', 'status_values', 'ROS', 'Flavour',
-    'bag_flavour', 'message_class', 'allocation_msg', 'budget_msg', 'classification_type',
-    'inference_msg', 'prediction_msg', 'prediction_type', 'quality_msg', 'read_allocation',
+    'bag_flavour', 'message_class', 'allocation_msg', 'budget_msg', 'classification_msg',
+    'classification_type', 'inference_msg', 'output_class', 'prediction_msg', 'quality_msg',
+    'read_allocation',
     'read_budget', 'read_inference', 'read_prediction', 'read_quality', 'corruption_msg',
     'label_msg', 'read_corruption', 'read_label', 'header', 'header_stamp_ns', 'ns_to_stamp',
     'split_stamp', 'stamp_to_ns', 'depth_to_mm', 'image_fields', 'image_to_array',
@@ -76,6 +80,7 @@ __all__ = [
     'RejectedInput', 'audio_common_payload', 'decode_audio', 'decode_depth', 'decode_rgb',
     'AUDIO_INFO', 'audio_common_available', 'audio_info_msg', 'audio_msg', 'audio_stamped_msg',
     'depth_msg', 'image_msg', 'read_audio', 'read_image', 'rgb_msg', 'ALLOCATION', 'AUDIO',
-    'AUDIO_STAMPED', 'AUDIO_STAMPED_INFO', 'BUDGET', 'CORRUPTED_PREFIX', 'CORRUPTED_TOPICS',
-    'CORRUPTION', 'DEPTH', 'FRAME_IDS', 'INFERENCE', 'LABEL', 'PREDICTION', 'QUALITY', 'RGB',
+    'AUDIO_STAMPED', 'AUDIO_STAMPED_INFO', 'BUDGET', 'CLASSIFICATION', 'CORRUPTED_PREFIX',
+    'CORRUPTED_TOPICS', 'CORRUPTION', 'DEPTH', 'FRAME_IDS', 'INFERENCE', 'LABEL', 'OUTPUT_TYPES',
+    'PREDICTION', 'QUALITY', 'RGB',
     'SENSOR_TOPICS', 'relative']

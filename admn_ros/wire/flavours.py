@@ -4,7 +4,8 @@ Every encoder in :mod:`admn_ros.wire` builds its message through a :class:`Flavo
 and the bag tools write the same fields the same way. Both kinds of class take the message's
 fields as keywords; they differ only in how a ``uint8[]`` and a ``byte`` field are given (rclpy
 takes ``bytes`` - a thousand times faster than a list - and rosbags a numpy ``uint8`` array and an
-``int``). Readers need no flavour: both kinds of message have the same attribute names.
+``int``) and any other numeric or bool array (rclpy: a list of Python numbers; rosbags: a numpy
+array of the field's dtype). Readers need no flavour: both kinds of message have the same attribute names.
 
 :data:`ROS` imports the rclpy message package on first use (never at module load), so the bag
 tools work where ROS is not installed.
@@ -45,12 +46,15 @@ class Flavour:
     cls: Callable[[str], type]          # full type name -> message class
     uint8s: Callable[[bytes], Any]      # value of a uint8[] field
     byte: Callable[[int], Any]          # value of a byte field
+    array: Callable[[Any, str], Any]    # (values, numpy dtype) -> value of a numeric/bool array
 
 
-ROS = Flavour('rclpy', message_class, bytes, lambda n: bytes([int(n)]))
+ROS = Flavour('rclpy', message_class, bytes, lambda n: bytes([int(n)]),
+              lambda values, dtype: np.asarray(values, dtype=dtype).tolist())
 
 
 def bag_flavour(store) -> Flavour:
     """Messages of a ``rosbags`` typestore (see :func:`admn_ros.wire.typestore.typestore`)."""
     return Flavour('rosbags', lambda msgtype: store.types[msgtype],
-                   lambda data: np.frombuffer(data, dtype=np.uint8), int)
+                   lambda data: np.frombuffer(data, dtype=np.uint8), int,
+                   lambda values, dtype: np.asarray(values, dtype=dtype))

@@ -16,7 +16,8 @@ Conventions (docs/nodes.md):
   ``label`` with values ``class_id`` and ``class_name``; the corruption topic has one status per
   modality (status name = modality) with values ``type`` and ``severity``.
 - Budget: ``std_msgs/msg/Float32``, a fraction of the full model.
-- Fusion outputs: see :mod:`admn_ros.wire.fusion_outputs`.
+- Fusion outputs: one ``admn_msgs`` type per topic (:data:`OUTPUT_TYPES`), whatever is installed;
+  see :mod:`admn_ros.wire.fusion_outputs`.
 """
 from __future__ import annotations
 
@@ -30,6 +31,12 @@ OBJECT_HYPOTHESIS_TYPE = 'vision_msgs/msg/ObjectHypothesis'
 AUDIO_STAMPED_TYPE = 'audio_common_msgs/msg/AudioDataStamped'
 AUDIO_DATA_TYPE = 'audio_common_msgs/msg/AudioData'
 AUDIO_INFO_TYPE = 'audio_common_msgs/msg/AudioInfo'
+# admn_fusion's outputs: the admn_msgs package (admn_msgs/msg/*.msg)
+PREDICTION_TYPE = 'admn_msgs/msg/Prediction'
+ALLOCATION_TYPE = 'admn_msgs/msg/Allocation'
+QUALITY_TYPE = 'admn_msgs/msg/Quality'
+INFERENCE_TYPE = 'admn_msgs/msg/Inference'
+ADMN_MSGS_TYPES = (PREDICTION_TYPE, ALLOCATION_TYPE, QUALITY_TYPE, INFERENCE_TYPE)
 
 # --- absolute names (bags)
 RGB_TOPIC = '/camera/color/image_raw'
@@ -66,6 +73,11 @@ PREDICTION = 'admn/prediction'
 ALLOCATION = 'admn/allocation'
 QUALITY = 'admn/quality'
 INFERENCE = 'admn/inference'
+# The prediction again as vision_msgs/Classification, only where vision_msgs is installed.
+CLASSIFICATION = 'admn/classification'
+# The one message type of each admn_fusion output topic (vision_msgs' optional extra aside).
+OUTPUT_TYPES = {PREDICTION: PREDICTION_TYPE, ALLOCATION: ALLOCATION_TYPE, QUALITY: QUALITY_TYPE,
+                INFERENCE: INFERENCE_TYPE}
 
 # --- encodings written, and accepted by admn_fusion
 RGB_ENCODING = 'rgb8'
@@ -88,6 +100,3 @@ LABEL_KEY_ID = 'class_id'
 LABEL_KEY_NAME = 'class_name'
 CORRUPTION_KEY_TYPE = 'type'
 CORRUPTION_KEY_SEVERITY = 'severity'
-PREDICTION_STATUS = 'prediction'
-INFERENCE_STATUS = 'inference'
-BUDGET_STATUS = 'budget'

@@ -6,15 +6,16 @@ import functools
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
 from admn_ros.wire.flavours import Flavour, bag_flavour
-from admn_ros.wire.msg import audio_common_definitions
+from admn_ros.wire.msg import admn_msgs_definitions, audio_common_definitions
 
 
 @functools.lru_cache(maxsize=None)
 def make_typestore():
-    """The ROS 2 Kilted typestore plus the ros-drivers audio_common_msgs types (cached)."""
+    """The ROS 2 Kilted typestore plus the ros-drivers audio_common_msgs types and admn_msgs,
+    registered from their ``.msg`` text (cached). Type hashes and fields are those of a build."""
     store = get_typestore(Stores.ROS2_KILTED)
     types = {}
-    for name, text in audio_common_definitions().items():
+    for name, text in {**audio_common_definitions(), **admn_msgs_definitions()}.items():
         types.update(get_types_from_msg(text, name))
     store.register(types)
     return store
