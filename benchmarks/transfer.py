@@ -18,7 +18,8 @@ Per seed (training subset and training seed alike) three models are scored on th
 ``init``      ``admn train stage1 --init <model>`` with the small-data recipe (every encoder the
               dataset shares with the model copied, new head)
 ``scratch``   the same architecture and recipe from random weights (the recipe's conv stem)
-``logreg``    scikit-learn's logistic regression on every modality pooled to 16 x 16 (images area-
+``logreg``    the linear baseline of every stage-1 run (:mod:`admn_ros.fusion.linear_baseline`):
+              scikit-learn's logistic regression on every modality pooled to 16 x 16 (images area-
               pooled per channel, the log-mel spectrogram average-pooled), standardised, its ``C``
               picked on the validation split
 
@@ -32,6 +33,7 @@ Training runs with one torch thread (the shared 2-core machine); ``--epochs`` fi
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import sys
 import time
@@ -46,7 +48,6 @@ from admn_ros.benchmarks.report import write_result
 TASKS = ('avdigits', 'newworld')
 NEWWORLD_CLASSES = ('leftnear-rising', 'leftnear-falling', 'rightnear-rising', 'rightnear-falling')
 NEWWORLD_SIZES = {'train': 600, 'val': 300, 'test': 600}
-POOL = 16
 
 
 # ----------------------------------------------------------------------------------- the tasks
@@ -77,15 +78,6 @@ def task_dataset(task: str, work: Path) -> str:
 
 # -------------------------------------------------------------------------------- the baseline
 
-def pooled_features(arrays, pre) -> np.ndarray:
-    """Every modality's model input pooled to POOL x POOL, flattened and concatenated."""
-    import torch.nn.functional as F
-    feats = []
-    for m, x in sorted(pre(arrays).items()):
-        feats.append(F.adaptive_avg_pool2d(x, POOL).flatten(1).numpy())
-    return np.concatenate(feats, 1)
-
-
 def only(data, modality: str):
     """``data`` (a LoadedDataset) with one modality (and the labels) left."""
     from admn_ros.datasets.registry import LoadedDataset
@@ -94,19 +86,10 @@ def only(data, modality: str):
 
 
 def logreg_accuracy(train, val, test, pre) -> Dict[str, float]:
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
-    xs = {k: pooled_features(d.arrays, pre) for k, d in (('train', train), ('val', val), ('test', test))}
-    scaler = StandardScaler().fit(xs['train'])
-    xs = {k: scaler.transform(v) for k, v in xs.items()}
-    best = None
-    for c in (0.001, 0.01, 0.1, 1.0):
-        clf = LogisticRegression(C=c, max_iter=2000).fit(xs['train'], train.arrays['label'])
-        score = clf.score(xs['val'], val.arrays['label'])
-        if best is None or score > best[0]:
-            best = (score, c, clf)
-    return {'test_acc': float(best[2].score(xs['test'], test.arrays['label'])), 'C': best[1],
-            'val_acc': float(best[0])}
+    """The linear baseline every stage-1 run fits (:mod:`admn_ros.fusion.linear_baseline`)."""
+    from admn_ros.fusion.linear_baseline import fit_linear_baseline
+    fit = fit_linear_baseline(train.arrays, val.arrays, pre)
+    return {'test_acc': fit.accuracy(test.arrays, pre), 'C': fit.C, 'val_acc': fit.val_acc}
 
 
 # ------------------------------------------------------------------------------------ training
@@ -170,10 +153,14 @@ def run(task: str, init_name: str, train_size: int, val_size: int, test_size: Op
             cfg = stage1_config(dataset, init_model, train_size, val_size, seed, variant == 'init', epochs,
                                 overrides)
             out = work / f'{task}_{variant}_s{seed}'
+            shutil.rmtree(out, ignore_errors=True)   # a fresh run (metrics.csv would append)
             t0 = time.time()
             path = train_stage1(cfg, out, progress=False)
             model, _ = load_checkpoint(path)
+            search = _read_json(out / 'search.json')
             row[variant] = {'test_acc': accuracy(model, pre, test.arrays),
+                            'chosen': search.get('chosen'),
+                            'validation': _read_json(out / 'baseline.json'),
                             'test_acc_quarter': accuracy(model, pre, test.arrays,
                                                          layers=max(1, model.depth // 4)),
                             'epochs_run': _epochs_run(out), 'seconds': round(time.time() - t0, 1)}
@@ -194,6 +181,11 @@ def run(task: str, init_name: str, train_size: int, val_size: int, test_size: Op
             'overrides': overrides or {},
             'runs': rows, 'summary': summary, 'margins': margins,
             'targets': {'init_minus_scratch': 0.15, 'init_minus_logreg_min': 0.0}}
+
+
+def _read_json(path: Path) -> Dict:
+    import json
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def _epochs_run(out: Path) -> int:
