@@ -96,6 +96,9 @@ def _setup(checkpoint, dataset: Optional[str], *, seed: int, size: Optional[int]
     checkpoint = checkpoint or default_checkpoint(dataset or 'synthetic')
     loaded = load_model(checkpoint, device)
     model, meta = loaded.model, loaded.meta
+    warning = (meta.get('validation') or {}).get('verdict')
+    if warning:   # stage 1 at chance or below its linear baseline: no table without saying so
+        print(f'{checkpoint}: {warning}', flush=True)
     name = dataset or checkpoint_dataset(meta, checkpoint)
     test = load_dataset(name, 'test', seed=seed, size=size, data_root=data_root)
     if model.cfg.num_classes != test.num_classes:

@@ -124,6 +124,10 @@ def test_the_chance_guard_fires_on_a_label_shuffled_set_only(tmp_path, capsys, s
         (tmp_path / 'ctrl.yaml').write_text(yaml.safe_dump(
             {'data': {'dataset': f'folder:{data}', 'train_size': 32}, 'batch_size': 16, 'device': 'cpu'}))
         assert admn(controller + ['--config', str(tmp_path / 'ctrl.yaml'), '--force']) == 0   # ... unless forced
+        capsys.readouterr()
+        assert admn(['eval', '--checkpoint', str(tmp_path / 'ctrl' / 'controller.pt'), '--clean',
+                     '--budgets', '1.0', '--policies', 'full,linear', '--device', 'cpu']) == 0
+        assert 'stage 1 ended at chance' in capsys.readouterr().out.splitlines()[0]   # eval says so first
     else:
         assert scores['left_chance'] and scores['verdict'] is None
         assert not any('ended at chance' in line for line in printed)
