@@ -338,6 +338,8 @@ def _search(asked: Stage1Config, cfg: Stage1Config, out: Path, rt: Runtime, augm
     record = out / 'search.json'
     if resume and record.exists():
         found = json.loads(record.read_text())
+    elif resume and (out / 'last.pt').exists():
+        return plain_cfg, None   # a run that did not search goes on as it started
     else:
         print(f'small-data search ({len(train)} < {SEARCH_BELOW} training samples): '
               f'{len(cands)} candidates x {epochs} epochs on the validation split', flush=True)
