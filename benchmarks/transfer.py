@@ -26,7 +26,10 @@ Per seed (training subset and training seed alike) three models are scored on th
 Each is also scored on one modality alone (``test_acc_<modality>``: the model given only that
 input; a logistic regression fitted on that modality's features), which says where a gap comes from.
 
-Targets: ``init`` beats ``scratch`` by at least 15 points and is never below ``logreg``.
+Targets (:data:`TARGETS`): ``init`` beats ``scratch`` by at least 15 points on average and
+``logreg`` by at least 5 on every seed; the image encoder alone at least matches the image-only
+``logreg`` on every seed. ``init`` is the documented path (docs/your_data.md): with the recipe's
+small-data search of ``freeze_blocks`` and ``lr`` (``--set search=false`` without it).
 Training runs with one torch thread (the shared 2-core machine); ``--epochs`` fixes the epochs
 (no early stopping) and ``--set key=value`` changes a config field of both trained variants.
 """
@@ -168,19 +171,31 @@ def run(task: str, init_name: str, train_size: int, val_size: int, test_size: Op
                 row[variant][f'test_acc_{m}'] = accuracy(model, pre, only(test, m).arrays)
             print(f'seed {seed} {variant} {row[variant]["test_acc"]:.3f}', flush=True)
         rows.append(row)
+    return {'task': task, 'dataset': dataset, 'init': str(init_model), 'train_size': train_size,
+            'val_size': val_size, 'test_size': len(test), 'seeds': seeds, 'epochs': epochs,
+            'overrides': overrides or {}, 'runs': rows, **summarise(rows, variants)}
+
+
+#: init - scratch on average; init - logreg on every seed; the rgb encoder alone - the rgb-only
+#: logistic regression on every seed (the encoders have to transfer, not just the fusion).
+TARGETS = {'init_minus_scratch': 0.15, 'init_minus_logreg_min': 0.05, 'init_rgb_minus_logreg_rgb_min': 0.0}
+
+
+def summarise(rows: List[Dict], variants: List[str]) -> Dict:
+    """``summary`` (mean and sd per variant), ``margins`` and their ``targets`` of per-seed ``rows``
+    (the runs of one or several invocations, e.g. one seed each)."""
     summary = {v: _mean_sd([r[v]['test_acc'] for r in rows]) for v in variants}
     margins = {}
     if 'init' in variants and 'scratch' in variants:
         margins['init_minus_scratch'] = _mean_sd([r['init']['test_acc'] - r['scratch']['test_acc']
                                                   for r in rows])
     if 'init' in variants and 'logreg' in variants:
-        margins['init_minus_logreg_min'] = min(r['init']['test_acc'] - r['logreg']['test_acc']
-                                               for r in rows)
-    return {'task': task, 'dataset': dataset, 'init': str(init_model), 'train_size': train_size,
-            'val_size': val_size, 'test_size': len(test), 'seeds': seeds, 'epochs': epochs,
-            'overrides': overrides or {},
-            'runs': rows, 'summary': summary, 'margins': margins,
-            'targets': {'init_minus_scratch': 0.15, 'init_minus_logreg_min': 0.0}}
+        margins['init_minus_logreg_min'] = round(min(r['init']['test_acc'] - r['logreg']['test_acc']
+                                                     for r in rows), 4)
+        if all('test_acc_rgb' in r['init'] for r in rows):
+            margins['init_rgb_minus_logreg_rgb_min'] = round(min(
+                r['init']['test_acc_rgb'] - r['logreg']['test_acc_rgb'] for r in rows), 4)
+    return {'summary': summary, 'margins': margins, 'targets': {k: TARGETS[k] for k in margins}}
 
 
 def _read_json(path: Path) -> Dict:

@@ -252,8 +252,8 @@ def verdict(val_acc: float, chance: float, bar: float, linear_val_acc: Optional[
                 'labels (admn data check), train longer or start from --init default')
     if linear_val_acc is not None and val_acc < linear_val_acc:
         return (f'WARNING: stage 1 is below the linear baseline: validation accuracy {val_acc:.3f} '
-                f'vs {linear_val_acc:.3f} for a logistic regression on pooled inputs; '
-                'with this little data prefer --init, more labels, or the baseline')
+                f'vs {linear_val_acc:.3f} for a logistic regression on pooled inputs: it has not earned '
+                'its cost here (more labels or a starting point closer to this data may)')
     return None
 
 
