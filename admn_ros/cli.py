@@ -76,7 +76,7 @@ def _train_controller(args) -> int:
 def _train_defaults(args) -> int:
     from admn_ros.quality_estimators.defaults import ship, train_defaults
     path = train_defaults(args.dataset, device=args.device, progress=not args.no_progress,
-                          seed=args.seed)
+                          seed=args.seed, force=args.force)
     print(f'default for {args.dataset}: {path}')
     if args.ship:
         print(f'shipped as {ship(args.dataset, path)}')
@@ -234,6 +234,8 @@ def add_train(sub) -> None:
                       help='also copy it into the package (admn_ros/models/, half precision, SHA256SUMS)')
     add_threads_option(dflt)
     add_seed_option(dflt)
+    dflt.add_argument('--force', action='store_true',
+                      help='train the controller even on a stage 1 that ended at chance')
     dflt.set_defaults(func=_train_defaults)
 
 
