@@ -77,6 +77,7 @@ class Stage1Config:
     # Below recipe.SEARCH_BELOW training samples, choose freeze_blocks and lr (those left empty)
     # on validation by short runs (fusion/recipe.py); false: the recipe's defaults.
     search: bool = True
+    search_epochs: Optional[int] = None   # each candidate's epochs; empty: a quarter of the run's
     # Fit a logistic regression on pooled inputs on the same splits and hold the model against it
     # (fusion/linear_baseline.py); admn eval scores it as the policy row 'linear'.
     linear_baseline: bool = True
@@ -93,7 +94,8 @@ class Stage1Config:
                               'weight_decay': at_least(0), 'warmup_steps': at_least(0),
                               'grad_clip': positive(), 'eval_batch_size': at_least(1),
                               'distill': fraction(), 'seed': at_least(0), 'freeze_blocks': at_least(0),
-                              'stem': one_of('patch', 'conv'), 'early_stop_patience': at_least(0)}
+                              'stem': one_of('patch', 'conv'), 'early_stop_patience': at_least(0),
+                              'search_epochs': at_least(1)}
 
     def check(self) -> None:
         check_device(self.device)
@@ -335,6 +337,8 @@ def _search(asked: Stage1Config, cfg: Stage1Config, out: Path, rt: Runtime, augm
                                 depth=depth)
     if not cands:
         return plain_cfg, None
+    if cfg.search_epochs:
+        epochs = min(cfg.epochs, cfg.search_epochs)
     record = out / 'search.json'
     if resume and record.exists():
         found = json.loads(record.read_text())
