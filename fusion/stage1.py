@@ -331,7 +331,8 @@ def _search(asked: Stage1Config, cfg: Stage1Config, out: Path, rt: Runtime, augm
     plain_cfg = dataclasses.replace(cfg, freeze_blocks=cfg.freeze_blocks or 0)
     if not cfg.search or cfg.fine_tune_from or rt.distributed:
         return plain_cfg, None
-    depth = (plan_init(cfg, fit_model_config(cfg.model, train)) or _NoInit(cfg.model)).model_config.depth
+    start = plan_init(cfg, fit_model_config(cfg.model, train))   # the init's depth, if any
+    depth = (start.model_config if start is not None else cfg.model).depth
     cands, epochs = search_plan(len(train), from_scratch=not (cfg.init or cfg.init_encoders),
                                 freeze_blocks=asked.freeze_blocks, lr=asked.lr, epochs=cfg.epochs,
                                 depth=depth)
@@ -373,11 +374,6 @@ def _search(asked: Stage1Config, cfg: Stage1Config, out: Path, rt: Runtime, augm
     print(f'small-data search chose freeze_blocks={chosen["freeze_blocks"]} lr={chosen["lr"]:g}: '
           f'{found["why"]}', flush=True)
     return dataclasses.replace(cfg, freeze_blocks=int(chosen['freeze_blocks']), lr=float(chosen['lr'])), found
-
-
-@dataclass
-class _NoInit:
-    model_config: ModelConfig
 
 
 @dataclass
