@@ -7,6 +7,13 @@ Per batch: raw arrays -> corruption hook (any callable ``(batch, rng) -> batch``
 preprocessing -> per-modality LayerDrop masks (really skipped) -> cross-entropy. Writes
 ``last.pt`` (weights + optimiser state, for ``--resume``), ``model.pt`` (weights + config + everything
 evaluation and the ROS nodes need) and ``metrics.csv`` beside them.
+
+Every run is held against two references on its own splits (:class:`RunChecks`): chance on the
+validation split (early stopping waits until validation leaves it) and a logistic regression on
+pooled inputs (:mod:`admn_ros.fusion.linear_baseline`, kept in ``model.pt`` for ``admn eval``'s
+``linear`` row). Both validation scores go to ``baseline.json``; a run at chance or below the
+baseline ends with one line saying so. Below :data:`admn_ros.fusion.recipe.SEARCH_BELOW` training
+samples, short runs choose ``freeze_blocks`` and ``lr`` first (:func:`_search`, ``search.json``).
 """
 from __future__ import annotations
 
