@@ -249,3 +249,16 @@ def test_preview_writes_into_a_folder_and_refuses_a_file_name(tmp_path, capsys):
     assert sorted(p.name for p in (tmp_path / 'p').iterdir()) == ['tensors_clean.png', 'tensors_corrupted.png']
     assert admn(['data', 'preview', '--dataset', 'tensors', '--n', '2', '--out', str(tmp_path / 'old')]) == 0
     assert 'note: --out is now --out-dir' in capsys.readouterr().out and (tmp_path / 'old').is_dir()
+
+
+def test_data_check_of_a_bag_imports_it_first(tmp_path, capsys):
+    bag = tmp_path / 'bag'
+    assert admn(['bag', 'record', '--dataset', 'synthetic', '--split', 'train', '--duration', '12',
+                 '--rate', '2', '--out', str(bag)]) == 0
+    capsys.readouterr()
+    assert admn(['data', 'check', str(bag), '--splits', 'train=0.6,val=0.2,test=0.2']) == 0
+    out = capsys.readouterr().out
+    assert 'samples (train ' in out and 'modalities: rgb+depth+audio' in out and out.rstrip().endswith('consistent')
+    # Without --splits every sample lands in train: said, not refused.
+    assert admn(['data', 'check', str(bag)]) == 0
+    assert 'note: no test split' in capsys.readouterr().out
