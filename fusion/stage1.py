@@ -84,7 +84,7 @@ class Stage1Config:
     # Below recipe.SEARCH_BELOW training samples, choose freeze_blocks and lr (those left empty)
     # on validation by short runs (fusion/recipe.py); false: the recipe's defaults.
     search: bool = True
-    search_epochs: Optional[int] = None   # each candidate's epochs; empty: a quarter of the run's
+    search_epochs: Optional[int] = None   # each candidate's epochs; empty: half the run's
     # Fit a logistic regression on pooled inputs on the same splits and hold the model against it
     # (fusion/linear_baseline.py); admn eval scores it as the policy row 'linear'.
     linear_baseline: bool = True
