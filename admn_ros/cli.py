@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import List, Optional
 
 
@@ -30,9 +31,32 @@ def _train_stage1(args) -> int:
     if args.prune_to is not None:
         from admn_ros.fusion.prune import layerdrop_for_keep
         cfg.layerdrop = layerdrop_for_keep(args.prune_to, cfg.model.depth, cfg.layerdrop)
+    _small_data_options(args, cfg)
     path = train_stage1(cfg, args.out, resume=args.resume, progress=not args.no_progress)
     print(f'stage-1 model: {path}')
+    _repeat_verdict(path)
     return 0
+
+
+def _small_data_options(args, cfg) -> None:
+    """``--seed`` (every training command), ``--no-search`` (stage 1)."""
+    if getattr(args, 'seed', None) is not None:
+        cfg.seed = args.seed
+        if hasattr(cfg, 'data'):
+            cfg.data.seed = args.seed   # the training subset too, as a config's seed would not
+    if getattr(args, 'no_search', False):
+        cfg.search = False
+
+
+def _repeat_verdict(path) -> None:
+    """A stage-1 run at chance or below its linear baseline says so as the command's last line."""
+    import json
+    from pathlib import Path
+    scores = Path(path).parent / 'baseline.json'
+    if scores.is_file():
+        line = json.loads(scores.read_text()).get('verdict')
+        if line:
+            print(line)
 
 
 def _train_controller(args) -> int:
@@ -42,14 +66,17 @@ def _train_controller(args) -> int:
         cfg.device = args.device
     if args.epochs is not None:
         cfg.epochs = args.epochs
-    path = train_controller(cfg, args.stage1, args.out, resume=args.resume, progress=not args.no_progress)
+    _small_data_options(args, cfg)
+    path = train_controller(cfg, args.stage1, args.out, resume=args.resume, progress=not args.no_progress,
+                            force=args.force)
     print(f'controller: {path}')
     return 0
 
 
 def _train_defaults(args) -> int:
     from admn_ros.quality_estimators.defaults import ship, train_defaults
-    path = train_defaults(args.dataset, device=args.device, progress=not args.no_progress)
+    path = train_defaults(args.dataset, device=args.device, progress=not args.no_progress,
+                          seed=args.seed, force=args.force)
     print(f'default for {args.dataset}: {path}')
     if args.ship:
         print(f'shipped as {ship(args.dataset, path)}')
@@ -82,6 +109,12 @@ def add_threads_option(parser) -> None:
                              'may use, see docs/results.md)')
 
 
+def add_seed_option(parser) -> None:
+    """``--seed N`` on a training command: the training seed and the data subset's."""
+    parser.add_argument('--seed', type=int, metavar='N',
+                        help='random seed of training and of the data subset (overrides the config)')
+
+
 def _bench_ros(args) -> int:
     from admn_ros.benchmarks.ros_graph import main as bench
     return bench(args.extra)
@@ -94,25 +127,59 @@ def _bench_generation(args) -> int:
 
 def _data_preview(args) -> int:
     from admn_ros.datasets.preview import write_preview
-    for path in write_preview(args.dataset, args.out, n=args.n, seed=args.seed):
+    out = args.out_dir or args.out
+    if not out:
+        raise ValueError('admn data preview: give --out-dir DIR (the folder the PNG grids go into)')
+    if args.out and not args.out_dir:
+        print(f'note: --out is now --out-dir (a folder: {out}/<dataset>_clean.png, ..._corrupted.png)')
+    if Path(out).suffix.lower() in ('.png', '.jpg', '.jpeg', '.pdf', '.svg'):
+        raise ValueError(f'--out-dir {out}: names a file, but the previews are two PNGs written into a '
+                         'folder; give a folder, e.g. --out-dir runs/preview')
+    for path in write_preview(args.dataset, out, n=args.n, seed=args.seed):
         print(path)
     return 0
 
 
 def _data_from_bag(args) -> int:
-    from admn_ros.datasets.from_bag import import_bag, parse_splits
-    topics = {k: getattr(args, k) for k in ('rgb', 'depth', 'audio', 'audio_info', 'label', 'corruption')
-              if getattr(args, k)}
-    report = import_bag(
-        args.bag, args.out, topics=topics, rate_hz=args.rate, trigger=args.trigger,
-        max_gap_s=args.max_gap, labels_csv=args.labels_csv, conditions_csv=args.conditions_csv,
-        csv_time=args.csv_time, classes=args.classes.split(',') if args.classes else None,
-        split=args.split, splits=parse_splits(args.splits) if args.splits else None,
-        image_size=args.image_size or None, clip_seconds=args.clip_seconds,
-        depth_format=args.depth_format,
-        modalities=args.modalities.split(',') if args.modalities else None)
+    from admn_ros.datasets.from_bag import import_bag
+    report = import_bag(args.bag, args.out, **_import_options(args))
     print(report.describe())
     return 0
+
+
+def _import_options(args) -> dict:
+    """The keyword arguments of ``import_bag`` from :func:`add_import_options`' flags."""
+    from admn_ros.datasets.from_bag import parse_splits
+    topics = {k: getattr(args, k) for k in ('rgb', 'depth', 'audio', 'audio_info', 'label', 'corruption')
+              if getattr(args, k)}
+    return dict(topics=topics, rate_hz=args.rate, trigger=args.trigger,
+                max_gap_s=args.max_gap, labels_csv=args.labels_csv, conditions_csv=args.conditions_csv,
+                csv_time=args.csv_time, classes=args.classes.split(',') if args.classes else None,
+                split=args.split, splits=parse_splits(args.splits) if args.splits else None,
+                image_size=args.image_size or None, clip_seconds=args.clip_seconds,
+                depth_format=args.depth_format,
+                modalities=args.modalities.split(',') if args.modalities else None)
+
+
+def _data_check(args) -> int:
+    import tempfile
+    from admn_ros.datasets.check import check_dataset
+    with tempfile.TemporaryDirectory(prefix='admn_check_') as work:
+        report, imported = check_dataset(args.dataset, work=Path(work) / 'imported',
+                                         import_options=_import_options(args))
+        if imported is not None:
+            print(imported.describe())
+        print(report.describe())
+    return 0 if report.ok else 1
+
+
+def add_data_check(dsub) -> None:
+    ck = dsub.add_parser('check', help='counts per split, classes, modalities, tags, image sizes, depth '
+                                       'validity, audio rates; exit 1 with the reasons when inconsistent')
+    ck.add_argument('dataset', metavar='folder:PATH|BAG',
+                    help='a folder dataset, or a bag (imported with the options below first)')
+    add_import_options(ck)
+    ck.set_defaults(func=_data_check)
 
 
 def _bringup(args) -> int:
@@ -139,7 +206,13 @@ def add_train(sub) -> None:
         s.add_argument('--epochs', type=int, help='override the number of epochs')
         s.add_argument('--no-progress', action='store_true', help='no progress bar')
         add_threads_option(s)
+        add_seed_option(s)
         s.set_defaults(func=fn)
+    s1.add_argument('--no-search', action='store_true',
+                    help='below 1000 training samples, keep the recipe\'s freeze_blocks and lr instead '
+                         'of choosing them on validation (search: false)')
+    s2.add_argument('--force', action='store_true',
+                    help='train on a stage-1 model that ended at chance (refused otherwise)')
     s1.add_argument('--fine-tune-from', metavar='CHECKPOINT',
                     help='continue training this whole model, head included (same classes)')
     s1.add_argument('--init', metavar='default|CHECKPOINT',
@@ -160,6 +233,9 @@ def add_train(sub) -> None:
     dflt.add_argument('--ship', action='store_true',
                       help='also copy it into the package (admn_ros/models/, half precision, SHA256SUMS)')
     add_threads_option(dflt)
+    add_seed_option(dflt)
+    dflt.add_argument('--force', action='store_true',
+                      help='train the controller even on a stage 1 that ended at chance')
     dflt.set_defaults(func=_train_defaults)
 
 
@@ -171,7 +247,8 @@ def add_eval(sub) -> None:
     ev.add_argument('--budget-unit', default='layers', choices=['layers', 'flops'])
     ev.add_argument('--policies', default='admn,naive,every_other,random,heuristic,full',
                     help='comma-separated; oracle_split (best fixed split per condition, chosen on the '
-                         'validation split) needs --conditions')
+                         'validation split) needs --conditions; linear: the stage-1 run\'s logistic '
+                         'regression on pooled inputs (no layers)')
     ev.add_argument('--conditions', metavar='PRESET|FILE',
                     help='evaluate by condition: single, pairs, recorded, or a YAML list of '
                          '{name, corrupted: [{modality, type, severity}]}')
@@ -192,45 +269,53 @@ def add_eval(sub) -> None:
     ev.set_defaults(func=_eval)
 
 
+def add_import_options(parser) -> None:
+    """The options of a bag's import (``data from-bag``, and ``data check`` given a bag)."""
+    when = parser.add_mutually_exclusive_group()
+    when.add_argument('--rate', type=float, metavar='HZ', help='a sample every 1/HZ s '
+                      '(default: every frame of the first image stream)')
+    when.add_argument('--trigger', metavar='TOPIC', help='a sample at each message of TOPIC')
+    parser.add_argument('--max-gap', type=float, metavar='S',
+                        help='furthest a stream may be from the sample time (default: half a frame period)')
+    parser.add_argument('--labels-csv', metavar='FILE', help='start,end,label rows (seconds); '
+                        'default: the label topic (--label)')
+    parser.add_argument('--conditions-csv', metavar='FILE',
+                        help='start,end,modality,type,severity rows; default: the corruption topic '
+                             '(--corruption) if recorded')
+    parser.add_argument('--csv-time', default='bag', choices=['bag', 'absolute'],
+                        help="CSV times in seconds from the bag's start, or UNIX seconds")
+    parser.add_argument('--classes', help='class names in index order, comma-separated '
+                        '(default: from the bag, or the CSV labels sorted)')
+    parser.add_argument('--split', default='train', help='write every sample to this split')
+    parser.add_argument('--splits', metavar='NAME=F,...', help='cut each class in time order, e.g. '
+                        'train=0.7,val=0.15,test=0.15')
+    parser.add_argument('--image-size', type=int, default=64, help="resize on load to the model's input "
+                        'size (0 = keep full frames)')
+    parser.add_argument('--clip-seconds', type=float, default=1.0, help='audio window per sample')
+    parser.add_argument('--depth-format', default='png', choices=['png', 'npy'])
+    parser.add_argument('--modalities', help='only these, comma-separated (default: every recorded one)')
+    for stream in ('rgb', 'depth', 'audio', 'audio_info', 'label', 'corruption'):   # as `admn bag eval`
+        parser.add_argument(f"--{stream.replace('_', '-')}", dest=stream, metavar='TOPIC',
+                            help=f"this bag's {stream.replace('_', ' ')} topic")
+
+
 def add_data(sub) -> None:
     data = sub.add_parser('data', help='dataset tools')
     dsub = data.add_subparsers(dest='data_command', required=True)
-    pv = dsub.add_parser('preview', help='PNG grid of clean and corrupted samples')
+    pv = dsub.add_parser('preview', help='PNG grids of clean and corrupted samples, into a folder')
     pv.add_argument('--dataset', default='synthetic')
-    pv.add_argument('--out', required=True)
+    pv.add_argument('--out-dir', metavar='DIR',
+                    help='folder to write <dataset>_clean.png and <dataset>_corrupted.png into')
+    pv.add_argument('--out', metavar='DIR', help=argparse.SUPPRESS)   # the old spelling of --out-dir
     pv.add_argument('--n', type=int, default=8)
     pv.add_argument('--seed', type=int, default=0)
     pv.set_defaults(func=_data_preview)
     fb = dsub.add_parser('from-bag', help='a recorded bag -> the folder format (docs/your_data.md)')
     fb.add_argument('bag', help='rosbag2 directory')
     fb.add_argument('--out', required=True, help='dataset root to write (classes.txt, <split>/...)')
-    when = fb.add_mutually_exclusive_group()
-    when.add_argument('--rate', type=float, metavar='HZ', help='a sample every 1/HZ s '
-                      '(default: every frame of the first image stream)')
-    when.add_argument('--trigger', metavar='TOPIC', help='a sample at each message of TOPIC')
-    fb.add_argument('--max-gap', type=float, metavar='S',
-                    help='furthest a stream may be from the sample time (default: half a frame period)')
-    fb.add_argument('--labels-csv', metavar='FILE', help='start,end,label rows (seconds); '
-                    'default: the label topic (--label)')
-    fb.add_argument('--conditions-csv', metavar='FILE',
-                    help='start,end,modality,type,severity rows; default: the corruption topic '
-                         '(--corruption) if recorded')
-    fb.add_argument('--csv-time', default='bag', choices=['bag', 'absolute'],
-                    help="CSV times in seconds from the bag's start, or UNIX seconds")
-    fb.add_argument('--classes', help='class names in index order, comma-separated '
-                    '(default: from the bag, or the CSV labels sorted)')
-    fb.add_argument('--split', default='train', help='write every sample to this split')
-    fb.add_argument('--splits', metavar='NAME=F,...', help='cut each class in time order, e.g. '
-                    'train=0.7,val=0.15,test=0.15')
-    fb.add_argument('--image-size', type=int, default=64, help="resize on load to the model's input "
-                    'size (0 = keep full frames)')
-    fb.add_argument('--clip-seconds', type=float, default=1.0, help='audio window per sample')
-    fb.add_argument('--depth-format', default='png', choices=['png', 'npy'])
-    fb.add_argument('--modalities', help='only these, comma-separated (default: every recorded one)')
-    for stream in ('rgb', 'depth', 'audio', 'audio_info', 'label', 'corruption'):   # as `admn bag eval`
-        fb.add_argument(f"--{stream.replace('_', '-')}", dest=stream, metavar='TOPIC',
-                        help=f"this bag's {stream.replace('_', ' ')} topic")
+    add_import_options(fb)
     fb.set_defaults(func=_data_from_bag)
+    add_data_check(dsub)
 
 
 def add_bench(sub) -> None:

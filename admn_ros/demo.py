@@ -51,7 +51,7 @@ def _ensure_default(out: Path, quick: bool) -> Path:
     def shrink(s1, c):
         s1.data.train_size, s1.data.val_size, s1.epochs = 600, 200, 2
         c.data.train_size, c.epochs = 600, 1
-    return train_defaults('synthetic', out=out / 'quick_model', shrink=shrink)
+    return train_defaults('synthetic', out=out / 'quick_model', shrink=shrink, force=True)   # a smoke model
 
 
 def demo_conditions():

@@ -18,20 +18,25 @@ Per seed (training subset and training seed alike) three models are scored on th
 ``init``      ``admn train stage1 --init <model>`` with the small-data recipe (every encoder the
               dataset shares with the model copied, new head)
 ``scratch``   the same architecture and recipe from random weights (the recipe's conv stem)
-``logreg``    scikit-learn's logistic regression on every modality pooled to 16 x 16 (images area-
+``logreg``    the linear baseline of every stage-1 run (:mod:`admn_ros.fusion.linear_baseline`):
+              scikit-learn's logistic regression on every modality pooled to 16 x 16 (images area-
               pooled per channel, the log-mel spectrogram average-pooled), standardised, its ``C``
               picked on the validation split
 
 Each is also scored on one modality alone (``test_acc_<modality>``: the model given only that
 input; a logistic regression fitted on that modality's features), which says where a gap comes from.
 
-Targets: ``init`` beats ``scratch`` by at least 15 points and is never below ``logreg``.
+Targets (:data:`TARGETS`): ``init`` beats ``scratch`` by at least 15 points on average and
+``logreg`` by at least 5 on every seed; the image encoder alone at least matches the image-only
+``logreg`` on every seed. ``init`` is the documented path (docs/your_data.md): with the recipe's
+small-data search of ``freeze_blocks`` and ``lr`` (``--set search=false`` without it).
 Training runs with one torch thread (the shared 2-core machine); ``--epochs`` fixes the epochs
 (no early stopping) and ``--set key=value`` changes a config field of both trained variants.
 """
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import sys
 import time
@@ -46,7 +51,6 @@ from admn_ros.benchmarks.report import write_result
 TASKS = ('avdigits', 'newworld')
 NEWWORLD_CLASSES = ('leftnear-rising', 'leftnear-falling', 'rightnear-rising', 'rightnear-falling')
 NEWWORLD_SIZES = {'train': 600, 'val': 300, 'test': 600}
-POOL = 16
 
 
 # ----------------------------------------------------------------------------------- the tasks
@@ -77,15 +81,6 @@ def task_dataset(task: str, work: Path) -> str:
 
 # -------------------------------------------------------------------------------- the baseline
 
-def pooled_features(arrays, pre) -> np.ndarray:
-    """Every modality's model input pooled to POOL x POOL, flattened and concatenated."""
-    import torch.nn.functional as F
-    feats = []
-    for m, x in sorted(pre(arrays).items()):
-        feats.append(F.adaptive_avg_pool2d(x, POOL).flatten(1).numpy())
-    return np.concatenate(feats, 1)
-
-
 def only(data, modality: str):
     """``data`` (a LoadedDataset) with one modality (and the labels) left."""
     from admn_ros.datasets.registry import LoadedDataset
@@ -94,19 +89,10 @@ def only(data, modality: str):
 
 
 def logreg_accuracy(train, val, test, pre) -> Dict[str, float]:
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
-    xs = {k: pooled_features(d.arrays, pre) for k, d in (('train', train), ('val', val), ('test', test))}
-    scaler = StandardScaler().fit(xs['train'])
-    xs = {k: scaler.transform(v) for k, v in xs.items()}
-    best = None
-    for c in (0.001, 0.01, 0.1, 1.0):
-        clf = LogisticRegression(C=c, max_iter=2000).fit(xs['train'], train.arrays['label'])
-        score = clf.score(xs['val'], val.arrays['label'])
-        if best is None or score > best[0]:
-            best = (score, c, clf)
-    return {'test_acc': float(best[2].score(xs['test'], test.arrays['label'])), 'C': best[1],
-            'val_acc': float(best[0])}
+    """The linear baseline every stage-1 run fits (:mod:`admn_ros.fusion.linear_baseline`)."""
+    from admn_ros.fusion.linear_baseline import fit_linear_baseline
+    fit = fit_linear_baseline(train.arrays, val.arrays, pre)
+    return {'test_acc': fit.accuracy(test.arrays, pre), 'C': fit.C, 'val_acc': fit.val_acc}
 
 
 # ------------------------------------------------------------------------------------ training
@@ -170,10 +156,14 @@ def run(task: str, init_name: str, train_size: int, val_size: int, test_size: Op
             cfg = stage1_config(dataset, init_model, train_size, val_size, seed, variant == 'init', epochs,
                                 overrides)
             out = work / f'{task}_{variant}_s{seed}'
+            shutil.rmtree(out, ignore_errors=True)   # a fresh run (metrics.csv would append)
             t0 = time.time()
             path = train_stage1(cfg, out, progress=False)
             model, _ = load_checkpoint(path)
+            search = _read_json(out / 'search.json')
             row[variant] = {'test_acc': accuracy(model, pre, test.arrays),
+                            'chosen': search.get('chosen'),
+                            'validation': _read_json(out / 'baseline.json'),
                             'test_acc_quarter': accuracy(model, pre, test.arrays,
                                                          layers=max(1, model.depth // 4)),
                             'epochs_run': _epochs_run(out), 'seconds': round(time.time() - t0, 1)}
@@ -181,19 +171,36 @@ def run(task: str, init_name: str, train_size: int, val_size: int, test_size: Op
                 row[variant][f'test_acc_{m}'] = accuracy(model, pre, only(test, m).arrays)
             print(f'seed {seed} {variant} {row[variant]["test_acc"]:.3f}', flush=True)
         rows.append(row)
+    return {'task': task, 'dataset': dataset, 'init': str(init_model), 'train_size': train_size,
+            'val_size': val_size, 'test_size': len(test), 'seeds': seeds, 'epochs': epochs,
+            'overrides': overrides or {}, 'runs': rows, **summarise(rows, variants)}
+
+
+#: init - scratch on average; init - logreg on every seed; the rgb encoder alone - the rgb-only
+#: logistic regression on every seed (the encoders have to transfer, not just the fusion).
+TARGETS = {'init_minus_scratch': 0.15, 'init_minus_logreg_min': 0.05, 'init_rgb_minus_logreg_rgb_min': 0.0}
+
+
+def summarise(rows: List[Dict], variants: List[str]) -> Dict:
+    """``summary`` (mean and sd per variant), ``margins`` and their ``targets`` of per-seed ``rows``
+    (the runs of one or several invocations, e.g. one seed each)."""
     summary = {v: _mean_sd([r[v]['test_acc'] for r in rows]) for v in variants}
     margins = {}
     if 'init' in variants and 'scratch' in variants:
         margins['init_minus_scratch'] = _mean_sd([r['init']['test_acc'] - r['scratch']['test_acc']
                                                   for r in rows])
     if 'init' in variants and 'logreg' in variants:
-        margins['init_minus_logreg_min'] = min(r['init']['test_acc'] - r['logreg']['test_acc']
-                                               for r in rows)
-    return {'task': task, 'dataset': dataset, 'init': str(init_model), 'train_size': train_size,
-            'val_size': val_size, 'test_size': len(test), 'seeds': seeds, 'epochs': epochs,
-            'overrides': overrides or {},
-            'runs': rows, 'summary': summary, 'margins': margins,
-            'targets': {'init_minus_scratch': 0.15, 'init_minus_logreg_min': 0.0}}
+        margins['init_minus_logreg_min'] = round(min(r['init']['test_acc'] - r['logreg']['test_acc']
+                                                     for r in rows), 4)
+        if all('test_acc_rgb' in r['init'] for r in rows):
+            margins['init_rgb_minus_logreg_rgb_min'] = round(min(
+                r['init']['test_acc_rgb'] - r['logreg']['test_acc_rgb'] for r in rows), 4)
+    return {'summary': summary, 'margins': margins, 'targets': {k: TARGETS[k] for k in margins}}
+
+
+def _read_json(path: Path) -> Dict:
+    import json
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def _epochs_run(out: Path) -> int:

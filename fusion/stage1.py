@@ -7,10 +7,20 @@ Per batch: raw arrays -> corruption hook (any callable ``(batch, rng) -> batch``
 preprocessing -> per-modality LayerDrop masks (really skipped) -> cross-entropy. Writes
 ``last.pt`` (weights + optimiser state, for ``--resume``), ``model.pt`` (weights + config + everything
 evaluation and the ROS nodes need) and ``metrics.csv`` beside them.
+
+Every run is held against two references on its own splits (:class:`RunChecks`): chance on the
+validation split (early stopping waits until validation leaves it) and a logistic regression on
+pooled inputs (:mod:`admn_ros.fusion.linear_baseline`, kept in ``model.pt`` for ``admn eval``'s
+``linear`` row). Both validation scores go to ``baseline.json``; a run at chance or below the
+baseline ends with one line saying so. Below :data:`admn_ros.fusion.recipe.SEARCH_BELOW` training
+samples, short runs choose ``freeze_blocks`` and ``lr`` first (:func:`_search`, ``search.json``).
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,7 +46,9 @@ from admn_ros.fusion.training import (Augment, AugmentConfig, CsvLog, DataConfig
                                      check_same_config, init_runtime, plain, progress_bar, seed_everything,
                                      with_babble_bank)
 from admn_ros.fusion.pretrained import plan_init
-from admn_ros.fusion.recipe import BestEpoch, resolve_stage1, val_score
+from admn_ros.fusion.linear_baseline import LinearBaseline, fit_linear_baseline
+from admn_ros.fusion.recipe import (SEARCH_BELOW, BestEpoch, chance_bar, resolve_stage1, search_plan,
+                                    val_score, verdict)
 from admn_ros.fusion.validate import ConfigError, at_least, check_limits, fraction, one_of, positive
 from admn_ros.fusion.validate import from_yaml as config_from_yaml
 
@@ -68,7 +80,14 @@ class Stage1Config:
     # head; per modality, a ViT state dict in timm's layout; freeze the lowest blocks of those.
     init: Optional[str] = None
     init_encoders: Dict[str, str] = field(default_factory=dict)
-    freeze_blocks: int = 0
+    freeze_blocks: Optional[int] = None         # empty: 0, or the small-data search's choice
+    # Below recipe.SEARCH_BELOW training samples, choose freeze_blocks and lr (those left empty)
+    # on validation by short runs (fusion/recipe.py); false: the recipe's defaults.
+    search: bool = True
+    search_epochs: Optional[int] = None   # each candidate's epochs; empty: half the run's
+    # Fit a logistic regression on pooled inputs on the same splits and hold the model against it
+    # (fusion/linear_baseline.py); admn eval scores it as the policy row 'linear'.
+    linear_baseline: bool = True
     stem: Optional[str] = None                  # every encoder's stem; empty: the recipe's choice
     early_stop_patience: Optional[int] = None   # epochs without a better validation score; 0: off
     # Fine-tuning (LayerShuffle, LayerCollapse): continue training this checkpoint's whole model,
@@ -82,7 +101,8 @@ class Stage1Config:
                               'weight_decay': at_least(0), 'warmup_steps': at_least(0),
                               'grad_clip': positive(), 'eval_batch_size': at_least(1),
                               'distill': fraction(), 'seed': at_least(0), 'freeze_blocks': at_least(0),
-                              'stem': one_of('patch', 'conv'), 'early_stop_patience': at_least(0)}
+                              'stem': one_of('patch', 'conv'), 'early_stop_patience': at_least(0),
+                              'search_epochs': at_least(1)}
 
     def check(self) -> None:
         check_device(self.device)
@@ -164,9 +184,29 @@ def _train(cfg: Stage1Config, out: Path, rt: Runtime, resume: bool, augment: Opt
     train = d.load(d.train_split, d.train_size, cfg.preprocess.image_size)
     val = d.load(d.val_split, d.val_size, cfg.preprocess.image_size)
     augment = with_babble_bank(augment, train.arrays)
+    asked = cfg   # before the recipe: which fields the config left empty
     cfg, recipe = resolve_stage1(cfg, len(train), rt.world_size)
     if rt.is_main:
         print(recipe.describe(len(train)), flush=True)
+    pre = Preprocessor(cfg.preprocess)
+    checks = RunChecks.start(cfg, train, val, pre, out) if rt.is_main else None
+    cfg, search = _search(asked, cfg, out, rt, augment, train, val, resume)
+    model, best = _fit(cfg, out, rt, resume, augment, progress, train, val, checks)
+    if rt.is_main:
+        extra = {**_meta(cfg, train), **checks.meta(best)}
+        if search:
+            extra['small_data_search'] = search
+        save_checkpoint(out / 'model.pt', model, **extra)
+        checks.finish(best, out)
+    rt.barrier()
+    return out / 'model.pt'
+
+
+def _fit(cfg: Stage1Config, out: Path, rt: Runtime, resume: bool, augment: Optional[Augment],
+         progress: bool, train: LoadedDataset, val: LoadedDataset, checks: Optional['RunChecks'],
+         quiet: bool = False):
+    """One training run of ``cfg`` into ``out`` (``last.pt``, ``best.pt``, ``metrics.csv``):
+    returns the model holding the best validation epoch's weights and its :class:`BestEpoch`."""
     init = load_checkpoint(cfg.fine_tune_from)[0] if cfg.fine_tune_from else None
     model_cfg = fit_model_config(init.cfg if init is not None else cfg.model, train)
     start = plan_init(cfg, model_cfg)
@@ -174,18 +214,20 @@ def _train(cfg: Stage1Config, out: Path, rt: Runtime, resume: bool, augment: Opt
         model_cfg = start.model_config
     model_cfg = with_slopes(with_position_modules(model_cfg, cfg.shuffle), cfg.collapse)
     pre = Preprocessor(cfg.preprocess)
+    torch.manual_seed(cfg.seed + rt.rank)   # every run of a search starts its fresh head alike
     model = ADMNModel(model_cfg).to(rt.device)
     if init is not None:
         _start_from(model, init, cfg.fine_tune_from)
     if start is not None:
-        told = start.apply(model, cfg.freeze_blocks)
-        if rt.is_main:
+        told = start.apply(model, cfg.freeze_blocks or 0)
+        if rt.is_main and not quiet:
             print(told, flush=True)
     opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
     log = CsvLog(out / 'metrics.csv')
     start_epoch = 0
     best = BestEpoch(out / 'best.pt', patience=cfg.early_stop_patience or 0,
-                     first_epoch=cfg.augment.start_epoch if augment is not None else 0)
+                     first_epoch=cfg.augment.start_epoch if augment is not None else 0,
+                     chance_bar=checks.bar if checks is not None else -math.inf)
     if resume and (out / 'last.pt').exists():
         state = resume_state(out / 'last.pt', ('optimizer', 'epoch'), map_location=rt.device)
         saved_classes = state['model_config'].get('num_classes')
@@ -207,6 +249,7 @@ def _train(cfg: Stage1Config, out: Path, rt: Runtime, resume: bool, augment: Opt
     n = len(train.arrays['label'])
     steps_per_epoch = max(1, (n // rt.world_size) // cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
+    held = False
     # Same mask stream on every rank (seeded by step): DDP ranks skip the same blocks.
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.time()
@@ -262,25 +305,143 @@ def _train(cfg: Stage1Config, out: Path, rt: Runtime, resume: bool, augment: Opt
             if cfg.collapse.blocks:
                 row['slope_gap'] = round(slope_gap(model), 4)
             log.write(row)
-            print(' '.join(f'{k}={v}' for k, v in row.items()), flush=True)
+            if not quiet:
+                print(' '.join(f'{k}={v}' for k, v in row.items()), flush=True)
             best.update(epoch, val_score(row['val_acc'], row['val_acc_quarter']),
-                        lambda path: save_checkpoint(path, model, epoch=epoch, **_meta(cfg, train)))
+                        lambda path: save_checkpoint(path, model, epoch=epoch, **_meta(cfg, train)),
+                        val_acc=row['val_acc'])
             save_checkpoint(out / 'last.pt', model, epoch=epoch, optimizer=opt.state_dict(),
                             best=best.state(), **_meta(cfg, train))
         rt.barrier()
         # Rank 0 alone scores validation: its verdict reaches every rank through the reduction.
         if rt.all_reduce_mean([float(rt.is_main and best.should_stop(epoch))])[0] > 0:
-            if rt.is_main:
+            if rt.is_main and not quiet:
                 print(f'early stop: no better validation score for {best.patience} epochs', flush=True)
             break
-    if rt.is_main:
-        if best.best_epoch >= 0:
-            load_weights(model, read_checkpoint(best.path)['state_dict'], f'{best.path}')
+        if rt.is_main and not quiet and not held and best.patience_out(epoch):
+            held = True   # said once: the run goes on to its last epoch unless it leaves chance
+            print(f'not stopping early: validation accuracy {best.peak_val_acc:.3f} has not left '
+                  f'chance (bar {best.chance_bar:.3f}) - on little data learning can start late', flush=True)
+    if rt.is_main and best.best_epoch >= 0:
+        load_weights(model, read_checkpoint(best.path)['state_dict'], f'{best.path}')
+        if not quiet:
             print(f'model.pt: the weights of epoch {best.best_epoch + 1} (best validation score '
                   f'{best.best_score:.4f})', flush=True)
-        save_checkpoint(out / 'model.pt', model, **_meta(cfg, train))
-    rt.barrier()
-    return out / 'model.pt'
+    return model, best
+
+
+def _search(asked: Stage1Config, cfg: Stage1Config, out: Path, rt: Runtime, augment, train, val,
+            resume: bool):
+    """The small-data search (:func:`admn_ros.fusion.recipe.search_plan`): ``(cfg with the chosen
+    freeze_blocks and lr, what was tried)``; ``(cfg, None)`` when there is nothing to search.
+    The choice is kept in ``search.json``, which ``--resume`` reuses."""
+    plain_cfg = dataclasses.replace(cfg, freeze_blocks=cfg.freeze_blocks or 0)
+    if not cfg.search or cfg.fine_tune_from or rt.distributed:
+        return plain_cfg, None
+    start = plan_init(cfg, fit_model_config(cfg.model, train))   # the init's depth, if any
+    depth = (start.model_config if start is not None else cfg.model).depth
+    cands, epochs = search_plan(len(train), from_scratch=not (cfg.init or cfg.init_encoders),
+                                freeze_blocks=asked.freeze_blocks, lr=asked.lr, epochs=cfg.epochs,
+                                depth=depth)
+    if not cands:
+        return plain_cfg, None
+    if cfg.search_epochs:
+        epochs = min(cfg.epochs, cfg.search_epochs)
+    record = out / 'search.json'
+    if resume and record.exists():
+        found = json.loads(record.read_text())
+    elif resume and (out / 'last.pt').exists():
+        return plain_cfg, None   # a run that did not search goes on as it started
+    else:
+        print(f'small-data search ({len(train)} < {SEARCH_BELOW} training samples): '
+              f'{len(cands)} candidates x {epochs} epochs on the validation split', flush=True)
+        tried = []
+        for c in cands:
+            short = dataclasses.replace(cfg, freeze_blocks=c.freeze_blocks, lr=c.lr, epochs=epochs,
+                                        early_stop_patience=0)
+            where = out / 'search' / c.name
+            shutil.rmtree(where, ignore_errors=True)
+            _, best = _fit(short, where, rt, False, augment, False, train, val, None, quiet=True)
+            for f in ('best.pt', 'last.pt'):   # the scores are what the search keeps
+                (where / f).unlink(missing_ok=True)
+            tried.append({'freeze_blocks': c.freeze_blocks, 'lr': c.lr,
+                          'val_score': round(best.best_score, 5), 'val_acc': round(best.best_val_acc, 5)})
+            print(f'  freeze_blocks={c.freeze_blocks} lr={c.lr:g}: best validation score '
+                  f'{best.best_score:.4f}', flush=True)
+        chosen = max(tried, key=lambda t: t['val_score'])   # first of equals: the default
+        default = tried[0]
+        why = (f'best validation score {chosen["val_score"]:.4f} of {len(tried)} short runs of '
+               f'{epochs} epochs (the recipe\'s default freeze_blocks={default["freeze_blocks"]} '
+               f'lr={default["lr"]:g}: {default["val_score"]:.4f})')
+        found = {'train_samples': len(train), 'epochs_each': epochs, 'candidates': tried,
+                 'chosen': {'freeze_blocks': chosen['freeze_blocks'], 'lr': chosen['lr']}, 'why': why}
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps(found, indent=2))
+    chosen = found['chosen']
+    print(f'small-data search chose freeze_blocks={chosen["freeze_blocks"]} lr={chosen["lr"]:g}: '
+          f'{found["why"]}', flush=True)
+    return dataclasses.replace(cfg, freeze_blocks=int(chosen['freeze_blocks']), lr=float(chosen['lr'])), found
+
+
+@dataclass
+class RunChecks:
+    """What a stage-1 run is held against: chance on its validation split and the linear baseline
+    (:mod:`admn_ros.fusion.linear_baseline`) fitted on its own training split. Written to
+    ``baseline.json`` in the run folder and into ``model.pt``'s metadata."""
+
+    chance: float
+    bar: float
+    linear: Optional[LinearBaseline] = None
+    linear_note: str = ''
+
+    @classmethod
+    def start(cls, cfg: Stage1Config, train: LoadedDataset, val: LoadedDataset, pre, out: Path) -> 'RunChecks':
+        chance, bar = chance_bar(val.arrays['label'])
+        checks = cls(chance, bar)
+        if not cfg.linear_baseline:
+            checks.linear_note = 'off (linear_baseline: false)'
+        elif len(np.unique(train.arrays['label'])) < 2:
+            checks.linear_note = 'not fitted: the training split holds one class'
+        else:
+            checks.linear = fit_linear_baseline(train.arrays, val.arrays, pre, seed=cfg.seed)
+        if checks.linear is not None:
+            lb = checks.linear
+            print(f'linear baseline (logistic regression on inputs pooled to 16x16, C={lb.C:g}, '
+                  f'{lb.train_samples} training samples): validation accuracy {lb.val_acc:.3f}; '
+                  f'chance {chance:.3f}', flush=True)
+        else:
+            print(f'linear baseline {checks.linear_note}; chance {chance:.3f}', flush=True)
+        return checks
+
+    def scores(self, best: BestEpoch) -> Dict:
+        val_acc = best.best_val_acc if best.best_epoch >= 0 else best.peak_val_acc
+        val_acc = None if math.isinf(val_acc) else round(float(val_acc), 5)
+        linear = round(self.linear.val_acc, 5) if self.linear is not None else None
+        line = verdict(val_acc if val_acc is not None else 0.0, self.chance, self.bar, linear)
+        return {'model_val_acc': val_acc, 'best_epoch': best.best_epoch + 1, 'linear_val_acc': linear,
+                'linear_C': self.linear.C if self.linear is not None else None,
+                'chance': round(self.chance, 5), 'chance_bar': round(self.bar, 5),
+                'left_chance': val_acc is not None and val_acc > self.bar,
+                'below_linear': linear is not None and val_acc is not None and val_acc < linear,
+                'verdict': line}
+
+    def meta(self, best: BestEpoch) -> Dict:
+        extra = {'validation': self.scores(best)}
+        if self.linear is not None:
+            extra['linear_baseline'] = self.linear.state()
+        return extra
+
+    def finish(self, best: BestEpoch, out: Path) -> None:
+        """Write ``baseline.json``; print both validation scores and, when the model should not be
+        used as it is, one line saying so - the run's last."""
+        scores = self.scores(best)
+        (out / 'baseline.json').write_text(json.dumps(scores, indent=2))
+        linear = 'not fitted' if scores['linear_val_acc'] is None else f'{scores["linear_val_acc"]:.3f}'
+        model = 'none' if scores['model_val_acc'] is None else f'{scores["model_val_acc"]:.3f}'
+        print(f'validation accuracy: model {model} (epoch {scores["best_epoch"]}), linear baseline '
+              f'{linear}, chance {self.chance:.3f}', flush=True)
+        if scores['verdict']:
+            print(scores['verdict'], flush=True)
 
 
 def _distilled_step(net, head, inputs, keep, labels, weight: float, orders=None):

@@ -79,18 +79,23 @@ def _half(state):
 
 
 def train_defaults(dataset: str, *, device: str = 'auto', progress: bool = True, out=None,
-                   shrink: Optional[Callable[[Any, Any], None]] = None) -> Path:
+                   shrink: Optional[Callable[[Any, Any], None]] = None, seed: Optional[int] = None,
+                   force: bool = False) -> Path:
     """Both stages with the shipped configs into ``out`` (default: the default's cache folder);
     returns the controller checkpoint. ``shrink(stage1_cfg, controller_cfg)`` may edit the configs
-    first (the demo's --quick smoke run makes them tiny)."""
+    first (the demo's --quick smoke run makes them tiny); ``seed`` replaces both configs' seeds
+    (training and data subset); ``force`` trains the controller on a stage 1 at chance (a smoke
+    run's), which is refused otherwise."""
     out = Path(out) if out is not None else cached_checkpoint(dataset).parent
     s1 = Stage1Config.from_yaml(str(config_dir() / 'training' / f'stage1_{dataset}.yaml'))
     c = ControllerTrainConfig.from_yaml(str(config_dir() / 'training' / f'controller_{dataset}.yaml'))
     s1.device = c.device = device
+    if seed is not None:
+        s1.seed = c.seed = s1.data.seed = c.data.seed = int(seed)
     if shrink is not None:
         shrink(s1, c)
     stage1 = train_stage1(s1, out / 'stage1', resume=True, progress=progress)
-    ctrl = train_controller(c, stage1, out / 'controller_run', resume=True, progress=progress)
+    ctrl = train_controller(c, stage1, out / 'controller_run', resume=True, progress=progress, force=force)
     final = out / 'controller.pt'
     final.write_bytes(Path(ctrl).read_bytes())
     return final

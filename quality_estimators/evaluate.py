@@ -41,6 +41,7 @@ from admn_ros.quality_estimators.inference import (LoadedModel, allocate_and_run
 from admn_ros.quality_estimators.oracle import POLICY_NAME as ORACLE_SPLIT
 from admn_ros.quality_estimators.oracle import FixedSplitPolicy, OracleConfig, OracleSearch
 from admn_ros.quality_estimators.policies import policy_spec_error
+from admn_ros.quality_estimators import linear_policy
 
 
 def corrupted_test_set(dataset: str, *, seed: int = 0, size: Optional[int] = None,
@@ -96,6 +97,9 @@ def _setup(checkpoint, dataset: Optional[str], *, seed: int, size: Optional[int]
     checkpoint = checkpoint or default_checkpoint(dataset or 'synthetic')
     loaded = load_model(checkpoint, device)
     model, meta = loaded.model, loaded.meta
+    warning = (meta.get('validation') or {}).get('verdict')
+    if warning:   # stage 1 at chance or below its linear baseline: no table without saying so
+        print(f'{checkpoint}: {warning}', flush=True)
     name = dataset or checkpoint_dataset(meta, checkpoint)
     test = load_dataset(name, 'test', seed=seed, size=size, data_root=data_root)
     if model.cfg.num_classes != test.num_classes:
@@ -114,6 +118,8 @@ def _setup(checkpoint, dataset: Optional[str], *, seed: int, size: Optional[int]
 
 def _check_policies(policies: Sequence[str], *, by_condition: bool) -> None:
     for spec in policies:
+        if spec == linear_policy.POLICY_NAME:   # the stage-1 run's linear baseline, no allocation
+            continue
         if spec == ORACLE_SPLIT:
             if not by_condition:
                 raise ValueError(f'policy {ORACLE_SPLIT} picks a split per condition: it needs '
@@ -135,6 +141,12 @@ class _Policies:
         """(policy, extra GFLOP-counted FLOPs per sample) for one cell: a fresh policy per cell,
         so a seeded random policy gives a cell the same numbers whatever else is evaluated."""
         return self.s.loaded.policy(spec, seed=self.seed)
+
+    def linear(self, test: RawBatch) -> Dict:
+        """The ``linear`` row's cell (:mod:`admn_ros.quality_estimators.linear_policy`)."""
+        if not hasattr(self, '_linear'):
+            self._linear = linear_policy.linear_baseline_of(self.s.meta, self.s.checkpoint)
+        return linear_policy.linear_cell(self._linear, self.s.pre, test)
 
 
 def _row(spec: str, fraction: float, cell: Optional[Dict]) -> Dict:
@@ -182,6 +194,9 @@ def evaluate(checkpoint, dataset: Optional[str], budgets: Sequence[float], polic
     results, allocations = [], {}
     for spec in policies:
         for fraction in budgets:
+            if spec == linear_policy.POLICY_NAME:
+                results.append(_row(spec, fraction, make.linear(test)))
+                continue
             policy, extra = make.make(spec)
             cell = evaluate_policy(s.model, s.pre, policy, test, Budget(float(fraction), unit), s.cost,
                                    extra_flops=extra, device=s.device)
@@ -262,6 +277,8 @@ class ConditionScorer:
         """One cell: ``{policy, budget, metric, gflops, layers}`` (plus the split chosen, for
         ``oracle_split``; a ``note`` and no metric when it had no validation samples)."""
         s, fields = self.setup, {}
+        if spec == linear_policy.POLICY_NAME:
+            return _row(spec, budget.fraction, self._policies.linear(test))
         if spec != ORACLE_SPLIT:
             policy, extra = self._policies.make(spec)
         elif search is None:

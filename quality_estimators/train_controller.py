@@ -58,6 +58,7 @@ from admn_ros.fusion.validate import from_yaml as config_from_yaml
 from admn_ros.quality_estimators.budget import ROUND_OFF_RTOL, UNITS
 from admn_ros.quality_estimators.controller import AllocationController, ControllerConfig, straight_through_mask
 from admn_ros.quality_estimators.policies import split_counts
+from admn_ros.fusion.recipe import refuse_chance_level
 
 
 @dataclass
@@ -280,7 +281,7 @@ def controller_step(ctrl, model, pre, cost, raw, rng, cfg: ControllerTrainConfig
 
 
 def train_controller(cfg: ControllerTrainConfig, stage1, out_dir, *, resume: bool = False,
-                     progress: bool = True, threads: int = 0) -> Path:
+                     progress: bool = True, threads: int = 0, force: bool = False) -> Path:
     check_limits(cfg)   # flags and code may have changed fields after the file was read
     rt = init_runtime(cfg.device, threads)   # threads > 0 overrides the rule (admn_ros.fusion.threads)
     if progress and rt.is_main:
@@ -290,6 +291,9 @@ def train_controller(cfg: ControllerTrainConfig, stage1, out_dir, *, resume: boo
     model, meta = load_checkpoint(stage1, map_location=rt.device)
     if meta.get('stage') not in ('stage1', None):
         raise CheckpointError(f'{stage1}: expected a stage-1 checkpoint, got stage {meta.get("stage")!r}')
+    forced = refuse_chance_level(meta, stage1, force)   # a chance-level stage 1 needs --force
+    if forced and rt.is_main:
+        print(forced, flush=True)
     model.eval().requires_grad_(False)
     pre = checkpoint_preprocessor(meta)
     cost = CostModel.from_config(model.cfg)

@@ -32,6 +32,8 @@ RUN_BY = {
     'admn experiment noise-sweep': ['test_sweep.py::test_one_csv_row_per_cell_with_the_numbers_of_admn_eval',
                                     'test_sweep.py::test_killed_command_resumes_with_resume'],
     'admn train defaults': ['test_shipped_models.py::test_train_defaults_runs_both_stages_from_the_shipped_configs'],
+    'admn data check': ['test_small_data.py::test_data_check_summarises_a_consistent_folder',
+                        'test_small_data.py::test_data_check_refuses_each_inconsistency_with_its_reason'],
     'admn demo': ['test_demo.py::test_a_short_demo_runs_through_the_graph_and_reports_the_shift',
                   'test_shipped_models.py::test_the_shipped_default_comes_first_and_the_cache_only_when_asked'],
 }

@@ -1,8 +1,9 @@
 """docs/your_data.md runs as written: its files are written out and its ``admn`` commands run in
 order in a fresh folder, on a small generated bag (40 s instead of 120 s) and one epoch per
-training (``--epochs 1`` appended): record -> import -> fine-tune stage 1 from the shipped model ->
-controller -> evaluate by recorded condition -> the bag scored with the fine-tuned model through
-the nodes (ROS test) and offline (the ``ros2`` lines are for the robot)."""
+training (``--epochs 1`` appended): record -> import -> check -> fine-tune stage 1 from the shipped
+model -> controller -> evaluate by recorded condition -> the bag scored with the fine-tuned model
+through the nodes (ROS test) and offline (the ``ros2`` lines are for the robot). One epoch may end
+at chance: then the controller step must refuse it, and runs with ``--force``."""
 import json
 import os
 import re
@@ -27,6 +28,11 @@ def doc_files_and_commands(text: str):
     return files, commands
 
 
+def at_chance() -> bool:
+    scores = Path('runs/my_robot/stage1/baseline.json')
+    return scores.is_file() and not json.loads(scores.read_text())['left_chance']
+
+
 @pytest.fixture(scope='module')
 def walkthrough(tmp_path_factory):
     """Steps 1-5 of the page run in a fresh folder; returns (folder, their output, step 6)."""
@@ -34,7 +40,7 @@ def walkthrough(tmp_path_factory):
     files, commands = doc_files_and_commands(DOC.read_text(encoding='utf8'))
     assert set(files) == {'blocked_depth.yaml', 'my_stage1.yaml', 'my_controller.yaml'}
     steps = [' '.join(c.split()[1:3]) for c in commands]
-    assert steps == ['bag record', 'data from-bag', 'train stage1', 'train controller',
+    assert steps == ['bag record', 'data from-bag', 'data check', 'train stage1', 'train controller',
                      'eval --checkpoint', 'bag eval'], steps
     root = tmp_path_factory.mktemp('your_data')
     threads = torch.get_num_threads()
@@ -54,6 +60,8 @@ def walkthrough(tmp_path_factory):
                 command += ' --epochs 1 --no-progress'
             with contextlib.redirect_stdout(out):
                 code = admn(shlex.split(command)[1:])
+                if code and command.startswith('admn train controller') and at_chance():
+                    code = admn(shlex.split(command)[1:] + ['--force'])   # refused, as it must be
             assert code == 0, command
     torch.set_num_threads(threads)
     log.write_text(out.getvalue())
@@ -70,12 +78,18 @@ def test_the_walkthrough_imports_fine_tunes_and_evaluates_by_recorded_condition(
     train, _ = load_folder('data/my_robot', 'train')
     assert len(classes) == 12 and len(train['label']) + len(test['label']) >= 60
     assert 0 < train['severity_depth'].mean() < 1 and train['severity_depth'].max() == 1.0
-    # Stage 1 printed its recipe and started from the shipped model with a fresh head.
+    # The check passed the import; stage 1 printed its recipe, its linear baseline and the small-
+    # data search's choice, and started from the shipped model with a fresh head.
+    assert 'train: ' in out and 'modalities: rgb+depth+audio' in out and '\nconsistent\n' in out
     assert 'recipe for ' in out and 'lr=0.0003 (fine-tuning' in out
+    assert 'linear baseline (logistic regression' in out and 'small-data search chose freeze_blocks=' in out
     assert 'encoder:depth (' in out and 'fresh: head: new classes' in out
+    assert 'validation accuracy: model ' in out
     # Evaluation by recorded condition: clean and the blocked depth camera, each scored.
     text = Path('runs/my_robot/eval_recorded.json').read_text()
     assert 'depth:blocked:1.0' in text and '"clean"' in text
+    linear = [r for r in json.loads(text)['results'] if r['policy'] == 'linear']
+    assert linear and all(r['metric'] is not None for r in linear)   # the baseline beside the model
     # Step 6 without ROS: the same command offline scores the bag with the fine-tuned controller.
     assert THROUGH_ROS in node_step
     assert admn(shlex.split(node_step.replace(THROUGH_ROS, ''))[1:]) == 0
