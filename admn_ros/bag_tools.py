@@ -446,6 +446,7 @@ def cli_eval(args) -> int:
     if not args.through_ros or args.compare:
         t0 = time.perf_counter()
         reports.append(evaluate_bag(args.bag, device=args.device, batch_size=args.batch_size,
+                                    allow_missing_modalities=args.allow_missing_modalities,
                                     **common))
         print(f'offline: {time.perf_counter() - t0:.1f} s')
     if args.through_ros:
@@ -476,6 +477,9 @@ def cli_eval(args) -> int:
 def _table(report: Mapping[str, Any]) -> List[str]:
     lines = [f"{report['path']}: {report['frames']} frames"
              + ('' if report['labelled'] else ' (no labels: no accuracy)')]
+    if report.get('undecodable'):
+        lines.append('  undecodable messages: ' + ', '.join(
+            f'{t} {n}' for t, n in report['undecodable'].items()))
     for c in report['cells']:
         acc = '-' if c['accuracy'] is None else f"{c['accuracy']:.3f}"
         layers = ' '.join(f'{m} {v:.1f}' for m, v in c['mean_layers'].items())

@@ -421,6 +421,8 @@ def add_bag(sub) -> None:
     ev.add_argument('--verbose', action='store_true', help="print the nodes' output")
     ev.add_argument('--device', default='auto', help='offline: auto, cpu, cuda[:N]; ROS: cpu unless given')
     ev.add_argument('--batch-size', type=int, default=64, help='offline frames per batch')
+    ev.add_argument('--allow-missing-modalities', action='store_true',
+                    help="offline: score a bag that lacks some of the model's modalities")
     for stream in ('rgb', 'depth', 'audio', 'audio_info', 'label', 'corruption'):
         ev.add_argument(f"--{stream.replace('_', '-')}", dest=stream, metavar='TOPIC',
                         help=f"this bag's {stream.replace('_', ' ')} topic")
