@@ -111,3 +111,16 @@ def test_bag_eval_refuses_a_bag_without_a_model_modality_unless_allowed(tmp_path
     assert admn(args + ['--allow-missing-modalities']) == 0
     report = json.loads((tmp_path / 'o' / 'offline.json').read_text())
     assert report['modalities'] == ['depth', 'audio'] and report['frames'] == 12
+
+
+@pytest.mark.ros
+@pytest.mark.slow
+def test_replay_eval_of_a_bag_that_scores_nothing_exits_non_zero(tmp_path, capsys):
+    path, _ = garbage_bag(tmp_path / 'b', all_random=True)
+    report = tmp_path / 'r.json'
+    code = admn(['bringup', 'replay_eval', f'bag:={path}', f'report:={report}'])
+    out = capsys.readouterr()
+    text = out.out + out.err
+    assert code != 0, text[-3000:]
+    assert 'not a valid evaluation: 0' in text, text[-3000:]
+    assert json.loads(report.read_text())['matched'] == 0

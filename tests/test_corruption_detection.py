@@ -147,3 +147,19 @@ def test_offline_eval_refuses_a_dataset_without_the_models_modalities(tmp_path, 
     if 'not available' in err or 'no such' in err.lower():
         pytest.skip('AV-digits data not available')
     assert code == 2 and 'depth' in err and '--allow-missing-modalities' in err, err
+
+
+def test_evaluation_that_scored_fewer_than_min_frames_fails(ros_context, tmp_path):
+    from rclpy.parameter import Parameter
+    from admn_ros.nodes.evaluator import Evaluator
+    codes = []
+    for min_frames, predicted in ((1, False), (1, True), (0, False)):
+        node = Evaluator(context=ros_context, parameter_overrides=[
+            Parameter('report_path', value=str(tmp_path / 'report.json')),
+            Parameter('min_frames', value=min_frames)])
+        if predicted:   # an unlabelled replay: its predictions are what it scored
+            node._on_allocation(_allocation(1_000, ('rgb', 'depth', 'audio')))
+            node.predictions_received = 1
+        node.destroy_node()
+        codes.append(node.exit_code)
+    assert codes == [1, 0, 0]
