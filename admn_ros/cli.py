@@ -403,6 +403,8 @@ def add_bag(sub) -> None:
     info = bsub.add_parser('info', help='topics, types, message counts and duration of a bag')
     info.add_argument('bag')
     info.add_argument('--json', action='store_true', help='print JSON')
+    info.add_argument('--no-verify', action='store_true',
+                      help='skip recomputing the MCAP checksums (fast on a huge bag; counts only)')
     ev = bsub.add_parser('eval', help='score a bag per (policy, budget): offline, or through the nodes')
     ev.add_argument('bag')
     ev.add_argument('--checkpoint', help="model (default: the shipped default of the bag's dataset)")

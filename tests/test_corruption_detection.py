@@ -163,3 +163,17 @@ def test_evaluation_that_scored_fewer_than_min_frames_fails(ros_context, tmp_pat
         node.destroy_node()
         codes.append(node.exit_code)
     assert codes == [1, 0, 0]
+
+
+def test_bag_info_verifies_the_mcap_checksums_unless_told_not_to(tmp_path, capsys):
+    from admn_ros.cli import main as admn
+    bag = write_bag(tmp_path / 'b', make_batch(8), class_names=CLASSES)
+    assert admn(['bag', 'info', str(bag)]) == 0
+    assert 'chunk CRCs verified' in capsys.readouterr().out
+    _flip_in_data(bag)
+    assert admn(['bag', 'info', str(bag)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert 'CRC mismatch' in err and err.count('\n') == 0, err
+    assert admn(['bag', 'info', str(bag), '--no-verify']) == 0
+    out = capsys.readouterr().out
+    assert 'not verified' in out and '/ground_truth/label' in out
