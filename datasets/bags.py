@@ -282,9 +282,9 @@ def _bag_metadata(path: Path) -> Dict[str, Any]:
     if not meta_path.is_file():
         raise BagError(f'{path} has no metadata.yaml: not a rosbag2 directory, or the recording '
                        'was interrupted (`ros2 bag reindex` can rebuild it)')
-    import yaml
+    from admn_ros.fusion.validate import safe_load
     try:
-        meta = yaml.safe_load(meta_path.read_text(encoding='utf8'))
+        meta = safe_load(meta_path.read_text(encoding='utf8'))
         return dict(meta['rosbag2_bagfile_information'])
     except Exception as err:   # malformed YAML or missing top-level key
         raise BagError(f'{meta_path} is not valid rosbag2 metadata: {err}') from err
