@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.test_process_faults import _mapped_segments, _wait
+
 ROOT = Path(__file__).resolve().parent.parent
 KIT = ROOT.parent / 'shared' / 'rostools'
 ROSTOOLS = Path(os.environ.get('ROSTOOLS_VENV') or Path(sys.prefix) / 'rostools')
@@ -24,7 +26,6 @@ COLCON = Path(os.environ.get('COLCON') or Path(sys.prefix) / 'colcon' / 'bin' / 
 pytestmark = [pytest.mark.ros, pytest.mark.slow,
               pytest.mark.skipif(not KIT.is_dir(), reason=f'no ROS 2 CLI kit at {KIT}')]
 
-SEGMENT = re.compile(r'/dev/shm/(fastdds_[0-9a-f]{16}(?:_el)?)$')
 TRACES = ('Traceback', 'Fatal Python', 'terminate called', 'KeyboardInterrupt', 'process has died')
 GRAPH_NODES = ('sensor_source', 'noise_injector', 'admn_fusion', 'budget_manager')
 
@@ -68,26 +69,6 @@ def _children(pid):
     return [int(p) for p in out.stdout.split()]
 
 
-def _segments(pids):
-    names = set()
-    for pid in pids:
-        try:
-            lines = Path(f'/proc/{pid}/maps').read_text().splitlines()
-        except OSError:
-            continue
-        names.update(m.group(1) for m in map(SEGMENT.search, lines) if m)
-    return names
-
-
-def _wait(cond, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.2)
-    return False
-
-
 def test_ros2_launch_param_set_and_a_terminal_ctrl_c(install, tmp_path):
     env = _clean_env(tmp_path)
     log_path = tmp_path / 'launch.log'
@@ -106,7 +87,7 @@ def test_ros2_launch_param_set_and_a_terminal_ctrl_c(install, tmp_path):
         nodes = _children(proc.pid)
         assert len(nodes) == len(GRAPH_NODES), text()[-2000:]
         time.sleep(2.0)   # the graph talks: every node has its segment and maps its peers'
-        segments = _segments(nodes)
+        segments = _mapped_segments(nodes)
         assert segments, 'the nodes map no Fast DDS segment: nothing to check'
         # Integers for double parameters, as the README writes them.
         for name, value in (('deadline_ms', '40'), ('budget', '1')):
