@@ -13,6 +13,7 @@ import gc
 import os
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, NoReturn, Optional, Sequence, Tuple
@@ -67,7 +68,7 @@ def declare(node, name: str, default: Any, description: str, *, read_only: bool 
         return [] if value is None else list(value)
     if isinstance(default, tuple):
         default = list(default)
-    _accept_integers_for_doubles(node)
+    _pre_set_chain(node)   # integers for doubles (_as_declared) on every later set
     overrides = getattr(node, '_parameter_overrides', None)
     if overrides is not None and name in overrides:
         overrides[name] = _as_declared(overrides[name], Parameter(name, value=default).type_)
@@ -88,12 +89,6 @@ def _as_declared(parameter, declared_type):
     if parameter.type_ == t.INTEGER_ARRAY and declared_type == t.DOUBLE_ARRAY:
         return Parameter(parameter.name, t.DOUBLE_ARRAY, [float(v) for v in parameter.value])
     return parameter
-
-
-def _accept_integers_for_doubles(node) -> None:
-    """Convert integers set on double parameters (:func:`_as_declared`) before rclpy checks the
-    type: the first step of the node's pre-set chain (:func:`add_pre_set`)."""
-    _pre_set_chain(node)
 
 
 def add_pre_set(node, hook: Callable[[list], list]) -> None:
@@ -209,9 +204,18 @@ class StopSignals:
         self.phase = 'starting'
         self.ignored = 0
 
-    def install(self) -> None:
-        for sig in self.SIGNALS:
-            signal.signal(sig, self._on_signal)
+    def install(self) -> dict:
+        """Take SIGINT and SIGTERM (main thread only, as Python allows); returns the handlers
+        replaced, for :meth:`restore`."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        return {sig: signal.signal(sig, self._on_signal) for sig in self.SIGNALS}
+
+    def restore(self, previous: dict) -> None:
+        """Give back handlers that were not ours (a node run in-process, as tests do)."""
+        for sig, handler in previous.items():
+            if handler != self._on_signal and handler is not None:
+                signal.signal(sig, handler)
 
     def run(self) -> None:
         self.phase = 'running'
@@ -268,7 +272,7 @@ def run_node(factory: Callable[[], Any], args: Optional[Sequence[str]] = None) -
     # A node that will not stop can be asked where it is: bringup sends SIGUSR1 before SIGKILL.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     # Before rclpy.init, which keeps the handler it finds and calls it after its own.
-    STOP_SIGNALS.install()
+    previous = STOP_SIGNALS.install()
     STOP_SIGNALS.run()
     rclpy.init(args=list(args) if args is not None else None)
     node = None
@@ -277,6 +281,7 @@ def run_node(factory: Callable[[], Any], args: Optional[Sequence[str]] = None) -
     except ValueError as exc:
         print(f'error: {exc}', file=sys.stderr)
         rclpy.try_shutdown()
+        STOP_SIGNALS.restore(previous)
         return 2
     code = 0
     try:
@@ -332,6 +337,7 @@ def run_node(factory: Callable[[], Any], args: Optional[Sequence[str]] = None) -
             rclpy.get_default_context().destroy()
         except Exception:   # already destroyed, or an rclpy without Context.destroy
             pass
+        STOP_SIGNALS.restore(previous)
     return code
 
 

@@ -396,7 +396,8 @@ def _read_messages(path: Path, topics: Optional[Mapping[str, str]] = None) -> _D
             wanted = {c.id: renames.get(c.topic, c.topic) for c in reader.connections
                       if c.topic in renames or (c.topic in known - set(renames.values()))}
             conns = [c for c in reader.connections if c.id in wanted]
-            for conn, log_ns, raw in reader.messages(connections=conns):
+            # rosbags reads every connection when given none: nothing wanted, nothing read.
+            for conn, log_ns, raw in reader.messages(connections=conns) if conns else ():
                 stream = _TOPIC_STREAMS.get(wanted[conn.id])
                 if stream:
                     dec.recorded[stream] = dec.recorded.get(stream, 0) + 1
