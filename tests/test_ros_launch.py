@@ -91,10 +91,14 @@ def test_ros2_launch_param_set_and_a_terminal_ctrl_c(install, tmp_path):
         assert segments, 'the nodes map no Fast DDS segment: nothing to check'
         # Integers for double parameters, as the README writes them.
         for name, value in (('deadline_ms', '40'), ('budget', '1')):
-            run = subprocess.run(
-                _sh(f'. "{install}/install/setup.bash" && ros2 param set --no-daemon '
-                    f'/admn_fusion {name} {value} && ros2 param get --no-daemon /admn_fusion {name}'),
-                env=env, capture_output=True, text=True, timeout=120)
+            for _ in range(6):   # discovery of a fresh CLI node takes a while on a busy machine
+                run = subprocess.run(
+                    _sh(f'. "{install}/install/setup.bash" && ros2 param set --no-daemon '
+                        f'--spin-time 5 /admn_fusion {name} {value} && ros2 param get '
+                        f'--no-daemon --spin-time 5 /admn_fusion {name}'),
+                    env=env, capture_output=True, text=True, timeout=120)
+                if 'Node not found' not in run.stderr:
+                    break
             assert run.returncode == 0 and 'Set parameter successful' in run.stdout, (
                 name, run.stdout, run.stderr[-2000:])
             assert f'Double value is: {float(value)}' in run.stdout, run.stdout
