@@ -54,10 +54,21 @@ $(COLCON_STAMP): requirements-colcon.txt $(STAMP)
 	$(COLCON_VENV)/bin/python -m pip install --no-cache-dir -q -r requirements-colcon.txt
 	touch $(COLCON_STAMP)
 
+# The real `ros2` CLI and `ros2 launch` (not on PyPI) for the tests that drive the graph with the
+# tools users run: ../shared/rostools beside the project, installed into a venv that sees this one.
+ROSTOOLS_KIT   := ../shared/rostools
+ROSTOOLS_VENV  := $(VENV)/rostools
+ROSTOOLS_STAMP := $(ROSTOOLS_VENV)/.installed
+
+$(ROSTOOLS_STAMP): $(STAMP)
+	@if [ -x $(ROSTOOLS_KIT)/install.sh ]; then \
+		$(ROSTOOLS_KIT)/install.sh $(PY) $(ROSTOOLS_VENV) && touch $(ROSTOOLS_STAMP); \
+	else echo "note: $(ROSTOOLS_KIT) not found; the ros2 CLI tests will be skipped"; fi
+
 demo: $(STAMP) $(MSGS_STAMP)
 	$(VENV)/bin/admn demo
 
-test: $(STAMP) $(MSGS_STAMP) $(COLCON_STAMP)
+test: $(STAMP) $(MSGS_STAMP) $(COLCON_STAMP) $(ROSTOOLS_STAMP)
 	COLCON=$(abspath $(COLCON_VENV))/bin/colcon $(PY) -m pytest -n 2 tests
 	@$(MAKE) --no-print-directory clean-shm
 

@@ -81,6 +81,9 @@ def markdown(report: Mapping[str, Any], plots: Mapping[str, str]) -> List[str]:
     if report.get('unmatched') and any(report['unmatched'].values()):
         lines.append('- messages left out by the synchroniser: '
                      + ', '.join(f'{k} {v}' for k, v in report['unmatched'].items() if v))
+    if report.get('undecodable'):
+        lines.append('- messages that did not decode: ' + ', '.join(
+            f'`{t}` {n}' for t, n in report['undecodable'].items()))
     for note in report.get('notes', []):
         lines.append(f'- {note}')
     if not report['labelled']:

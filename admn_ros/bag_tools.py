@@ -169,14 +169,29 @@ def record(dataset: str, out, *, schedule=None, mix: str = 'clean', duration_s: 
 
 
 # --------------------------------------------------------------------------- info
-def info(bag) -> Dict[str, Any]:
+def info(bag, verify: bool = True) -> Dict[str, Any]:
     """``{path, storage, duration_s, start_ns, end_ns, messages, topics: [{topic, type, count,
-    rate_hz}], custom_data}`` of a rosbag2 directory."""
+    rate_hz}], custom_data, checksums}`` of a rosbag2 directory.
+
+    With ``verify`` (the default) the MCAP checksums are recomputed first and a mismatch is a
+    :class:`BagError` (one line): counts read from a corrupted file's index would look healthy.
+    ``checksums`` says what was checked ('not verified', 'none (sqlite3)', or the counts)."""
     from rosbags.rosbag2 import Reader
 
     from admn_ros.datasets.bags import BagError, bag_custom_data
+    from admn_ros.datasets.mcap_crc import McapCrcError, verify_bag
     path = Path(bag)
     custom = bag_custom_data(path)
+    checksums = 'not verified'
+    if verify:
+        try:
+            crc = verify_bag(path)
+        except McapCrcError as err:
+            raise BagError(str(err)) from None
+        checksums = 'none (not MCAP)' if crc is None else (
+            f'{crc.chunks_checked} chunk CRCs verified'
+            + (f', {crc.chunks_without_crc} chunks without one' if crc.chunks_without_crc else '')
+            + (', data section verified' if crc.data_section_checked else ''))
     try:
         with Reader(path) as reader:
             duration = reader.duration / 1e9 if reader.message_count else 0.0
@@ -188,7 +203,8 @@ def info(bag) -> Dict[str, Any]:
             return {'path': str(path), 'storage': storage, 'duration_s': duration,
                     'start_ns': int(reader.start_time) if reader.message_count else None,
                     'end_ns': int(reader.end_time) if reader.message_count else None,
-                    'messages': int(reader.message_count), 'topics': topics, 'custom_data': custom}
+                    'messages': int(reader.message_count), 'topics': topics, 'custom_data': custom,
+                    'checksums': checksums}
     except Exception as err:   # rosbags ReaderError and friends
         raise BagError(f'cannot read bag {path}: {type(err).__name__}: {err}') from err
 
@@ -196,6 +212,8 @@ def info(bag) -> Dict[str, Any]:
 def format_info(data: Mapping[str, Any]) -> str:
     lines = [f"bag:       {data['path']} ({data['storage']})",
              f"duration:  {data['duration_s']:.3f} s, {data['messages']} messages"]
+    if data.get('checksums'):
+        lines.append(f"checksums: {data['checksums']}")
     width = max([len(t['topic']) for t in data['topics']] + [5])
     for t in data['topics']:
         rate = '' if t['rate_hz'] is None else f"  {t['rate_hz']:.2f} Hz"
@@ -208,7 +226,7 @@ def format_info(data: Mapping[str, Any]) -> str:
 
 # --------------------------------------------------------------------------- through ROS
 def _recorded(bag) -> Dict[str, str]:
-    return {t['topic']: t['type'] for t in info(bag)['topics']}
+    return {t['topic']: t['type'] for t in info(bag, verify=False)['topics']}
 
 
 def replay_plan(bag, model_modalities: Sequence[str], topics: Optional[Mapping[str, str]] = None,
@@ -260,7 +278,7 @@ def replay_plan(bag, model_modalities: Sequence[str], topics: Optional[Mapping[s
     for name in (T.LABEL_TOPIC, T.CORRUPTION_TOPIC):
         if name in source:
             play.append(source[name])
-    expected = next(int(t['count']) for t in info(bag)['topics'] if t['topic'] == play[0])
+    expected = next(int(t['count']) for t in info(bag, verify=False)['topics'] if t['topic'] == play[0])
     return {'play': play, 'remappings': [f'{old}:={new}' for old, new in renames.items()
                                          if old != new and old in play],
             'modalities': [m for m in model_modalities if m in modalities],
@@ -406,7 +424,7 @@ def evaluate_through_ros(bag, *, checkpoint=None, dataset: Optional[str] = None,
     model_modalities = list(loaded.modalities)
     plan = replay_plan(bag, model_modalities, topics)
     del loaded   # the nodes load their own
-    timeout = 600.0 + 3.0 * info(bag)['duration_s'] / rate
+    timeout = 600.0 + 3.0 * info(bag, verify=False)['duration_s'] / rate
     work = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix='admn_bag_ros_'))
     cells = []
     for spec in policies:
@@ -487,7 +505,7 @@ def cli_record(args) -> int:
 
 
 def cli_info(args) -> int:
-    data = info(args.bag)
+    data = info(args.bag, verify=not args.no_verify)
     print(json.dumps(data, indent=2) if args.json else format_info(data))
     return 0
 
@@ -504,6 +522,7 @@ def cli_eval(args) -> int:
     if not args.through_ros or args.compare:
         t0 = time.perf_counter()
         reports.append(evaluate_bag(args.bag, device=args.device, batch_size=args.batch_size,
+                                    allow_missing_modalities=args.allow_missing_modalities,
                                     **common))
         print(f'offline: {time.perf_counter() - t0:.1f} s')
     if args.through_ros:
@@ -534,6 +553,9 @@ def cli_eval(args) -> int:
 def _table(report: Mapping[str, Any]) -> List[str]:
     lines = [f"{report['path']}: {report['frames']} frames"
              + ('' if report['labelled'] else ' (no labels: no accuracy)')]
+    if report.get('undecodable'):
+        lines.append('  undecodable messages: ' + ', '.join(
+            f'{t} {n}' for t, n in report['undecodable'].items()))
     for c in report['cells']:
         acc = '-' if c['accuracy'] is None else f"{c['accuracy']:.3f}"
         layers = ' '.join(f'{m} {v:.1f}' for m, v in c['mean_layers'].items())

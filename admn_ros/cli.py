@@ -495,6 +495,8 @@ def add_bag(sub) -> None:
     info = bsub.add_parser('info', help='topics, types, message counts and duration of a bag')
     info.add_argument('bag')
     info.add_argument('--json', action='store_true', help='print JSON')
+    info.add_argument('--no-verify', action='store_true',
+                      help='skip recomputing the MCAP checksums (fast on a huge bag; counts only)')
     ev = bsub.add_parser('eval', help='score a bag per (policy, budget): offline, or through the nodes')
     ev.add_argument('bag')
     ev.add_argument('--checkpoint', help="model (default: the shipped default of the bag's dataset)")
@@ -513,6 +515,8 @@ def add_bag(sub) -> None:
     ev.add_argument('--verbose', action='store_true', help="print the nodes' output")
     ev.add_argument('--device', default='auto', help='offline: auto, cpu, cuda[:N]; ROS: cpu unless given')
     ev.add_argument('--batch-size', type=int, default=64, help='offline frames per batch')
+    ev.add_argument('--allow-missing-modalities', action='store_true',
+                    help="offline: score a bag that lacks some of the model's modalities")
     for stream in ('rgb', 'depth', 'audio', 'audio_info', 'label', 'corruption'):
         ev.add_argument(f"--{stream.replace('_', '-')}", dest=stream, metavar='TOPIC',
                         help=f"this bag's {stream.replace('_', ' ')} topic")

@@ -66,10 +66,6 @@ def demo_conditions():
 def graph_overrides(checkpoint, scenario: Scenario, out: Path, device: str = 'cpu') -> List[str]:
     """The ``noise_experiment`` overrides that play ``scenario`` (its schedules written to ``out``)."""
     noise, budget = scenario.write_node_files(out)
-    # The injector takes a modality the schedule has no events for from its fixed levels, which
-    # the graph's config sets to corrupted ones: clean here, so the scenario alone decides.
-    clean = [f'noise_injector.{m}.{k}={v}' for m in ('rgb', 'depth', 'audio')
-             for k, v in (('type', 'clean'), ('severity', 0.0))]
     return [f'model:={checkpoint}', f'schedule:={noise}',
             f'evaluator.report_path={out / "ros_report.json"}',
             f'evaluator.status_path={out / "status.json"}',
@@ -78,7 +74,7 @@ def graph_overrides(checkpoint, scenario: Scenario, out: Path, device: str = 'cp
             f'sensor_source.rate_hz={scenario.rate_hz}',
             f'admn_fusion.device={device}',
             f'budget_manager.schedule_file={budget}', 'budget_manager.mode=schedule',
-            'budget_manager.clock=stream'] + clean
+            'budget_manager.clock=stream']
 
 
 # --------------------------------------------------------------------------- live status

@@ -17,7 +17,7 @@ from rclpy.parameter import Parameter
 from std_msgs.msg import Float32
 
 from admn_ros import wire
-from admn_ros.node_utils import param
+from admn_ros.node_utils import add_pre_set, param
 from admn_ros.quality_estimators.budget import budget_problem
 
 
@@ -33,7 +33,7 @@ class BudgetOwnership:
         node.create_subscription(Float32, wire.BUDGET, self._on_message, wire.budget_qos(),
                                  event_callbacks=wire.subscription_events(node, wire.BUDGET,
                                                                             wire.BUDGET_ADVICE))
-        node.add_pre_set_parameters_callback(self._pre_set)
+        add_pre_set(node, self._pre_set)
 
     @property
     def from_topic(self) -> bool:

@@ -51,19 +51,23 @@ class FusionDiagnostics:
             age = ages.get(m)
             values[f'{m} received'] = counts[m]['received']
             values[f'{m} rejected'] = counts[m]['rejected']
+            values[f'{m} lost'] = counts[m]['lost']
             values[f'{m} rate_hz'] = f'{counts[m]["rate_hz"]:.2f}'
             values[f'{m} age_s'] = 'never' if age is None else f'{age:.2f}'
         if node.counters.last_reject:
             values['last reject'] = node.counters.last_reject
         rejected = sum(c['rejected'] for c in counts.values())
+        lost = sum(c['lost'] for c in counts.values())
         if not node.active:
             return OK, 'inactive', values
         if quiet and len(quiet) == len(modalities):
             return STALE, 'no input', values
         if quiet:
             return WARN, f'quiet: {", ".join(quiet)} (budget goes to the others)', values
-        if rejected:
-            return WARN, f'{rejected} inputs rejected', values
+        if rejected or lost:
+            return WARN, ', '.join(part for part in (
+                f'{rejected} inputs rejected' if rejected else '',
+                f'{lost} lost before delivery' if lost else '') if part), values
         return OK, 'inputs ok', values
 
     def sync(self):

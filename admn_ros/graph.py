@@ -29,6 +29,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 
+from admn_ros.fusion.validate import safe_load, yaml_problem
 from admn_ros.wire.topics import CORRUPTED_TOPICS, SENSOR_TOPICS
 from admn_ros.paths import PACKAGE, config_dir
 
@@ -259,7 +260,10 @@ def nest(params: Mapping[str, Any]) -> Dict[str, Any]:
 def load_params_file(path) -> Dict[str, Dict[str, Any]]:
     """A ROS 2 parameter file -> ``{node_name: {dotted.param: value}}``; ValueError if malformed."""
     with open(path, encoding='utf-8') as f:
-        data = yaml.safe_load(f) or {}
+        try:
+            data = safe_load(f) or {}
+        except yaml.YAMLError as exc:
+            raise ValueError(f'{path}: {yaml_problem(exc)}') from None
     if not isinstance(data, dict):
         raise ValueError(f'{path}: top level must map node names to sections')
     out = {}

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import collections
 import faulthandler
+import gc
 import os
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, NoReturn, Optional, Sequence, Tuple
@@ -66,8 +68,56 @@ def declare(node, name: str, default: Any, description: str, *, read_only: bool 
         return [] if value is None else list(value)
     if isinstance(default, tuple):
         default = list(default)
+    _pre_set_chain(node)   # integers for doubles (_as_declared) on every later set
+    overrides = getattr(node, '_parameter_overrides', None)
+    if overrides is not None and name in overrides:
+        overrides[name] = _as_declared(overrides[name], Parameter(name, value=default).type_)
     value = node.declare_parameter(name, default, descriptor).value
     return list(value) if isinstance(value, (list, tuple)) or hasattr(value, 'tolist') else value
+
+
+def _as_declared(parameter, declared_type):
+    """``parameter`` as a double (array) when it came as an integer (array) for a parameter
+    declared double: ``ros2 param set /admn_fusion deadline_ms 40`` (or ``budget: 1`` in a
+    parameter file) sends an integer, which rclpy refuses outright ("Wrong parameter type") for a
+    double. The descriptor's range check then applies to the converted value as to any other."""
+    from rclpy.parameter import Parameter
+
+    t = Parameter.Type
+    if parameter.type_ == t.INTEGER and declared_type == t.DOUBLE:
+        return Parameter(parameter.name, t.DOUBLE, float(parameter.value))
+    if parameter.type_ == t.INTEGER_ARRAY and declared_type == t.DOUBLE_ARRAY:
+        return Parameter(parameter.name, t.DOUBLE_ARRAY, [float(v) for v in parameter.value])
+    return parameter
+
+
+def add_pre_set(node, hook: Callable[[list], list]) -> None:
+    """Run ``hook`` (a list of Parameters -> the list to set) before every parameter change of
+    ``node``, after the integer conversion. Use this instead of rclpy's
+    ``add_pre_set_parameters_callback``: rclpy hands each of several such callbacks the original
+    list and concatenates what they return, so two of them would set every parameter twice."""
+    _pre_set_chain(node).append(hook)
+
+
+def _pre_set_chain(node) -> list:
+    chain = getattr(node, '_admn_pre_set_chain', None)
+    if chain is not None:
+        return chain
+    from rclpy.parameter import Parameter
+
+    def coerce(parameters):
+        return [_as_declared(p, Parameter.Type(node.describe_parameter(p.name).type))
+                if node.has_parameter(p.name) else p for p in parameters]
+
+    chain = node._admn_pre_set_chain = [coerce]
+
+    def run(parameters):
+        for hook in chain:
+            parameters = hook(parameters)
+        return parameters
+
+    node.add_pre_set_parameters_callback(run)
+    return chain
 
 
 def param(node, name: str) -> Any:
@@ -132,6 +182,73 @@ def exit_without_teardown(code: int) -> NoReturn:
     os._exit(code)
 
 
+class StopSignals:
+    """SIGINT and SIGTERM in a node process: the first one stops the node, any later one is ignored.
+
+    A terminal's Ctrl-C under ``ros2 launch`` reaches every process of the group, and launch then
+    sends each node its own SIGINT a moment later. Python's default handler would raise that second
+    ``KeyboardInterrupt`` inside the cleanup (``destroy_node``, the executor's shutdown): the node
+    died with a traceback, left its DDS shared-memory files in /dev/shm and its name in the graph,
+    and the events executor's C++ teardown aborted the process. rclpy's own handler still runs
+    first on every signal (it shuts the context down) and then calls this one.
+
+    Phases: ``starting`` (imports, before :func:`run_node` takes over: a signal exits at once,
+    quietly, with 0, since no DDS participant exists yet), ``running`` (building or spinning the
+    node: the first signal raises ``KeyboardInterrupt`` as Python's default does), ``stopping``
+    (cleanup: signals are counted and ignored).
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.phase = 'starting'
+        self.ignored = 0
+
+    def install(self) -> dict:
+        """Take SIGINT and SIGTERM (main thread only, as Python allows); returns the handlers
+        replaced, for :meth:`restore`."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        return {sig: signal.signal(sig, self._on_signal) for sig in self.SIGNALS}
+
+    def restore(self, previous: dict) -> None:
+        """Give back handlers that were not ours (a node run in-process, as tests do)."""
+        for sig, handler in previous.items():
+            if handler != self._on_signal and handler is not None:
+                signal.signal(sig, handler)
+
+    def run(self) -> None:
+        self.phase = 'running'
+
+    def stop(self) -> None:
+        """The stop has begun: nothing interrupts the cleanup from here on."""
+        self.phase = 'stopping'
+
+    def _on_signal(self, signum, frame) -> None:
+        if self.phase == 'starting':
+            exit_without_teardown(0)
+        if self.phase == 'running':
+            self.phase = 'stopping'
+            raise KeyboardInterrupt
+        self.ignored += 1
+
+
+STOP_SIGNALS = StopSignals()
+
+
+def quiet_start() -> None:
+    """Install :data:`STOP_SIGNALS` when this process is one of the package's node executables
+    (``python -m admn_ros.nodes.X`` or the console script ``X``): a graph stopped while a node
+    still imports torch ends it quietly instead of printing a ``KeyboardInterrupt`` traceback
+    from the middle of an import. Any other process importing the nodes keeps its own handlers."""
+    argv = [str(a) for a in getattr(sys, 'orig_argv', sys.argv)]
+    names = {os.path.basename(a) for a in argv[1:3]} | {a.rpartition('.')[2] for a in argv[1:3]}
+    scripts = {p[:-3] for p in os.listdir(os.path.join(os.path.dirname(__file__), 'nodes'))
+               if p.endswith('.py') and p != '__init__.py'}
+    if STOP_SIGNALS.phase == 'starting' and names & scripts:
+        STOP_SIGNALS.install()
+
+
 def node_main(factory: Callable[[], Any], args: Optional[Sequence[str]] = None) -> NoReturn:
     """A node process's ``main()``: :func:`run_node`, then end the process with its exit code
     (:func:`exit_without_teardown`). Console scripts, ``ros2 run``, launch and bringup all come
@@ -154,6 +271,9 @@ def run_node(factory: Callable[[], Any], args: Optional[Sequence[str]] = None) -
 
     # A node that will not stop can be asked where it is: bringup sends SIGUSR1 before SIGKILL.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
+    # Before rclpy.init, which keeps the handler it finds and calls it after its own.
+    previous = STOP_SIGNALS.install()
+    STOP_SIGNALS.run()
     rclpy.init(args=list(args) if args is not None else None)
     node = None
     try:
@@ -161,6 +281,7 @@ def run_node(factory: Callable[[], Any], args: Optional[Sequence[str]] = None) -
     except ValueError as exc:
         print(f'error: {exc}', file=sys.stderr)
         rclpy.try_shutdown()
+        STOP_SIGNALS.restore(previous)
         return 2
     code = 0
     try:
@@ -197,11 +318,17 @@ def run_node(factory: Callable[[], Any], args: Optional[Sequence[str]] = None) -
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        STOP_SIGNALS.stop()
         executor.shutdown()
         if node is not None:
             node.destroy_node()
             # A verdict reached while shutting down (the evaluator's report) still counts.
             code = code or int(getattr(node, 'exit_code', 0) or 0)
+        else:
+            # Stopped or refused while being built: the half-built node still holds the context
+            # through reference cycles (its services and timers point back at it), and the
+            # context is only destroyed once nothing uses it.
+            gc.collect()
         rclpy.try_shutdown()
         # Finalise the context now: that deletes the DDS participant, which removes its
         # shared-memory segment from /dev/shm. exit_without_teardown skips the garbage
@@ -210,6 +337,7 @@ def run_node(factory: Callable[[], Any], args: Optional[Sequence[str]] = None) -
             rclpy.get_default_context().destroy()
         except Exception:   # already destroyed, or an rclpy without Context.destroy
             pass
+        STOP_SIGNALS.restore(previous)
     return code
 
 

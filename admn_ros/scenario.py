@@ -28,6 +28,7 @@ from typing import Any, Dict, List, Mapping, Tuple
 
 import yaml
 
+from admn_ros.fusion.validate import safe_load
 from admn_ros.datasets.sample import MODALITIES
 from admn_ros.datasets.schedules import CLEAN, SILENT, Level, check_level
 
@@ -172,7 +173,7 @@ def parse_scenario(data: Any) -> Scenario:
 def load_scenario(path) -> Scenario:
     try:
         with open(path, encoding='utf-8') as f:
-            data = yaml.safe_load(f)
+            data = safe_load(f)
     except yaml.YAMLError as exc:
         raise ValueError(f'{path}: not valid YAML: {str(exc).splitlines()[0]}') from None
     try:

@@ -72,6 +72,15 @@ class BagSamples:
     anchor: str = ''                      # stream whose stamps are reported
     unmatched: Dict[str, int] = field(default_factory=dict)  # messages left out, per stream
     undecodable: Dict[str, int] = field(default_factory=dict)  # messages that did not decode, per topic
+    recorded: Dict[str, int] = field(default_factory=dict)  # messages in the bag, per stream
+    broken: Dict[str, int] = field(default_factory=dict)    # of those, undecodable, per stream
+    period_ns: int = 0                                      # the recording's sample period
+
+    def mostly_undecodable(self, streams: Sequence[str]) -> List[str]:
+        """Those of ``streams`` recorded in the bag whose messages mostly (over half) did not
+        decode, each as ``'<stream> <broken> of <recorded> undecodable'``."""
+        return [f'{k} {self.broken[k]} of {self.recorded[k]} undecodable' for k in streams
+                if self.recorded.get(k) and 2 * self.broken.get(k, 0) > self.recorded[k]]
 
 
 # --------------------------------------------------------------------------------------------
@@ -264,6 +273,8 @@ class _Decoded:
     audio_info: Any = None
     label_names: Dict[int, str] = field(default_factory=dict)
     undecodable: Dict[str, int] = field(default_factory=dict)   # recorded topic -> messages
+    recorded: Dict[str, int] = field(default_factory=dict)      # stream -> messages in the bag
+    broken: Dict[str, int] = field(default_factory=dict)        # stream -> undecodable messages
 
     @property
     def audio_source(self) -> str:
@@ -282,9 +293,9 @@ def _bag_metadata(path: Path) -> Dict[str, Any]:
     if not meta_path.is_file():
         raise BagError(f'{path} has no metadata.yaml: not a rosbag2 directory, or the recording '
                        'was interrupted (`ros2 bag reindex` can rebuild it)')
-    import yaml
+    from admn_ros.fusion.validate import safe_load
     try:
-        meta = yaml.safe_load(meta_path.read_text(encoding='utf8'))
+        meta = safe_load(meta_path.read_text(encoding='utf8'))
         return dict(meta['rosbag2_bagfile_information'])
     except Exception as err:   # malformed YAML or missing top-level key
         raise BagError(f'{meta_path} is not valid rosbag2 metadata: {err}') from err
@@ -306,6 +317,11 @@ def bag_custom_data(path) -> Dict[str, str]:
 STREAM_TOPICS = {'rgb': T.RGB_TOPIC, 'depth': T.DEPTH_TOPIC, 'audio': T.AUDIO_TOPIC,
                  'audio_info': T.AUDIO_INFO_TOPIC, 'label': T.LABEL_TOPIC,
                  'corruption': T.CORRUPTION_TOPIC}
+
+
+# The stream each topic (as named here, after renames) feeds: counts of recorded and undecodable
+# messages are kept per stream, whatever the bag called the topic.
+_TOPIC_STREAMS = {**{t: k for k, t in STREAM_TOPICS.items()}, T.AUDIO_STAMPED_TOPIC: 'audio'}
 
 
 def topic_renames(topics: Mapping[str, str], recorded: Mapping[str, str]) -> Dict[str, str]:
@@ -391,13 +407,19 @@ def _read_messages(path: Path, topics: Optional[Mapping[str, str]] = None) -> _D
             wanted = {c.id: renames.get(c.topic, c.topic) for c in reader.connections
                       if c.topic in renames or (c.topic in known - set(renames.values()))}
             conns = [c for c in reader.connections if c.id in wanted]
-            for conn, log_ns, raw in reader.messages(connections=conns):
+            # rosbags reads every connection when given none: nothing wanted, nothing read.
+            for conn, log_ns, raw in reader.messages(connections=conns) if conns else ():
+                stream = _TOPIC_STREAMS.get(wanted[conn.id])
+                if stream:
+                    dec.recorded[stream] = dec.recorded.get(stream, 0) + 1
                 try:
                     _decode_message(dec, store, wanted[conn.id], conn.msgtype, int(log_ns), raw)
                 except BagError:
                     raise
                 except Exception:   # one bad message: counted per topic, the rest still read
                     dec.undecodable[conn.topic] = dec.undecodable.get(conn.topic, 0) + 1
+                    if stream:
+                        dec.broken[stream] = dec.broken.get(stream, 0) + 1
     except BagError:
         raise
     except Exception as err:   # rosbags ReaderError, sqlite3/struct errors, bad fields
@@ -489,6 +511,8 @@ class BagStreams:
     start_ns: int                          # the bag's starting time (0 when unknown)
     label_names: Dict[int, str]            # class id -> name carried by label messages
     undecodable: Dict[str, int]            # recorded topic -> messages that did not decode
+    recorded: Dict[str, int] = field(default_factory=dict)  # stream -> messages in the bag
+    broken: Dict[str, int] = field(default_factory=dict)    # stream -> messages that did not decode
 
     def class_names(self, *, every_label_id: bool = False) -> List[str]:
         """The list in the bag's metadata, else the names label messages carried, indexed by
@@ -528,15 +552,31 @@ def read_streams(path, *, topics: Optional[Mapping[str, str]] = None,
         streams['audio'] = clips
     start_ns = int((meta.get('starting_time') or {}).get('nanoseconds_since_epoch', 0))
     return BagStreams(streams=streams, custom_data=custom, start_ns=start_ns,
-                      label_names=dict(dec.label_names), undecodable=dict(dec.undecodable))
+                      label_names=dict(dec.label_names), undecodable=dict(dec.undecodable),
+                      recorded=dict(dec.recorded), broken=dict(dec.broken))
 
 
-def _default_slop_ns(anchor_stamps: np.ndarray) -> int:
-    """Half the median spacing of the anchor stream (100 ms when it has one distinct stamp)."""
-    distinct = np.unique(anchor_stamps)
-    if len(distinct) < 2:
-        return 100_000_000
-    return max(1, int(np.median(np.diff(distinct)) // 2))
+def _median_spacing_ns(stamps) -> Optional[int]:
+    distinct = np.unique(np.asarray(stamps, dtype=np.int64))
+    return int(np.median(np.diff(distinct))) if len(distinct) >= 2 else None
+
+
+def _sample_period_ns(bag: BagStreams, anchor: str) -> int:
+    """The recording's sample period: the rate its metadata names (``admn bag record``), else the
+    smaller median stamp spacing of the anchor and the label stream (200 ms when neither has two
+    distinct stamps). The label stream counts because undecodable frames thin the anchor out: a
+    camera with most frames broken must not widen the matching until labels pair with other
+    samples' frames."""
+    rate = bag.custom_data.get(CUSTOM_RATE_HZ)
+    try:
+        if rate is not None and float(rate) > 0:
+            return max(1, int(round(1e9 / float(rate))))
+    except ValueError:
+        pass
+    spacings = [_median_spacing_ns([s for _, s, _ in bag.streams[k]])
+                for k in (anchor, 'label') if k in bag.streams]
+    spacings = [d for d in spacings if d]
+    return min(spacings) if spacings else 200_000_000
 
 
 def read_bag(path, *, slop_s: Optional[float] = None, queue_size: int = 100,
@@ -544,7 +584,8 @@ def read_bag(path, *, slop_s: Optional[float] = None, queue_size: int = 100,
              audio_window: Optional[int] = None) -> BagSamples:
     """Read a bag written by :func:`write_bag` (or recorded live) back into a raw batch.
 
-    ``slop_s`` defaults to half the anchor stream's median period. ``audio_rate_hz`` is the
+    ``slop_s`` defaults to half the recording's sample period (:func:`_sample_period_ns`), so a
+    label never pairs with a frame of another sample. ``audio_rate_hz`` is the
     rate of Image-carried audio when the bag's metadata does not say (AudioDataStamped audio
     takes its rate from ``AudioInfo``). ``topics`` names the streams of a bag that uses other
     topics (:func:`topic_renames`). ``audio_window`` (samples at 16 kHz) cuts audio as a live
@@ -558,13 +599,19 @@ def read_bag(path, *, slop_s: Optional[float] = None, queue_size: int = 100,
     streams = bag.streams
     names = [m for m in MODALITIES if m in streams]
     if not names:
+        recorded = {m: bag.recorded[m] for m in MODALITIES if bag.recorded.get(m)}
+        if recorded:
+            raise BagError(f'{path}: none of its {sum(recorded.values())} camera/depth/audio '
+                           'messages decodes (' + ', '.join(
+                               f'{m} {bag.broken.get(m, 0)} of {n} undecodable'
+                               for m, n in recorded.items()) + ')')
         raise BagError(f'{path} has no {"/".join(T.MODALITY_TOPICS.values())} or '
                        f'{T.AUDIO_STAMPED_TOPIC} messages')
     names += [k for k in ('label', 'corruption') if k in streams]
     anchor = names[0]
 
-    slop_ns = (_default_slop_ns(np.array([s for _, s, _ in streams[anchor]]))
-               if slop_s is None else int(round(slop_s * 1e9)))
+    period_ns = _sample_period_ns(bag, anchor)
+    slop_ns = max(1, period_ns // 2) if slop_s is None else int(round(slop_s * 1e9))
     matched: List[Tuple[Any, ...]] = []
     sync = ApproxSync(len(names), queue_size, slop_ns, lambda *items: matched.append(items))
     arrivals = sorted((log_ns, k, stamp, value) for k, name in enumerate(names)
@@ -581,7 +628,8 @@ def read_bag(path, *, slop_s: Optional[float] = None, queue_size: int = 100,
     stamps = np.array([items[0][0] for items in matched], dtype=np.int64)
     unmatched = {n: len(streams[n]) - len(matched) for n in names}
     return BagSamples(batch=batch, stamps_ns=stamps, class_names=bag.class_names(),
-                      anchor=anchor, unmatched=unmatched, undecodable=dict(bag.undecodable))
+                      anchor=anchor, unmatched=unmatched, undecodable=dict(bag.undecodable),
+                      recorded=dict(bag.recorded), broken=dict(bag.broken), period_ns=period_ns)
 
 
 def _with_index(items):

@@ -38,6 +38,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import yaml
 
+from admn_ros.fusion.validate import safe_load
 from admn_ros.datasets.corruptions import CORRUPTION_TYPES, apply_corruption
 from admn_ros.datasets.sample import MODALITIES, RawBatch, batch_size, present_modalities, take
 
@@ -176,7 +177,7 @@ def load_conditions(path, modalities: Optional[Sequence[str]] = None) -> List[Co
     """
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding='utf8'))
+        data = safe_load(path.read_text(encoding='utf8'))
     except yaml.YAMLError as err:
         raise ValueError(f'{path}: not valid YAML: {" ".join(str(err).split())}') from None
     if not isinstance(data, list) or not data:

@@ -48,6 +48,7 @@ import soundfile as sf
 import soxr
 import yaml
 
+from admn_ros.fusion.validate import safe_load
 from admn_ros.datasets.avdigits import fit_clip
 from admn_ros.datasets.corruptions import CORRUPTION_TYPES, corruption_labels
 from admn_ros.datasets.preprocess import shrink_to_input
@@ -163,7 +164,7 @@ def _read_meta(record: Path) -> Dict[str, Any]:
     if not path.is_file():
         return {}
     try:
-        meta = yaml.safe_load(path.read_text(encoding='utf8'))
+        meta = safe_load(path.read_text(encoding='utf8'))
     except yaml.YAMLError as err:
         raise ValueError(f'{path} is not valid YAML: {err}') from err
     if meta is None:

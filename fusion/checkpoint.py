@@ -106,6 +106,26 @@ def save_untrained(path, cfg: ModelConfig, *, dataset: str, class_names, seed: i
     return save_checkpoint(path, model, **{**meta, **extra})
 
 
+def load_weights_only(path, map_location='cpu') -> Any:
+    """``torch.load(weights_only=True)`` with its refusals in one line of our own words.
+
+    torch's own message is several lines long and, for a file holding Python objects, suggests
+    loading it again with ``weights_only=False`` - the one thing never to do with a file of
+    unknown origin. The cause stays chained (``__cause__``) for debugging."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        what = type(exc).__name__
+        if 'GLOBAL' in str(exc):   # torch names the class or function it would have imported
+            raise CheckpointError(f'{path}: refused to unpickle: it holds Python objects or code, '
+                                  'not only tensors and plain data') from exc
+        raise CheckpointError(f'{path}: not a readable torch checkpoint: its pickled part is '
+                              f'damaged ({what})') from exc
+    except Exception as exc:  # zip/EOF/format errors from torch.load
+        raise CheckpointError(f'{path}: not a readable torch checkpoint: damaged or truncated '
+                              f'({type(exc).__name__})') from exc
+
+
 def read_checkpoint(path, map_location='cpu', *, verify: bool = True) -> Dict[str, Any]:
     """Load and validate the raw payload (no model built), its digest checked (``verify``)."""
     path = Path(path)
@@ -113,12 +133,7 @@ def read_checkpoint(path, map_location='cpu', *, verify: bool = True) -> Dict[st
         raise CheckpointError(f'{path}: no such checkpoint file')
     if not zipfile.is_zipfile(path):  # torch.save's format; anything else is truncated or foreign
         raise CheckpointError(f'{path}: not a readable torch checkpoint (expected a torch.save zip archive)')
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise CheckpointError(f'{path}: refused to unpickle (not a plain weights file): {exc}') from exc
-    except Exception as exc:  # zip/EOF/format errors from torch.load
-        raise CheckpointError(f'{path}: not a readable torch checkpoint: {exc}') from exc
+    payload = load_weights_only(path, map_location)
     if not isinstance(payload, dict) or payload.get('format') != FORMAT:
         raise CheckpointError(f'{path}: not an admn_ros checkpoint (missing format tag {FORMAT!r})')
     if payload.get('version') == 1 and verify:

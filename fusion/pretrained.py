@@ -26,7 +26,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
-from admn_ros.fusion.checkpoint import CheckpointError, load_weights, read_checkpoint
+from admn_ros.fusion.checkpoint import CheckpointError, load_weights, load_weights_only, read_checkpoint
 from admn_ros.fusion.config import EncoderConfig, ModelConfig
 
 #: Names ``--init`` accepts for the shipped defaults (``default`` is the synthetic RGB-D-audio model,
@@ -275,10 +275,7 @@ def read_state_dict(path) -> Dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f'{path}: no such state-dict file')
-    try:
-        obj = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as exc:   # pickle refusals, zip errors
-        raise CheckpointError(f'{path}: not a plain weights file: {str(exc).splitlines()[0]}') from None
+    obj = load_weights_only(path)
     for wrapper in ('model', 'state_dict'):
         if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
             obj = obj[wrapper]

@@ -9,13 +9,15 @@ of one line naming the dotted key, the value and what is allowed::
     model.encoders.rgb.patch_size = 0: allowed: an integer >= 1
 
 Limits live beside the fields, as a class attribute ``LIMITS = {'epochs': at_least(1), ...}``
-(a ``ClassVar``, so not a field). :func:`read_yaml` is the one safe YAML reader of config files:
-syntax errors and ``!!python`` tags become one line too.
+(a ``ClassVar``, so not a field). :func:`read_yaml` is the one safe YAML reader of config files
+(:func:`safe_load` for text): syntax errors, ``!!python`` tags, duplicate keys and aliases that
+expand beyond :data:`MAX_ALIAS_EXPANSION` nodes become one line too.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
+import reprlib
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,8 +37,15 @@ class ConfigError(ValueError):
             super().__init__(f'{key or "(top level)"} = {_show(value)}: allowed: {allowed}')
 
 
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, 80, 80
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = 8
+
+
 def _show(value: Any) -> str:
-    text = repr(value)
+    """``repr(value)`` cut to 80 characters, built from a bounded walk: a huge or deeply nested
+    value (an alias bomb) costs no more than a small one."""
+    text = _REPR.repr(value)
     return text if len(text) <= 80 else text[:77] + '...'
 
 
@@ -293,6 +302,85 @@ def from_yaml(cls, path):
 
 
 # --------------------------------------------------------------------------- YAML
+# Nodes that aliases may add to a document when expanded. Nine nested levels of nine aliases
+# each ("billion laughs") stay a few hundred nodes when loaded but expand to ~10^9 for anything
+# that walks the value (validation, repr); hand-written configs use a handful of aliases.
+MAX_ALIAS_EXPANSION = 10_000
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """The safe loader, refusing duplicate keys (``batch_size: 0`` ... ``batch_size: 8`` would
+    silently keep the last) and alias expansion beyond :data:`MAX_ALIAS_EXPANSION` nodes."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen = {}
+            for key_node, _ in node.value:
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(':merge'):
+                    continue
+                key = (key_node.tag, key_node.value)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f'duplicate key {key_node.value!r} (first on line '
+                        f'{seen[key].line + 1})', key_node.start_mark)
+                seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
+
+
+def _expanded_size(root, limit: int) -> int:
+    """Nodes in the document once every alias is expanded (memoised per node; stops past
+    ``limit``)."""
+    sizes = {}
+
+    def size(node) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        sizes[key] = limit + 1     # a cycle (a recursive alias) counts as over the limit
+        if isinstance(node, yaml.SequenceNode):
+            total = 1 + sum(size(child) for child in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            total = 1 + sum(size(k) + size(v) for k, v in node.value)
+        else:
+            total = 1
+        sizes[key] = total = min(total, limit + 1)
+        return total
+    return size(root)
+
+
+def safe_load(stream):
+    """``yaml.safe_load`` of a config text or file, plus :class:`_ConfigLoader`'s refusals
+    (``yaml.YAMLError`` subclasses, like every other YAML problem)."""
+    loader = _ConfigLoader(stream)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        composed = len({id(n) for n in _walk(node)})
+        limit = composed + MAX_ALIAS_EXPANSION
+        if _expanded_size(node, limit) > limit:
+            raise yaml.composer.ComposerError(
+                None, None, f'aliases expand to more than {MAX_ALIAS_EXPANSION} extra nodes '
+                '(refused: an alias bomb?)', node.start_mark)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _walk(root):
+    """Every distinct node of a composed document (aliases visited once)."""
+    seen, stack = set(), [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        yield node
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            stack.extend(n for pair in node.value for n in pair)
+
 def read_yaml(path, *, allow_empty: bool = False, mapping: bool = True):
     """The content of YAML file ``path`` with the safe loader; ValueError in one line for a
     missing or empty file (unless ``allow_empty``), a syntax error, a tag that is not plain data
@@ -302,7 +390,7 @@ def read_yaml(path, *, allow_empty: bool = False, mapping: bool = True):
         raise FileNotFoundError(f'{path}: no such file')
     text = path.read_text(encoding='utf-8')
     try:
-        data = yaml.safe_load(text)
+        data = safe_load(text)
     except yaml.YAMLError as exc:
         raise ValueError(f'{path}: {yaml_problem(exc)}') from None
     if data is None:

@@ -28,7 +28,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 import torch
 
-from admn_ros.datasets.bags import CUSTOM_DATASET, BagSamples, bag_custom_data, read_bag
+from admn_ros.datasets.bags import CUSTOM_DATASET, BagError, BagSamples, bag_custom_data, read_bag
 from admn_ros.datasets.corruptions import corruption_labels
 from admn_ros.datasets.sample import RawBatch, take
 from admn_ros.quality_estimators.budget import Budget
@@ -149,6 +149,21 @@ def score_cell(loaded: LoadedModel, samples: BagSamples, spec: str, budget: Budg
         'frames': frames}
 
 
+def check_decodable(bag, samples: BagSamples, modalities: Sequence[str],
+                    allow_missing_modalities: bool = False) -> None:
+    """:class:`BagError` (one line) when a model modality or the labels are mostly undecodable,
+    or (unless allowed) a model modality is absent; see :func:`evaluate_bag`."""
+    broken = samples.mostly_undecodable(list(modalities) + ['label'])
+    if broken:
+        raise BagError(f'{bag}: not scored: ' + ', '.join(broken)
+                       + ' (an accuracy from the few frames left would not describe the bag)')
+    missing = [m for m in modalities if m not in samples.batch]
+    if missing and not allow_missing_modalities:
+        raise BagError(f'{bag} has no {", ".join(missing)} for the model (modalities '
+                       f'{", ".join(modalities)}): pass --allow-missing-modalities to score '
+                       'without them')
+
+
 def class_names(loaded: LoadedModel, samples: BagSamples) -> List[str]:
     """The model's class names (the bag's when the model has none of its own)."""
     n = int(loaded.model.cfg.num_classes)
@@ -161,8 +176,8 @@ def class_names(loaded: LoadedModel, samples: BagSamples) -> List[str]:
 def evaluate_bag(bag, *, checkpoint=None, dataset: Optional[str] = None,
                  policies: Sequence[str] = ('admn',), budgets: Sequence[float] = (0.5,),
                  unit: str = 'layers', topics: Optional[Mapping[str, str]] = None,
-                 device: str = 'auto', batch_size: int = DEFAULT_BATCH, seed: int = 0
-                 ) -> Dict[str, Any]:
+                 device: str = 'auto', batch_size: int = DEFAULT_BATCH, seed: int = 0,
+                 allow_missing_modalities: bool = False) -> Dict[str, Any]:
     """Every (policy, budget) cell on the frames of ``bag``.
 
     Returns ``{bag, checkpoint, dataset, path: 'offline', class_names, labelled,
@@ -171,7 +186,13 @@ def evaluate_bag(bag, *, checkpoint=None, dataset: Optional[str] = None,
     ``mean_layers``, ``timing`` (wall seconds, frames per second, milliseconds per frame spent
     preprocessing, allocating and in the model) and ``frames`` (per frame: seconds since the
     first, stamp, predicted class and name, score, label and whether it was right, layers per
-    present modality, executed GFLOPs, recorded corruption levels).
+    present modality, executed GFLOPs, recorded corruption levels). ``undecodable`` counts the
+    messages per recorded topic that did not decode.
+
+    Refused (:class:`BagError`, one line) rather than scored: a bag where a model modality or
+    the labels are recorded but mostly (over half) undecodable - the accuracy would describe the
+    few frames that survived, paired by whatever was left - and, unless
+    ``allow_missing_modalities``, a bag without one of the model's modalities.
     """
     from admn_ros.quality_estimators.policies import policy_spec_error
     for spec in policies:
@@ -188,6 +209,7 @@ def evaluate_bag(bag, *, checkpoint=None, dataset: Optional[str] = None,
     t0 = time.perf_counter()
     samples = read_for_model(bag, loaded, topics)
     read_s = time.perf_counter() - t0
+    check_decodable(bag, samples, loaded.modalities, allow_missing_modalities)
     n_classes = int(loaded.model.cfg.num_classes)
     if 'label' in samples.batch and len(samples.stamps_ns):
         top = int(np.max(samples.batch['label']))
@@ -209,9 +231,10 @@ def evaluate_bag(bag, *, checkpoint=None, dataset: Optional[str] = None,
         'modalities': [m for m in loaded.modalities if m in samples.batch],
         'model_modalities': list(loaded.modalities),
         'frames': int(len(samples.stamps_ns)), 'unmatched': dict(samples.unmatched),
+        'undecodable': dict(samples.undecodable), 'recorded': dict(samples.recorded),
         'topics': dict(topics or {}), 'device': str(loaded.device), 'read_s': read_s,
         'cells': cells}
 
 
-__all__ = ['evaluate_bag', 'score_cell', 'read_for_model', 'resolve_checkpoint', 'bag_dataset',
+__all__ = ['evaluate_bag', 'check_decodable', 'score_cell', 'read_for_model', 'resolve_checkpoint', 'bag_dataset',
            'fit_audio', 'class_names']

@@ -57,6 +57,13 @@ def cached_checkpoint(dataset: str) -> Path:
 def default_checkpoint(dataset: str) -> Path:
     """The trained default of a built-in dataset: the shipped one, or the cache's when
     ``ADMN_DEFAULT_MODEL=cache`` asks for it (either one when only it exists)."""
+    if dataset.startswith('folder:'):
+        # Only built-in datasets have defaults; a folder's own problem comes first.
+        folder = Path(dataset[len('folder:'):]).expanduser()
+        if not folder.is_dir():
+            raise FileNotFoundError(f'dataset folder {folder} does not exist')
+        raise ValueError(f'{dataset}: a folder of recordings has no trained default: pass '
+                         '--checkpoint FILE (a model fine-tuned on it: docs/your_data.md)')
     prefer = os.environ.get(PREFERENCE_ENV, 'shipped').strip().lower() or 'shipped'
     if prefer not in ('shipped', 'cache'):
         raise ValueError(f'{PREFERENCE_ENV} must be shipped or cache, got {prefer!r}')

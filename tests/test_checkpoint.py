@@ -106,3 +106,80 @@ def test_a_shape_mismatch_is_one_line(tmp_path):
         load_checkpoint(path)
     message = str(err.value)
     assert '\n' not in message and 'of another shape' in message and len(message) < 400
+
+
+class _Code:
+    def __reduce__(self):
+        import os
+        return (os.system, ('echo owned',))
+
+
+TORCH_TEXT = ('torch.load', 'weights_only', 'file an issue', 'Weights only load failed', 'GLOBAL')
+
+
+def _pickle_span(path):
+    """(start, length) of data.pkl's bytes inside a torch.save zip (stored uncompressed)."""
+    import struct
+    import zipfile
+    data = path.read_bytes()
+    info = next(i for i in zipfile.ZipFile(path).infolist() if i.filename.endswith('data.pkl'))
+    name_len, extra_len = struct.unpack_from('<HH', data, info.header_offset + 26)
+    return info.header_offset + 30 + name_len + extra_len, info.file_size
+
+
+@pytest.mark.parametrize('damage', ['code', 'flipped_pickle', 'truncated'])
+def test_checkpoint_refusals_are_one_line_in_our_words(tmp_path, capsys, damage):
+    import numpy as np
+    from admn_ros.cli import main as admn
+    path = tmp_path / 'm.pt'
+    if damage == 'code':
+        torch.save({'format': 'admn_ros.checkpoint', 'obj': _Code()}, path)
+        needle = 'holds Python objects or code'
+    else:
+        save_checkpoint(path, ADMNModel(small_config()), class_names=['a', 'b'])
+        data = bytearray(path.read_bytes())
+        if damage == 'truncated':
+            data = data[:len(data) // 2] + data[-200:]
+        else:
+            # Bit rot inside the pickle that torch's restricted unpickler trips over (its
+            # refusal is the long text, with the advice never to follow).
+            import pickle
+            start, size = _pickle_span(path)
+            clean = bytes(data)
+            for seed in range(200):
+                data = bytearray(clean)
+                for i in np.random.default_rng(seed).integers(start + 2, start + size - 2, 3):
+                    data[int(i)] ^= 0xFF
+                path.write_bytes(bytes(data))
+                try:
+                    torch.load(path, weights_only=True)
+                except pickle.UnpicklingError as exc:
+                    if 'GLOBAL' not in str(exc):
+                        break
+                except Exception:
+                    pass
+            else:
+                pytest.fail('no flip made the restricted unpickler refuse')
+        path.write_bytes(bytes(data))
+        needle = 'not a readable torch checkpoint'
+    with pytest.raises(CheckpointError, match=needle) as err:
+        load_checkpoint(path)
+    text = str(err.value)
+    assert '\n' not in text and not [t for t in TORCH_TEXT if t in text], text
+    assert admn(['eval', '--checkpoint', str(path), '--dataset', 'synthetic', '--size', '4',
+                 '--budgets', '0.5', '--policies', 'full']) == 2
+    out = capsys.readouterr()
+    assert out.err.strip().count('\n') == 0 and needle in out.err, out.err
+    assert 'owned' not in out.out
+
+
+def test_eval_of_a_missing_folder_names_the_folder(tmp_path, capsys):
+    from admn_ros.cli import main as admn
+    missing = tmp_path / 'nonexistent'
+    assert admn(['eval', '--dataset', f'folder:{missing}', '--budgets', '0.5']) == 2
+    err = capsys.readouterr().err.strip()
+    assert f'dataset folder {missing} does not exist' in err and err.count('\n') == 0, err
+    missing.mkdir()
+    assert admn(['eval', '--dataset', f'folder:{missing}', '--budgets', '0.5']) == 2
+    err = capsys.readouterr().err.strip()
+    assert 'no trained default' in err and '--checkpoint' in err, err

@@ -198,3 +198,57 @@ def test_an_override_matching_no_node_or_argument_is_one_line(capsys):
     code = admn(['bringup', 'admn', 'bogus=1'])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.count('\n') == 0 and "override 'bogus'" in err and 'arguments' in err
+
+
+def _alias_bomb(levels=9):
+    text = 'l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]\n'
+    for k in range(1, levels):
+        text += f'l{k}: &l{k} [' + ', '.join([f'*l{k - 1}'] * 9) + ']\n'
+    return text
+
+
+@pytest.mark.parametrize('text, needles', [
+    (_alias_bomb().replace('l0:', 'x0:').replace('\nl', '\nx') + f'epochs: *l8\n', []),
+    ('batch_size: 0\nepochs: 1\nbatch_size: 8\n', ["duplicate key 'batch_size'", 'line 3',
+                                                     'first on line 1']),
+    ('model: {fusion_dim: 16, fusion_dim: 32}\n', ["duplicate key 'fusion_dim'"]),
+])
+def test_alias_bombs_and_duplicate_keys_are_one_line_and_fast(tmp_path, capsys, text, needles):
+    import time
+    if not needles:   # the bomb, as the config's only keys besides epochs
+        text = _alias_bomb() + 'epochs: *l8\n'
+        needles = ['aliases expand to more than']
+    cfg = tmp_path / 'bad.yaml'
+    cfg.write_text(text)
+    t0 = time.monotonic()
+    code, err = run_admn(['train', 'stage1', '--config', str(cfg), '--out', str(tmp_path / 'run'),
+                          '--no-progress'], capsys)
+    one_line_exit_2(code, err, str(cfg), *needles)
+    assert time.monotonic() - t0 < 10
+
+
+def test_every_config_reader_refuses_bombs_and_duplicates(tmp_path):
+    from admn_ros.datasets.conditions import load_conditions
+    from admn_ros.graph import load_params_file
+    from admn_ros.scenario import load_scenario
+    bomb = tmp_path / 'bomb.yaml'
+    bomb.write_text(_alias_bomb() + 'x: *l8\n')
+    dup = tmp_path / 'dup.yaml'
+    dup.write_text('admn_fusion:\n  ros__parameters: {budget: 0.5}\nadmn_fusion: {}\n')
+    for reader in (load_params_file, load_scenario, load_conditions):
+        for path, needle in ((bomb, 'aliases expand'), (dup, 'duplicate key')):
+            with pytest.raises(ValueError, match=needle) as err:
+                reader(path)
+            assert '\n' not in str(err.value)
+
+
+def test_a_refused_value_is_shown_short_whatever_its_size():
+    import time
+    from admn_ros.fusion.validate import _show
+    value = ['lol'] * 9
+    for _ in range(8):   # 9^9 leaves if walked
+        value = [value] * 9
+    t0 = time.monotonic()
+    text = _show(value)
+    assert len(text) <= 80 and time.monotonic() - t0 < 1.0
+    assert '...' in _show('x' * 10**6) and len(_show('x' * 10**6)) <= 80

@@ -147,3 +147,33 @@ def test_offline_eval_refuses_a_dataset_without_the_models_modalities(tmp_path, 
     if 'not available' in err or 'no such' in err.lower():
         pytest.skip('AV-digits data not available')
     assert code == 2 and 'depth' in err and '--allow-missing-modalities' in err, err
+
+
+def test_evaluation_that_scored_fewer_than_min_frames_fails(ros_context, tmp_path):
+    from rclpy.parameter import Parameter
+    from admn_ros.nodes.evaluator import Evaluator
+    codes = []
+    for min_frames, predicted in ((1, False), (1, True), (0, False)):
+        node = Evaluator(context=ros_context, parameter_overrides=[
+            Parameter('report_path', value=str(tmp_path / 'report.json')),
+            Parameter('min_frames', value=min_frames)])
+        if predicted:   # an unlabelled replay: its predictions are what it scored
+            node._on_allocation(_allocation(1_000, ('rgb', 'depth', 'audio')))
+            node.predictions_received = 1
+        node.destroy_node()
+        codes.append(node.exit_code)
+    assert codes == [1, 0, 0]
+
+
+def test_bag_info_verifies_the_mcap_checksums_unless_told_not_to(tmp_path, capsys):
+    from admn_ros.cli import main as admn
+    bag = write_bag(tmp_path / 'b', make_batch(8), class_names=CLASSES)
+    assert admn(['bag', 'info', str(bag)]) == 0
+    assert 'chunk CRCs verified' in capsys.readouterr().out
+    _flip_in_data(bag)
+    assert admn(['bag', 'info', str(bag)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert 'CRC mismatch' in err and err.count('\n') == 0, err
+    assert admn(['bag', 'info', str(bag), '--no-verify']) == 0
+    out = capsys.readouterr().out
+    assert 'not verified' in out and '/ground_truth/label' in out

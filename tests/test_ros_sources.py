@@ -235,7 +235,8 @@ def test_noise_injector_follows_a_schedule_in_source_time(ros_context, harness, 
     assert np.all(wire.read_audio(out[2]) == 0)
     recorded = [wire.read_corruption(m) for m in levels]
     assert [r['audio'] for r in recorded] == [('clean', 0.0), ('clean', 0.0), ('muted', 1.0)]
-    assert all(r['rgb'] == ('low_light', 0.5) for r in recorded)  # no rgb track: parameters apply
+    # No rgb track: with a schedule given, the fixed levels do not apply (the schedule decides).
+    assert all(r['rgb'] == ('clean', 0.0) for r in recorded)
 
 
 # --------------------------------------------------------------------------- bag_player
@@ -563,3 +564,28 @@ def test_bag_player_main_returns_when_the_bag_ends(tmp_path):
                            '-p', f'bag_path:={bag}', '-p', 'exit_on_end:=true', '-p', 'loop:=true',
                            '-p', 'start_offset:=60.0'], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_noise_experiment_config_with_an_rgb_only_schedule_corrupts_only_rgb(ros_context, harness,
+                                                                              tmp_path):
+    # The graph config's fixed levels (0.5 each) are for runs without a schedule, as it says.
+    from admn_ros.graph import load_params_file
+    from admn_ros.nodes.noise_injector import NoiseInjector
+    from admn_ros.paths import config_dir
+    fixed = load_params_file(config_dir() / 'ros' / 'noise_experiment.yaml')['noise_injector']
+    assert fixed['depth.severity'] == 0.5 and fixed['audio.severity'] == 0.5
+    schedule = tmp_path / 'rgb.yaml'
+    schedule.write_text('tracks:\n  rgb: {kind: constant, ctype: low_light, severity: 1.0}\n')
+    overrides = [Parameter(k, value=v) for k, v in fixed.items() if k != 'schedule_file']
+    inj = NoiseInjector(context=ros_context, parameter_overrides=overrides + [
+        Parameter('schedule_file', value=str(schedule))])
+    h = harness(inj)
+    levels = h.listen(DiagnosticArray, wire.CORRUPTION)
+    pub = h.probe.create_publisher(Image, wire.DEPTH, 10)
+    assert h.spin_until(lambda: pub.get_subscription_count() > 0)
+    for k in range(3):
+        pub.publish(wire.depth_msg(np.ones((8, 8), np.float32), 5_000_000_000 + k * 100_000_000))
+    assert h.spin_until(lambda: len(levels) == 3)
+    for record in map(wire.read_corruption, levels):
+        assert record == {'rgb': ('low_light', 1.0), 'depth': ('clean', 0.0),
+                          'audio': ('clean', 0.0)}, record

@@ -6,3 +6,6 @@ of the same name.
 Topic names are node-relative (no leading slash), so ``__ns:=/robot1`` moves a whole graph;
 only ``/diagnostics`` and ``/clock`` are absolute, as in ROS itself.
 """
+from admn_ros.node_utils import quiet_start
+
+quiet_start()

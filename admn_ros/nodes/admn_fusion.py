@@ -23,7 +23,9 @@ the format of the latched ``audio/audio_info`` (required; refused until it arriv
 silent for ``modality_timeout_s`` is dropped from the sync and its budget goes to the others until
 it speaks again; intake never waits for the model (:mod:`admn_ros.runtime`). Bad input (a message
 over ``max_message_bytes``, a wrong encoding or size, garbage values) is logged, counted per
-modality and dropped before it reaches the model; it never stops the node.
+modality and dropped before it reaches the model; it never stops the node. With best-effort
+inputs DDS may never deliver a large message (one whose fragments do not all arrive); the
+subscription's message-lost event counts those per modality too (``lost``).
 
 Outputs (``admn/prediction``, ``admn/allocation``, ``admn/quality``, ``admn/inference``: one
 ``admn_msgs`` type each, :mod:`admn_ros.wire.fusion_outputs`; plus ``admn/classification``,
@@ -398,7 +400,8 @@ class AdmnFusion(LifecycleNode):
                 self.subs.append(info)
             self.subs.append(self.create_subscription(
                 msg_type, topic, functools.partial(self._on_input, m), qos,
-                event_callbacks=wire.subscription_events(self, topic)))
+                event_callbacks=wire.subscription_events(
+                    self, topic, on_lost=functools.partial(self.counters.lost_in_transport, m))))
 
     def _stop_processing(self) -> None:
         self.active = False

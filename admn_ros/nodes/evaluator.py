@@ -96,6 +96,10 @@ class Evaluator(Node):
         declare(self, 'allow_missing_modalities', False,
                 'accept a run where a modality was absent from most frames (else the report says '
                 'so and the node exits with code 1)', read_only=True)
+        declare(self, 'min_frames', 0, 'fewest frames the run must score (labelled predictions, '
+                'or predictions without labels) or the node exits with code 1; replay_eval sets '
+                '1: a replay that scored nothing measured nothing', read_only=True,
+                value_range=(0, 10**9))
         self.status_path = declare(self, 'status_path', '',
                                    "live status JSON rewritten twice a second; '' = none",
                                    read_only=True)
@@ -481,11 +485,24 @@ class Evaluator(Node):
             self._say(f'not a valid evaluation: {text} (undecodable or absent inputs; set '
                       'allow_missing_modalities:=true to accept it)', error=True)
 
+    def _judge_scored(self) -> None:
+        """Fail (exit code 1) when fewer than ``min_frames`` frames were scored."""
+        need = int(param(self, 'min_frames'))
+        with self._lock:
+            labelled = self.matched or self.drops or self.labels
+            scored = self.matched if labelled else self.predictions_received
+        if scored < need:
+            self.exit_code = 1
+            what = 'labelled predictions' if labelled else 'predictions'
+            self._say(f'not a valid evaluation: {scored} {what} scored (min_frames {need}; '
+                      'nothing reached the model, or nothing matched its labels)', error=True)
+
     def destroy_node(self) -> None:
         if not self._written:
             self._written = True
             self._expire()  # labels still within drop_after_s stay 'pending', not drops
             self._judge_missing()
+            self._judge_scored()
             try:
                 written = self.write_report()
                 if written is not None:

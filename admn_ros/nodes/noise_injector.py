@@ -8,10 +8,12 @@ came. Audio is corrupted chunk by chunk as it
 arrives (rows of a multi-channel chunk are corrupted independently); ``babble`` mixes in the last
 few clean chunks, or the current chunk reversed in time before any history exists.
 
-Levels come from run-time parameters ``<modality>.type`` / ``<modality>.severity`` (an unknown type
-is rejected with the list of valid ones) or, for the modalities it has a track for, from a schedule
-file (:func:`admn_ros.datasets.schedules.load_schedule`) evaluated at the message's stamp minus the first
-stamp seen, so a replayed bag gets the same levels as the live run.
+Levels come from a schedule file when one is given
+(:func:`admn_ros.datasets.schedules.load_schedule`), evaluated at the message's stamp minus the first
+stamp seen, so a replayed bag gets the same levels as the live run; a modality the schedule has no
+track for stays clean, so the schedule alone says what is corrupted. Without a schedule they come
+from the run-time parameters ``<modality>.type`` / ``<modality>.severity`` (an unknown type is
+rejected with the list of valid ones).
 
 Levels are fixed per source stamp when the stamp is first seen, so one sample's RGB, depth and audio
 (which share a stamp) are corrupted at the same levels, and exactly one DiagnosticArray goes out on
@@ -55,9 +57,12 @@ class NoiseInjector(Node):
             raise ValueError(f'unknown modalities {sorted(unknown)}; known: {MODALITIES}')
         self.modalities = tuple(m for m in MODALITIES if m in wanted)
         for m in self.modalities:
-            declare(self, f'{m}.type', 'clean', f'{m} corruption type', choices=CORRUPTION_TYPES[m])
-            declare(self, f'{m}.severity', 0.0, f'{m} corruption severity', value_range=(0.0, 1.0))
-        declare(self, 'schedule_file', '', "corruption schedule (YAML); '' = use the parameters")
+            declare(self, f'{m}.type', 'clean', f'{m} corruption type (without a schedule_file)',
+                    choices=CORRUPTION_TYPES[m])
+            declare(self, f'{m}.severity', 0.0, f'{m} corruption severity (without a '
+                    'schedule_file)', value_range=(0.0, 1.0))
+        declare(self, 'schedule_file', '', "corruption schedule (YAML; modalities without a track "
+                "stay clean); '' = the fixed levels of the .type/.severity parameters")
         seed = declare(self, 'seed', 0, 'seed of the corruption noise', read_only=True,
                        value_range=(0, 2**31 - 1))
         reliability = declare(self, 'input_reliability', 2,
@@ -137,11 +142,14 @@ class NoiseInjector(Node):
 
     # ------------------------------------------------------------------ corruption
     def _current_level(self, modality: str, stamp_ns: int) -> Tuple[str, float]:
-        ctype = param(self, f'{modality}.type')
-        severity = float(param(self, f'{modality}.severity'))
-        if self.schedule is not None and modality in self.schedule.tracks:
+        if self.schedule is not None:   # the schedule alone decides, as the graph config says
+            if modality not in self.schedule.tracks:
+                return 'clean', 0.0
             t = (stamp_ns - self.first_stamp_ns) / 1e9
             ctype, severity = self.schedule.level_at(t)[modality]
+        else:
+            ctype = param(self, f'{modality}.type')
+            severity = float(param(self, f'{modality}.severity'))
         if ctype == 'clean' or severity <= 0.0:
             return 'clean', 0.0
         return ctype, float(severity)

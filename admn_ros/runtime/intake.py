@@ -28,6 +28,7 @@ class InputCounters:
     def __init__(self):
         self._lock = threading.Lock()   # read by diagnostics on another thread
         self.rejected = {m: 0 for m in MODALITIES}
+        self.lost = {m: 0 for m in MODALITIES}   # lost by DDS before delivery (see wire.qos)
         self.rates = {m: RateMonitor(stale_after_s=5.0) for m in MODALITIES}
         self.last_reject = ''
 
@@ -39,11 +40,16 @@ class InputCounters:
             self.rejected[modality] += 1
             self.last_reject = f'{modality}: {reason}'
 
+    def lost_in_transport(self, modality: str, count: int) -> None:
+        with self._lock:
+            self.lost[modality] += count
+
     def snapshot(self) -> Dict[str, Dict[str, Any]]:
-        """Per modality: received, rejected, rate_hz (consistent with each other)."""
+        """Per modality: received, rejected, lost, rate_hz (consistent with each other)."""
         with self._lock:
             return {m: {'received': self.rates[m].count, 'rejected': self.rejected[m],
-                        'rate_hz': self.rates[m].rate_hz()} for m in MODALITIES}
+                        'lost': self.lost[m], 'rate_hz': self.rates[m].rate_hz()}
+                    for m in MODALITIES}
 
     def total_rejected(self) -> int:
         with self._lock:

@@ -4,7 +4,7 @@ rclpy is imported by each function, never at module load (see :mod:`admn_ros.wir
 """
 from __future__ import annotations
 
-from typing import Any, Sequence, Tuple
+from typing import Any, Callable, Optional, Sequence, Tuple
 
 from admn_ros.wire.topics import AUDIO_INFO_TYPE
 
@@ -139,19 +139,31 @@ BUDGET_ADVICE = ('the budget publisher must offer it latched (reliable, transien
                  'budget_manager does')
 
 
-def subscription_events(node, topic: str, advice: str = INPUT_ADVICE):
+def subscription_events(node, topic: str, advice: str = INPUT_ADVICE,
+                        on_lost: Optional[Callable[[int], None]] = None):
     """Event callbacks that WARN (naming the policy) when a publisher's QoS cannot match ours;
     ``advice`` says what to change (sensor inputs: the reliability parameter; the latched AudioInfo
     and budget subscriptions, which that parameter does not touch: :data:`AUDIO_INFO_ADVICE`,
-    :data:`BUDGET_ADVICE`)."""
+    :data:`BUDGET_ADVICE`). ``on_lost(n)`` hears of messages DDS lost before they reached us:
+    a best-effort reader never gets a message whose fragments did not all arrive (a large image
+    over UDP, one over the shared-memory segment size), and sees it only as a gap in the
+    writer's sequence numbers."""
     from rclpy.event_handler import SubscriptionEventCallbacks
+
+    def on_message_lost(info) -> None:
+        # Fast DDS also raises the event with sentinel counts (a change of 2**31 - 1 beside a
+        # negative total) around an abandoned fragmented sample; only real changes count.
+        change = int(info.total_count_change)
+        if 0 < change < 2**31 - 1:
+            on_lost(change)
 
     def on_incompatible(info) -> None:
         node.get_logger().warning(
             f"subscription on '{topic}' cannot match a publisher: incompatible QoS policy "
             f'{_policy_name(info.last_policy_kind)} ({info.total_count} incompatible so far); '
             f'{advice}')
-    return SubscriptionEventCallbacks(incompatible_qos=on_incompatible)
+    return SubscriptionEventCallbacks(incompatible_qos=on_incompatible,
+                                      message_lost=on_message_lost if on_lost else None)
 
 
 def publisher_events(node, topic: str):
