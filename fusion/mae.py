@@ -7,13 +7,6 @@
     loss: mean squared error on the hidden patches, each patch's target standardised (its own
           mean and variance), so flat background teaches nothing and strokes and formants do
 
-With ``contrast_weight`` > 0 each batch comes as two random views (crops, shifts, and each its
-own random mask) and the CLS tokens of the two views of a sample are pulled together against the
-other samples of the batch (InfoNCE, as SimCLR; masked views as the augmentation, as Masked
-Siamese Networks): reconstruction alone teaches the patch tokens, and stage 1 reads the CLS token,
-which a reconstruction loss leaves nearly untrained (measured: a logistic regression on the CLS
-features of MAE-only encoders reads AV-digits images worse than one on pooled pixels).
-
 The encoder is the model's own :class:`~admn_ros.fusion.encoder.AdaptiveDepthEncoder`: its patch
 embedding, CLS token, position embedding, blocks and final norm are trained in place, so the
 result drops into an :class:`~admn_ros.fusion.model.ADMNModel` unchanged. ``keep`` (one bool row
@@ -44,14 +37,9 @@ class DecoderConfig:
     heads: int = 4
     mask_ratio: float = 0.75
     norm_pix_loss: bool = True
-    contrast_weight: float = 0.0     # weight of the two-view InfoNCE term on the CLS token (0 = MAE alone)
-    contrast_dim: int = 64           # its projection head's output width
-    temperature: float = 0.2
 
     LIMITS: ClassVar[dict] = {'dim': at_least(1), 'depth': at_least(1), 'heads': at_least(1),
-                              'mask_ratio': Range(0.0, 1.0, lo_open=True, hi_open=True),
-                              'contrast_weight': at_least(0), 'contrast_dim': at_least(1),
-                              'temperature': Range(0.0, lo_open=True)}
+                              'mask_ratio': Range(0.0, 1.0, lo_open=True, hi_open=True)}
 
 
 def patchify(x: torch.Tensor, patch: int) -> torch.Tensor:
@@ -99,10 +87,6 @@ class MaskedAutoencoder(nn.Module):
         self.pred = nn.Linear(cfg.dim, self.patch * self.patch * ecfg.in_chans)
         nn.init.trunc_normal_(self.mask_token, std=0.02)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        self.project = None
-        if cfg.contrast_weight > 0:
-            self.project = nn.Sequential(nn.Linear(ecfg.dim, ecfg.dim), nn.GELU(),
-                                         nn.Linear(ecfg.dim, cfg.contrast_dim))
 
     def encode_visible(self, x: torch.Tensor, ids_keep: torch.Tensor,
                        keep: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -130,24 +114,13 @@ class MaskedAutoencoder(nn.Module):
         return self.pred(self.norm(x))[:, 1:]
 
     def forward(self, x: torch.Tensor, keep: Optional[torch.Tensor] = None,
-                generator: Optional[torch.Generator] = None, other_view: Optional[torch.Tensor] = None
-                ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                generator: Optional[torch.Generator] = None) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(loss, predicted patches, mask) for a batch ``x`` ``[B, C, H, W]``; ``keep``: the
-        encoder's kept blocks (bool ``[depth]``, None = all). ``other_view``: a second view of the
-        same samples, for the contrastive term (its reconstruction loss counts as well)."""
-        loss, pred, mask, cls = self._reconstruct(x, keep, generator)
-        if other_view is None or self.project is None:
-            return loss, pred, mask
-        loss2, _, _, cls2 = self._reconstruct(other_view, keep, generator)
-        contrast = info_nce(self.project(cls), self.project(cls2), self.cfg.temperature)
-        return 0.5 * (loss + loss2) + self.cfg.contrast_weight * contrast, pred, mask
-
-    def _reconstruct(self, x, keep, generator):
+        encoder's kept blocks (bool ``[depth]``, None = all)."""
         target = patchify(x, self.patch)
         ids_keep, mask = random_masking(len(x), target.shape[1], self.cfg.mask_ratio, generator, x.device)
-        latent = self.encode_visible(x, ids_keep, keep)
-        pred = self.decode(latent, ids_keep, target.shape[1])
-        return self.loss(target, pred, mask), pred, mask, latent[:, 0]
+        pred = self.decode(self.encode_visible(x, ids_keep, keep), ids_keep, target.shape[1])
+        return self.loss(target, pred, mask), pred, mask
 
     def loss(self, target: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         if self.cfg.norm_pix_loss:
@@ -155,14 +128,3 @@ class MaskedAutoencoder(nn.Module):
             target = (target - mean) / (var + 1e-6).sqrt()
         per_patch = F.mse_loss(pred.float(), target.float(), reduction='none').mean(-1)
         return (per_patch * mask).sum() / mask.sum()
-
-
-def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
-    """SimCLR's NT-Xent: row ``i`` of ``a`` and of ``b`` are two views of one sample, every other
-    row of either is a negative."""
-    z = F.normalize(torch.cat([a, b]).float(), dim=-1)
-    n = len(a)
-    sim = z @ z.T / temperature
-    sim.fill_diagonal_(float('-inf'))
-    target = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
-    return F.cross_entropy(sim, target)

@@ -246,15 +246,12 @@ def pretrain(cfg: PretrainConfig, out_dir, *, resume: bool = False, progress: bo
             bar.update(step - epoch * steps_per_epoch)
         for m, index in schedule[step - epoch * steps_per_epoch:]:
             gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-            batch = inputs[m][torch.from_numpy(index)].float()
-            x = random_view(batch, m, cfg, gen).to(rt.device)
-            other = (random_view(batch, m, cfg, gen).to(rt.device) if cfg.decoder.contrast_weight > 0
-                     else None)
+            x = random_view(inputs[m][torch.from_numpy(index)].float(), m, cfg, gen).to(rt.device)
             keep = sample_keep([m], model.depth, 1, step / steps_per_epoch, cfg.layerdrop, gen)[m][0]
             for group in opt.param_groups:
                 group['lr'] = _lr_at(step, total, cfg)
             with autocast(rt.device):
-                loss, _, _ = maes[m](x, keep, generator=gen, other_view=other)
+                loss, _, _ = maes[m](x, keep, generator=gen)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(maes.parameters(), cfg.grad_clip)
