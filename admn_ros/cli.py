@@ -176,6 +176,10 @@ def _pretrain(args) -> int:
         cfg.modalities = tuple(args.modalities.split(','))
     path = pretrain(cfg, args.out, resume=args.resume, progress=not args.no_progress)
     print(f'pretrained encoders: {path} (use: admn train stage1 --init {path})')
+    if args.ship:
+        from admn_ros.fusion.pretrained import SHIPPED_ENCODERS
+        from admn_ros.quality_estimators.defaults import ship
+        print(f'shipped as {ship(SHIPPED_ENCODERS["encoders"], path)} (--init encoders)')
     return 0
 
 
@@ -200,6 +204,8 @@ def add_pretrain(sub) -> None:
     pt.add_argument('--resume', action='store_true', help='continue from OUT/last.pt')
     pt.add_argument('--device', help='auto, cpu, cuda or cuda:N')
     pt.add_argument('--no-progress', action='store_true', help='no progress bar')
+    pt.add_argument('--ship', action='store_true', help='also copy the encoders into the package as '
+                    'the shipped pretrained encoders (--init encoders; half precision, SHA256SUMS)')
     add_threads_option(pt)
     pt.set_defaults(func=_pretrain)
 

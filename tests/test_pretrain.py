@@ -58,6 +58,16 @@ def folder(tmp_path_factory):
     return root
 
 
+def test_an_unlabelled_bag_is_imported_and_pooled(tmp_path):
+    from admn_ros.datasets.bags import write_bag
+    frames = structured(12, 3)['rgb']
+    bag = write_bag(tmp_path / 'hallway', {'rgb': frames})          # no label topic at all
+    pool = load_pool([str(bag)], work=tmp_path / 'work')
+    assert pool.counts() == {'rgb': 12}
+    np.testing.assert_array_equal(pool.arrays['rgb'], frames)
+    assert not list((tmp_path / 'work' / 'bags' / 'hallway' / 'train').glob('*/label.txt'))
+
+
 def tiny_config(folder, **kw) -> PretrainConfig:
     base = dict(data=(f'folder:{folder}',), init=None, model=tiny_model(), epochs=6, batch_size=16,
                 lr=2e-3, warmup_steps=4, checkpoint_every=5, device='cpu',
