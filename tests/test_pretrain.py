@@ -185,3 +185,18 @@ def test_avdigits_pool_holds_no_evaluation_image_or_voice():
     for split in ('val', 'test'):
         held_out = {r.path.name for r in av.pair_avdigits(split).recordings}
         assert held_out.isdisjoint(files)
+
+
+def test_shipped_encoders_are_listed_intact_and_pretrained_on_training_data_only():
+    from admn_ros.fusion.pretrained import resolve_init
+    from admn_ros.quality_estimators import defaults
+    path = resolve_init('encoders')
+    assert path.name == 'encoders_real.pt'
+    assert defaults.read_checksums()[path.name] == defaults.file_sha256(path)
+    assert path.stat().st_size <= 8 * 2 ** 20
+    payload = read_checkpoint(path)
+    extra = payload['extra']
+    assert extra['stage'] == 'pretrain' and sorted(extra['pretrained']) == ['audio', 'rgb']
+    assert extra['data'] == {'rgb': ['avdigits-unlabelled'], 'audio': ['avdigits-unlabelled']}
+    assert sorted({k.split('.')[1] for k in payload['state_dict']}) == ['audio', 'depth', 'rgb']
+    assert all(v.dtype == torch.float16 for v in payload['state_dict'].values() if v.is_floating_point())
