@@ -200,3 +200,18 @@ def test_shipped_encoders_are_listed_intact_and_pretrained_on_training_data_only
     assert extra['data'] == {'rgb': ['avdigits-unlabelled'], 'audio': ['avdigits-unlabelled']}
     assert sorted({k.split('.')[1] for k in payload['state_dict']}) == ['audio', 'depth', 'rgb']
     assert all(v.dtype == torch.float16 for v in payload['state_dict'].values() if v.is_floating_point())
+
+
+def test_the_pretrain_command_runs_from_a_yaml_and_refuses_unknown_data_in_one_line(folder, tmp_path, capsys):
+    import yaml
+
+    from admn_ros.cli import main
+    cfg = tmp_path / 'pretrain.yaml'
+    cfg.write_text(yaml.safe_dump({'init': None, 'model': tiny_model().to_dict(), 'batch_size': 32,
+                                   'decoder': {'dim': 32, 'depth': 1, 'heads': 2}}))
+    assert main(['pretrain', '--data', f'folder:{folder}', '--config', str(cfg), '--epochs', '1',
+                 '--modalities', 'rgb', '--out', str(tmp_path / 'run'), '--no-progress']) == 0
+    payload = read_checkpoint(tmp_path / 'run' / 'encoders.pt')
+    assert payload['extra']['pretrained'] == ['rgb']
+    assert main(['pretrain', '--data', 'nowhere', '--config', str(cfg), '--out', str(tmp_path / 'x')]) == 2
+    assert 'admn: error: --data nowhere: expected folder:PATH' in capsys.readouterr().err
