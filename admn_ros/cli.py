@@ -143,9 +143,10 @@ def add_train(sub) -> None:
     s1.add_argument('--fine-tune-from', metavar='CHECKPOINT',
                     help='continue training this whole model, head included (same classes)')
     s1.add_argument('--init', metavar='default|CHECKPOINT',
-                    help='start the encoders the dataset shares with this checkpoint (a path, or '
-                         'default / synthetic / avdigits for a shipped model) from its weights, '
-                         'with a new head for your classes (docs/your_data.md)')
+                    help='start the encoders the dataset shares with this checkpoint (a path, '
+                         'default / synthetic / avdigits for a shipped model, or encoders for the '
+                         'shipped pretrained encoders) from its weights, with a new head for your '
+                         'classes (docs/your_data.md)')
     s1.add_argument('--init-encoder', action='append', metavar='MODALITY=FILE',
                     help="start one encoder from a ViT state dict in timm's layout (repeatable)")
     s1.add_argument('--freeze-blocks', type=int, metavar='N',
@@ -195,7 +196,8 @@ def add_pretrain(sub) -> None:
                          'none: random weights with the --config model')
     pt.add_argument('--config', help='pretraining YAML (fusion/pretrain.py PretrainConfig)')
     pt.add_argument('--out', required=True, help='output directory (encoders.pt, last.pt, metrics.csv)')
-    pt.add_argument('--modalities', help='only these encoders, comma-separated (default: every one with data)')
+    pt.add_argument('--modalities',
+                    help='only these encoders, comma-separated (default: every one with data)')
     pt.add_argument('--epochs', type=int)
     pt.add_argument('--batch-size', type=int)
     pt.add_argument('--lr', type=float)

@@ -276,7 +276,7 @@ def transfer_table(result: Dict) -> str:
     variants = list(result['summary'])
     mods = [k[len('test_acc_'):] for k in result['runs'][0][variants[0]] if k.startswith('test_acc_')
             and k != 'test_acc_quarter']
-    alone = [v for v in variants if all(f'test_acc_{m}' in result['runs'][0][v] for m in mods)] if mods else []
+    alone = [v for v in variants if mods and all(f'test_acc_{m}' in result['runs'][0][v] for m in mods)]
     head = variants + [f'{v} {" / ".join(mods)}' for v in alone]
     lines = [f'| seed | {" | ".join(head)} |', '|---' * (len(head) + 1) + '|']
     for r in result['runs']:
@@ -302,7 +302,8 @@ def transfer_table(result: Dict) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog='python -m admn_ros.benchmarks.transfer', description=__doc__.splitlines()[0])
     p.add_argument('--task', choices=TASKS, required=True)
-    p.add_argument('--init', default='default', help='model to fine-tune from (default|synthetic|avdigits|PATH)')
+    p.add_argument('--init', default='default',
+                   help='model to fine-tune from (default|synthetic|avdigits|encoders|PATH)')
     p.add_argument('--train-size', type=int, default=150)
     p.add_argument('--val-size', type=int, default=100)
     p.add_argument('--test-size', type=int, help='default: the whole test split')
@@ -324,7 +325,8 @@ def main(argv=None) -> int:
     import yaml
     overrides = {k: yaml.safe_load(v) for k, _, v in (s.partition('=') for s in args.set)}
     pretraining = {'data': args.pretrain_data, 'init': args.pretrain_init, 'epochs': args.pretrain_epochs,
-                   'overrides': {k: yaml.safe_load(v) for k, _, v in (s.partition('=') for s in args.pretrain_set)}}
+                   'overrides': {k: yaml.safe_load(v)
+                                 for k, _, v in (s.partition('=') for s in args.pretrain_set)}}
     result = run(args.task, args.init, args.train_size, args.val_size, args.test_size, args.seeds,
                  Path(args.work), args.epochs, args.variants.split(','), overrides, pretraining)
     table = transfer_table(result)

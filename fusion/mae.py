@@ -114,7 +114,8 @@ class MaskedAutoencoder(nn.Module):
         return self.pred(self.norm(x))[:, 1:]
 
     def forward(self, x: torch.Tensor, keep: Optional[torch.Tensor] = None,
-                generator: Optional[torch.Generator] = None) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                generator: Optional[torch.Generator] = None
+                ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(loss, predicted patches, mask) for a batch ``x`` ``[B, C, H, W]``; ``keep``: the
         encoder's kept blocks (bool ``[depth]``, None = all)."""
         target = patchify(x, self.patch)

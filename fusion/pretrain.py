@@ -18,7 +18,6 @@ continues from it, at the step it was written) and ``OUT/metrics.csv`` per epoch
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -40,7 +39,7 @@ from admn_ros.fusion.model import ADMNModel
 from admn_ros.fusion.pretrained import init_from_checkpoint, resolve_init
 from admn_ros.fusion.threads import thread_summary
 from admn_ros.fusion.training import (CsvLog, check_same_config, init_runtime, plain, progress_bar,
-                                     seed_everything)
+                                     seed_everything, warmup_cosine)
 from admn_ros.fusion.validate import Each, at_least, check_limits, fraction, positive
 from admn_ros.fusion.validate import from_yaml as config_from_yaml
 
@@ -174,13 +173,6 @@ def epoch_schedule(counts: Dict[str, int], batch_size: int, seed: int, epoch: in
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
-def _lr_at(step: int, total: int, cfg: PretrainConfig) -> float:
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
-    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
 # ------------------------------------------------------------------------------------ training
 
 def pretrain(cfg: PretrainConfig, out_dir, *, resume: bool = False, progress: bool = True,
@@ -249,7 +241,7 @@ def pretrain(cfg: PretrainConfig, out_dir, *, resume: bool = False, progress: bo
             x = random_view(inputs[m][torch.from_numpy(index)].float(), m, cfg, gen).to(rt.device)
             keep = sample_keep([m], model.depth, 1, step / steps_per_epoch, cfg.layerdrop, gen)[m][0]
             for group in opt.param_groups:
-                group['lr'] = _lr_at(step, total, cfg)
+                group['lr'] = warmup_cosine(step, total, cfg.lr, cfg.warmup_steps)
             with autocast(rt.device):
                 loss, _, _ = maes[m](x, keep, generator=gen)
             opt.zero_grad(set_to_none=True)
@@ -273,7 +265,8 @@ def pretrain(cfg: PretrainConfig, out_dir, *, resume: bool = False, progress: bo
         seconds = time.time() - t0
         row = {'epoch': epoch + 1, 'step': step,
                **{f'loss_{m}': round(s / n, 5) for m, (s, n) in sums.items() if n},
-               'drop_rate': round(cfg.layerdrop.rate(epoch + 1), 3), 'lr': f'{_lr_at(step - 1, total, cfg):.2e}',
+               'drop_rate': round(cfg.layerdrop.rate(epoch + 1), 3),
+               'lr': f'{warmup_cosine(step - 1, total, cfg.lr, cfg.warmup_steps):.2e}',
                'seconds': round(seconds, 1), 'samples_per_s': round(seen / max(seconds, 1e-9), 1)}
         log.write(row)
         print(' '.join(f'{k}={v}' for k, v in row.items()), flush=True)

@@ -10,7 +10,6 @@ evaluation and the ROS nodes need) and ``metrics.csv`` beside them.
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,7 +33,7 @@ from admn_ros.fusion.model import ADMNModel
 from admn_ros.fusion.threads import thread_summary
 from admn_ros.fusion.training import (Augment, AugmentConfig, CsvLog, DataConfig, Runtime, build_augment,
                                      check_same_config, init_runtime, plain, progress_bar, seed_everything,
-                                     with_babble_bank)
+                                     warmup_cosine, with_babble_bank)
 from admn_ros.fusion.pretrained import plan_init
 from admn_ros.fusion.recipe import BestEpoch, resolve_stage1, val_score
 from admn_ros.fusion.validate import ConfigError, at_least, check_limits, fraction, one_of, positive
@@ -135,10 +134,7 @@ def accuracy(model, pre, arrays, *, layers: Optional[int] = None, batch_size: in
 
 
 def _lr_at(step: int, total: int, cfg: Stage1Config) -> float:
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
-    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return warmup_cosine(step, total, cfg.lr, cfg.warmup_steps)
 
 
 def train_stage1(cfg: Stage1Config, out_dir, *, resume: bool = False, augment: Optional[Augment] = None,

@@ -11,7 +11,6 @@ import torch
 
 from admn_ros.datasets import avdigits as av
 from admn_ros.datasets.folder import write_folder
-from admn_ros.datasets.registry import load_dataset
 from admn_ros.datasets.unlabelled import avdigits_excluded_speakers, avdigits_pool, load_pool
 from admn_ros.fusion.checkpoint import read_checkpoint
 from admn_ros.fusion.config import ModelConfig
@@ -109,7 +108,8 @@ def test_pretraining_lowers_the_loss_and_writes_encoders_that_init_copies(pretra
 
 def test_stage1_init_accepts_the_pretrained_encoders(pretrained, tmp_path, capsys):
     _, path = pretrained
-    cfg = Stage1Config(model=tiny_model(('rgb', 'depth', 'audio')), data=DataConfig(dataset='tensors', train_size=32, val_size=16),
+    cfg = Stage1Config(model=tiny_model(('rgb', 'depth', 'audio')),
+                       data=DataConfig(dataset='tensors', train_size=32, val_size=16),
                        init=str(path), epochs=1, batch_size=16, device='cpu')
     model_path = train_stage1(cfg, tmp_path / 's1', progress=False)
     assert 'copied encoder:audio (' in capsys.readouterr().out
