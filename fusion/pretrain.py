@@ -29,8 +29,8 @@ import torch.nn.functional as F
 
 from admn_ros.datasets.preprocess import PreprocessConfig, Preprocessor
 from admn_ros.datasets.unlabelled import UnlabelledPool, load_pool
-from admn_ros.fusion.checkpoint import (CheckpointError, load_optimizer, load_weights, read_checkpoint,
-                                       resume_state, save_checkpoint, write_payload)
+from admn_ros.fusion.checkpoint import (FORMAT, CheckpointError, load_optimizer, load_weights,
+                                       read_checkpoint, resume_state, save_checkpoint, write_payload)
 from admn_ros.fusion.config import ModelConfig
 from admn_ros.fusion.device import autocast, check_device
 from admn_ros.fusion.layerdrop import LayerDropConfig, sample_keep
@@ -118,7 +118,6 @@ def build_model(cfg: PretrainConfig, pool: UnlabelledPool) -> Tuple[ADMNModel, L
 
 def encoder_payload(model: ADMNModel, **extra) -> Dict:
     """An admn checkpoint payload with the encoders' weights only (``--init`` leaves the rest fresh)."""
-    from admn_ros.fusion.checkpoint import FORMAT
     state = {k: v.detach().cpu() for k, v in model.state_dict().items() if k.startswith('encoders.')}
     return {'format': FORMAT, 'model_config': model.cfg.to_dict(), 'state_dict': state, 'extra': extra}
 
@@ -137,7 +136,8 @@ def preprocess_pool(pool: UnlabelledPool, pre: Preprocessor, modalities, chunk: 
     return out
 
 
-def random_view(x: torch.Tensor, modality: str, cfg: PretrainConfig, gen: torch.Generator) -> torch.Tensor:
+def random_view(x: torch.Tensor, modality: str, cfg: PretrainConfig,
+                gen: torch.Generator) -> torch.Tensor:
     """Per sample: images a random crop (``crop_scale`` of the area) resized back and shifted;
     log-mel spectrograms shifted in time only (a shifted pitch would be another voice)."""
     b = len(x)
