@@ -216,9 +216,10 @@ def add_train(sub) -> None:
     s1.add_argument('--fine-tune-from', metavar='CHECKPOINT',
                     help='continue training this whole model, head included (same classes)')
     s1.add_argument('--init', metavar='default|CHECKPOINT',
-                    help='start the encoders the dataset shares with this checkpoint (a path, or '
-                         'default / synthetic / avdigits for a shipped model) from its weights, '
-                         'with a new head for your classes (docs/your_data.md)')
+                    help='start the encoders the dataset shares with this checkpoint (a path, '
+                         'default / synthetic / avdigits for a shipped model, or encoders for the '
+                         'shipped pretrained encoders) from its weights, with a new head for your '
+                         'classes (docs/your_data.md)')
     s1.add_argument('--init-encoder', action='append', metavar='MODALITY=FILE',
                     help="start one encoder from a ViT state dict in timm's layout (repeatable)")
     s1.add_argument('--freeze-blocks', type=int, metavar='N',
@@ -237,6 +238,54 @@ def add_train(sub) -> None:
     dflt.add_argument('--force', action='store_true',
                       help='train the controller even on a stage 1 that ended at chance')
     dflt.set_defaults(func=_train_defaults)
+
+
+def _pretrain(args) -> int:
+    from admn_ros.fusion.pretrain import PretrainConfig, pretrain
+    cfg = PretrainConfig.from_yaml(args.config)
+    if args.data:
+        cfg.data = tuple(args.data)
+    for key in ('init', 'epochs', 'batch_size', 'lr', 'seed', 'device', 'checkpoint_every'):
+        value = getattr(args, key)
+        if value is not None:
+            setattr(cfg, key, value)
+    if args.modalities:
+        cfg.modalities = tuple(args.modalities.split(','))
+    path = pretrain(cfg, args.out, resume=args.resume, progress=not args.no_progress)
+    print(f'pretrained encoders: {path} (use: admn train stage1 --init {path})')
+    if args.ship:
+        from admn_ros.fusion.pretrained import SHIPPED_ENCODERS
+        from admn_ros.quality_estimators.defaults import ship
+        print(f'shipped as {ship(SHIPPED_ENCODERS["encoders"], path)} (--init encoders)')
+    return 0
+
+
+def add_pretrain(sub) -> None:
+    """``admn pretrain``: masked-autoencoder pretraining on unlabelled recordings (docs/model.md)."""
+    pt = sub.add_parser('pretrain', help='self-supervised (masked-autoencoder) pretraining of the '
+                                         'encoders on unlabelled frames and clips, for --init')
+    pt.add_argument('--data', action='append', metavar='SPEC',
+                    help='folder:PATH (every split but val and test), a rosbag2 (imported without '
+                         'labels), avdigits-unlabelled or synthetic; repeatable')
+    pt.add_argument('--init', metavar='default|encoders|CHECKPOINT|none',
+                    help='start the encoders from this model (default: the shipped synthetic one); '
+                         'none: random weights with the --config model')
+    pt.add_argument('--config', help='pretraining YAML (fusion/pretrain.py PretrainConfig)')
+    pt.add_argument('--out', required=True, help='output directory (encoders.pt, last.pt, metrics.csv)')
+    pt.add_argument('--modalities',
+                    help='only these encoders, comma-separated (default: every one with data)')
+    pt.add_argument('--epochs', type=int)
+    pt.add_argument('--batch-size', type=int)
+    pt.add_argument('--lr', type=float)
+    pt.add_argument('--seed', type=int)
+    pt.add_argument('--checkpoint-every', type=int, metavar='STEPS', help='write last.pt this often')
+    pt.add_argument('--resume', action='store_true', help='continue from OUT/last.pt')
+    pt.add_argument('--device', help='auto, cpu, cuda or cuda:N')
+    pt.add_argument('--no-progress', action='store_true', help='no progress bar')
+    pt.add_argument('--ship', action='store_true', help='also copy the encoders into the package as '
+                    'the shipped pretrained encoders (--init encoders; half precision, SHA256SUMS)')
+    add_threads_option(pt)
+    pt.set_defaults(func=_pretrain)
 
 
 def add_eval(sub) -> None:
@@ -538,8 +587,8 @@ def add_soak(sub) -> None:
 
 
 # One function per command group; a new group adds its function here.
-COMMAND_GROUPS = (add_train, add_eval, add_data, add_bench, add_bringup, add_demo, add_compress,
-                  add_experiment, add_bag, add_soak)
+COMMAND_GROUPS = (add_train, add_pretrain, add_eval, add_data, add_bench, add_bringup, add_demo,
+                  add_compress, add_experiment, add_bag, add_soak)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -197,8 +197,9 @@ def import_bag(bag, out, *, topics: Optional[Mapping[str, str]] = None, rate_hz:
                classes: Optional[Sequence[str]] = None, split: str = 'train',
                splits: Optional[Mapping[str, float]] = None, image_size: Optional[int] = None,
                clip_seconds: float = 1.0, depth_format: str = 'png',
-               modalities: Optional[Sequence[str]] = None) -> ImportReport:
-    """Turn the bag at ``bag`` into a folder dataset at ``out`` (module docstring)."""
+               modalities: Optional[Sequence[str]] = None, unlabelled: bool = False) -> ImportReport:
+    """Turn the bag at ``bag`` into a folder dataset at ``out`` (module docstring).
+    ``unlabelled``: take every sample without a label (for ``admn pretrain``), all into ``split``."""
     bag, out = Path(bag), Path(out)
     if not bag.exists():
         raise FileNotFoundError(f'bag {bag} does not exist')
@@ -239,7 +240,10 @@ def import_bag(bag, out, *, topics: Optional[Mapping[str, str]] = None, rate_hz:
     # Labels: a CSV of ranges, else the label stream (latest at or before the sample).
     offset = recorded.start_ns if csv_time == 'bag' else 0
     label_ranges = read_label_ranges(labels_csv) if labels_csv else None
-    if label_ranges is not None:
+    label_stream = None
+    if unlabelled:
+        names, split_fractions = [], {split: 1.0}
+    elif label_ranges is not None:
         names = list(classes) if classes else sorted({lab for _, _, lab in label_ranges})
         unknown = sorted({lab for _, _, lab in label_ranges} - set(names))
         if unknown:
@@ -271,7 +275,7 @@ def import_bag(bag, out, *, topics: Optional[Mapping[str, str]] = None, rate_hz:
         if 'audio' in picked and len(picked['audio']) < clip:
             skip('audio window shorter than a clip')
             continue
-        label = _label_at(t, label_ranges, label_stream, offset, gap, names)
+        label = -1 if unlabelled else _label_at(t, label_ranges, label_stream, offset, gap, names)
         if label is None:
             skip('no label at that time')
             continue
@@ -287,6 +291,8 @@ def import_bag(bag, out, *, topics: Optional[Mapping[str, str]] = None, rate_hz:
     report = ImportReport(out=out, class_names=names, skipped=skipped, modalities=present,
                           undecodable=dict(recorded.undecodable))
     batch = _batch(rows, labels, tags, present, image_size)
+    if unlabelled:
+        del batch['label']
     for m in MODALITIES:
         if f'severity_{m}' in batch:
             report.tagged[m] = int((batch[f'severity_{m}'] > 0).sum())

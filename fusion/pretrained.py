@@ -32,6 +32,9 @@ from admn_ros.fusion.config import EncoderConfig, ModelConfig
 #: Names ``--init`` accepts for the shipped defaults (``default`` is the synthetic RGB-D-audio model,
 #: the one with an encoder for every modality).
 SHIPPED_NAMES = {'default': 'synthetic', 'synthetic': 'synthetic', 'avdigits': 'avdigits'}
+#: Shipped encoder-only checkpoints (``admn pretrain`` output): ``encoders`` is the rgb and audio
+#: encoders pretrained on real unlabelled images and speech (docs/model.md, "Pretraining").
+SHIPPED_ENCODERS = {'encoders': 'encoders_real'}
 
 #: timm's ViT key -> this project's encoder key (regular expressions, applied in order).
 TIMM_RENAMES: Tuple[Tuple[str, str], ...] = ((r'^blocks\.(\d+)\.mlp\.fc1\.', r'blocks.\1.mlp.0.'),
@@ -41,15 +44,20 @@ TIMM_CLASSIFIER = ('head.', 'fc_norm.', 'head_drop.')
 
 
 def resolve_init(spec: str) -> Path:
-    """``default`` / ``synthetic`` / ``avdigits`` (a shipped default) or a checkpoint path -> path."""
-    name = SHIPPED_NAMES.get(str(spec).strip().lower())
+    """``default`` / ``synthetic`` / ``avdigits`` (a shipped default), ``encoders`` (the shipped
+    pretrained encoders) or a checkpoint path -> path."""
+    key = str(spec).strip().lower()
+    if key in SHIPPED_ENCODERS:
+        from admn_ros.quality_estimators.inference import shipped_checkpoint
+        return shipped_checkpoint(SHIPPED_ENCODERS[key])
+    name = SHIPPED_NAMES.get(key)
     if name is not None:
         from admn_ros.quality_estimators.inference import default_checkpoint
         return default_checkpoint(name)
     path = Path(spec).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f'--init {spec}: no such checkpoint file (or use one of '
-                                f'{", ".join(SHIPPED_NAMES)})')
+                                f'{", ".join([*SHIPPED_NAMES, *SHIPPED_ENCODERS])})')
     return path
 
 

@@ -44,7 +44,7 @@ from admn_ros.fusion.model import ADMNModel
 from admn_ros.fusion.threads import thread_summary
 from admn_ros.fusion.training import (Augment, AugmentConfig, CsvLog, DataConfig, Runtime, build_augment,
                                      check_same_config, init_runtime, plain, progress_bar, seed_everything,
-                                     with_babble_bank)
+                                     warmup_cosine, with_babble_bank)
 from admn_ros.fusion.pretrained import plan_init
 from admn_ros.fusion.linear_baseline import LinearBaseline, fit_linear_baseline
 from admn_ros.fusion.recipe import (SEARCH_BELOW, BestEpoch, chance_bar, resolve_stage1, search_plan,
@@ -155,10 +155,7 @@ def accuracy(model, pre, arrays, *, layers: Optional[int] = None, batch_size: in
 
 
 def _lr_at(step: int, total: int, cfg: Stage1Config) -> float:
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
-    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return warmup_cosine(step, total, cfg.lr, cfg.warmup_steps)
 
 
 def train_stage1(cfg: Stage1Config, out_dir, *, resume: bool = False, augment: Optional[Augment] = None,

@@ -8,6 +8,7 @@ CUDA. Rank 0 logs and saves. Inference never imports this module.
 from __future__ import annotations
 
 import csv
+import math
 import dataclasses
 import os
 import random
@@ -77,6 +78,15 @@ def init_runtime(device: str = 'auto', threads: int = 0) -> Runtime:
         if not dist.is_initialized():
             dist.init_process_group('nccl' if dev.type == 'cuda' else 'gloo')
     return Runtime(rank=rank, world_size=world, device=dev, threads=applied)
+
+
+def warmup_cosine(step: int, total: int, lr: float, warmup_steps: int) -> float:
+    """The learning rate at ``step`` of ``total``: linear warm-up over ``warmup_steps``, then a
+    cosine from ``lr`` to 0 (stage 1 and pretraining)."""
+    if step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total - warmup_steps)
+    return lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 def seed_everything(seed: int) -> None:

@@ -31,6 +31,7 @@ RUN_BY = {
                   'test_eval.py::test_eval_writes_the_documented_json_table_and_plots'],
     'admn experiment noise-sweep': ['test_sweep.py::test_one_csv_row_per_cell_with_the_numbers_of_admn_eval',
                                     'test_sweep.py::test_killed_command_resumes_with_resume'],
+    'admn pretrain': ['test_pretrain.py::test_the_pretrain_command_runs_from_a_yaml_and_refuses_unknown_data_in_one_line'],
     'admn train defaults': ['test_shipped_models.py::test_train_defaults_runs_both_stages_from_the_shipped_configs'],
     'admn data check': ['test_small_data.py::test_data_check_summarises_a_consistent_folder',
                         'test_small_data.py::test_data_check_refuses_each_inconsistency_with_its_reason'],
