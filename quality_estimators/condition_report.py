@@ -14,6 +14,8 @@ import numpy as np
 from admn_ros.datasets.conditions import DESTROYING
 from admn_ros.figures import agg_figure
 
+# A change of mean layers smaller than this is no move (it would print as the same count).
+MOVED = 0.05
 # Policies whose allocation the tables and the heat map show next to their accuracy.
 ALLOCATION_POLICIES = ('admn', 'oracle_split')
 
@@ -218,7 +220,7 @@ def quality_awareness(report: Dict, policy: str = 'admn', fixed: Sequence[str] =
 def _shift(condition: str, modality: str, before: float, after: float) -> Dict:
     """How a destroyed ``modality``'s mean layers moved from ``before`` (clean) to ``after``."""
     follows = bool(after <= max(1.0, before / 2) + 1e-9)
-    move = 'halved' if follows else 'increased' if after > before + 1e-9 else 'not halved'
+    move = 'halved' if follows else 'increased' if after >= before + MOVED else 'not halved'
     return {'condition': condition, 'modality': modality, 'clean_layers': before, 'layers': after,
             'ratio': round(after / before, 3) if before else None, 'follows': follows, 'move': move}
 

@@ -288,7 +288,10 @@ def train_controller(cfg: ControllerTrainConfig, stage1, out_dir, *, resume: boo
     out = Path(out_dir)
     seed_everything(cfg.seed)
     model, meta = load_checkpoint(stage1, map_location=rt.device)
-    if meta.get('stage') not in ('stage1', None):
+    if meta.get('stage') == 'controller':
+        # A trained controller file embeds its stage-1 model (e.g. a shipped default): retrain on that.
+        meta = {k: v for k, v in meta.items() if k not in CONTROLLER_KEYS}
+    elif meta.get('stage') not in ('stage1', None):
         raise CheckpointError(f'{stage1}: expected a stage-1 checkpoint, got stage {meta.get("stage")!r}')
     model.eval().requires_grad_(False)
     pre = checkpoint_preprocessor(meta)
@@ -409,6 +412,9 @@ def _pretrain_autoencoder(ctrl, pre, batches, cfg, device, progress):
             total, count = total + float(loss), count + 1
         if progress:
             print(f'autoencoder epoch {epoch + 1}/{cfg.ae_epochs} reconstruction={total / count:.4f}', flush=True)
+
+
+CONTROLLER_KEYS = ('stage', 'controller_config', 'controller_state', 'controller_train_config')
 
 
 def _meta(ctrl, stage1_meta, cfg) -> dict:

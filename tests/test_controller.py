@@ -388,3 +388,25 @@ def test_train_controller_without_corruption_labels_skips_the_warm_up_steps(tiny
     assert len(rows) == 2 and float(rows[1].split(',')[1]) == 0.0
     last = read_checkpoint(tmp_path / 'last.pt')['extra']
     assert last['optimizer']['state'] == {}          # not one optimiser step was taken
+
+
+@pytest.mark.slow
+def test_a_controller_file_retrains_on_the_stage1_model_it_embeds(tiny_stage1, tmp_path):
+    """`--stage1 shipped.pt`: a controller checkpoint serves as the stage-1 model it holds (how a
+    shipped default's controller is retrained); the new file keeps those weights and only the new
+    controller and its config."""
+    from admn_ros.fusion.checkpoint import state_digest
+    from admn_ros.fusion.training import AugmentConfig, DataConfig
+    from admn_ros.quality_estimators.inference import load_controller
+    from admn_ros.quality_estimators.train_controller import ControllerTrainConfig, train_controller
+    cfg = ControllerTrainConfig(
+        data=DataConfig(dataset='avdigits', train_split='val', train_size=32),
+        augment=AugmentConfig(policy='up_to_two', start_epoch=0), epochs=1, warmup_epochs=1,
+        batch_size=32, device='cpu')
+    first = train_controller(cfg, tiny_stage1, tmp_path / 'first', progress=False)
+    cfg.augment.p_clean = 0.1
+    again = train_controller(cfg, first, tmp_path / 'again', progress=False)
+    (m1, _, meta1), (m2, ctrl2, meta2) = load_controller(first), load_controller(again)
+    assert state_digest(m1) == state_digest(m2) and ctrl2 is not None and meta2['stage'] == 'controller'
+    assert meta2['controller_train_config']['augment']['p_clean'] == 0.1
+    assert meta1['controller_train_config']['augment']['p_clean'] == 0.4
