@@ -51,7 +51,7 @@ class ControllerConfig:
     # on its own, so two destroyed at once both lose their layers. Only types after which deeper
     # reading does not pay on the model (measured; docs/results.md); none by default.
     starve: Dict[str, Tuple[str, ...]] = field(default_factory=dict)
-    starve_severity: float = 0.75
+    starve_severity: float = 0.6
 
     def to_dict(self) -> dict:
         out = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
