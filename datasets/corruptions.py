@@ -468,7 +468,7 @@ def apply_corruption(batch: RawBatch, modality: str, ctype: CType, severity: Sev
 # Sampling policies
 # --------------------------------------------------------------------------------------------
 
-SAMPLER_POLICIES = ('independent', 'one_at_a_time', 'clean')
+SAMPLER_POLICIES = ('independent', 'one_at_a_time', 'up_to_two', 'clean')
 
 
 @dataclass
@@ -481,6 +481,9 @@ class CorruptionSampler:
       probability ``p_clean``, else corrupted with a uniformly chosen allowed type;
     * ``one_at_a_time``: a sample is fully clean with probability ``p_clean``, else exactly one
       present modality (chosen uniformly among those with allowed types) is corrupted;
+    * ``up_to_two``: as ``one_at_a_time``, but half the corrupted samples get a second, different
+      modality corrupted too (independently drawn type and severity), so a controller sees pairs of
+      failing sensors and must read each sensor's own state, not "one is bad, so the others are not";
     * ``clean``: nothing is corrupted (labels still written).
 
     ``keep_recorded`` (default): a (sample, modality) that the batch already tags as degraded
@@ -555,11 +558,17 @@ class CorruptionSampler:
         corrupt = np.zeros((n, len(present)), bool)
         if self.policy == 'independent':
             corrupt = (rng.random((n, len(present))) >= self.p_clean) & eligible[None, :]
-        elif self.policy == 'one_at_a_time' and eligible.any():
+        elif self.policy in ('one_at_a_time', 'up_to_two') and eligible.any():
             hit = rng.random(n) >= self.p_clean
             choices = np.flatnonzero(eligible)
             which = choices[rng.integers(0, len(choices), size=n)]
             corrupt[np.arange(n), which] = hit
+            if self.policy == 'up_to_two' and len(choices) > 1:
+                # A second, different modality: shift the first by 1..len-1 places among the choices.
+                first = np.searchsorted(choices, which)
+                step = rng.integers(1, len(choices), size=n)
+                second = choices[(first + step) % len(choices)]
+                corrupt[np.arange(n), second] |= hit & (rng.random(n) < 0.5)
 
         out = dict(batch)
         for j, m in enumerate(present):

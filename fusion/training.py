@@ -151,7 +151,7 @@ class DataConfig:
 class AugmentConfig:
     """Corruption augmentation through :class:`admn_ros.datasets.corruptions.CorruptionSampler`."""
 
-    policy: str = 'independent'   # 'independent', 'one_at_a_time', or 'none'
+    policy: str = 'independent'   # 'independent', 'one_at_a_time', 'up_to_two' or 'none'
     p_clean: float = 0.4
     start_epoch: int = 1          # train clean first, as ADMN does
     # Samples a dataset tags as degraded (recorded conditions) keep their data and tags instead of
@@ -161,7 +161,7 @@ class AugmentConfig:
     # uniformly in [0.1, 1]: a controller then sees destroyed sensors often enough to learn them.
     severity_levels: Optional[Tuple[float, ...]] = None
 
-    LIMITS: ClassVar[dict] = {'policy': one_of('independent', 'one_at_a_time', 'none'),
+    LIMITS: ClassVar[dict] = {'policy': one_of('independent', 'one_at_a_time', 'up_to_two', 'none'),
                               'p_clean': fraction(), 'start_epoch': at_least(0),
                               'severity_levels': Each(fraction(open_low=True), min_len=1)}
 

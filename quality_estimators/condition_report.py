@@ -15,6 +15,8 @@ from admn_ros.datasets.portable_paths import portable
 from admn_ros.datasets.conditions import DESTROYING
 from admn_ros.figures import agg_figure
 
+# A change of mean layers smaller than this is no move (it would print as the same count).
+MOVED = 0.05
 # Policies whose allocation the tables and the heat map show next to their accuracy.
 ALLOCATION_POLICIES = ('admn', 'oracle_split')
 
@@ -161,15 +163,19 @@ def quality_awareness(report: Dict, policy: str = 'admn', fixed: Sequence[str] =
                       reference: str = 'oracle_split') -> List[Dict]:
     """Per budget, what says whether ``policy`` follows quality, from a saved report:
 
-    * ``shift``: per destroying condition evaluated, the degraded modality's mean layers against
-      its clean count (``ratio``) and whether it is at most half of that (or 1, its always-on
-      first layer, where half would be less);
+    * ``shift``: per destroyed modality of each condition evaluated (one sensor or several at
+      once), its mean layers against its clean count (``ratio``), whether it is at most half of
+      that (or 1, its always-on first layer, where half would be less: ``follows``) and which way
+      it moved (``move``: ``halved``, ``not halved`` or ``increased``, layers moved *toward*
+      the destroyed sensor);
     * ``single_vs_reference``: mean accuracy over the single-modality conditions, minus
       ``reference``'s (when evaluated);
     * ``destroying_vs_fixed``: mean over the destroying conditions, minus the better of the
       ``fixed`` policies' means over the same conditions;
     * ``clean_vs_fixed``: clean accuracy minus the best fixed policy's;
-    * ``worst_vs_naive``: the lowest per-condition difference to ``naive`` and where it is.
+    * ``worst_vs_naive``: the lowest per-condition difference to ``naive`` and where it is;
+    * ``worst_multi_vs_fixed``: over the conditions with several sensors degraded at once, the
+      lowest difference to the better of the ``fixed`` policies there, and where it is.
     Differences are in accuracy (0.01 = 1 point).
     """
     results = [r for r in report['results'] if r['metric'] is not None]
@@ -182,15 +188,11 @@ def quality_awareness(report: Dict, policy: str = 'admn', fixed: Sequence[str] =
         clean = cell['clean', policy]
         shift = []
         for r in results:
-            if r['budget'] != budget or r['policy'] != policy or len(r['corrupted']) != 1:
+            if r['budget'] != budget or r['policy'] != policy or not r['layers']:
                 continue
-            m, t, sev = _corruptions(r)[0]
-            if (m, t, sev) not in DESTROYING:
-                continue
-            before, after = clean['layers'][m], r['layers'][m]
-            shift.append({'condition': r['condition'], 'modality': m, 'clean_layers': before,
-                          'layers': after, 'ratio': round(after / before, 3) if before else None,
-                          'follows': bool(after <= max(1.0, before / 2) + 1e-9)})
+            for m, t, sev in _corruptions(r):
+                if (m, t, sev) in DESTROYING:
+                    shift.append(_shift(r['condition'], m, clean['layers'][m], r['layers'][m]))
         row = {'budget': budget, 'policy': policy, 'shift': shift}
         mine = summary[budget, policy]
         if (budget, reference) in summary and mine['single_mean'] is not None:
@@ -206,20 +208,35 @@ def quality_awareness(report: Dict, policy: str = 'admn', fixed: Sequence[str] =
         if gaps:
             gap, where = min(gaps)
             row['worst_vs_naive'] = {'difference': round(gap, 5), 'condition': where}
+        multi = [(cell[c, policy]['metric'] - max(cell[c, f]['metric'] for f in fixed), c)
+                 for c, p in cell if p == policy and len(cell[c, p]['corrupted']) > 1
+                 and all((c, f) in cell for f in fixed)]
+        if multi:
+            gap, where = min(multi)
+            row['worst_multi_vs_fixed'] = {'difference': round(gap, 5), 'condition': where}
         out.append(row)
     return out
+
+
+def _shift(condition: str, modality: str, before: float, after: float) -> Dict:
+    """How a destroyed ``modality``'s mean layers moved from ``before`` (clean) to ``after``."""
+    follows = bool(after <= max(1.0, before / 2) + 1e-9)
+    move = 'halved' if follows else 'increased' if after >= before + MOVED else 'not halved'
+    return {'condition': condition, 'modality': modality, 'clean_layers': before, 'layers': after,
+            'ratio': round(after / before, 3) if before else None, 'follows': follows, 'move': move}
 
 
 def print_quality_awareness(rows: Sequence[Dict]) -> None:
     for row in rows:
         moved = ', '.join(f"{s['modality']} {s['clean_layers']:.1f}->{s['layers']:.1f} in {s['condition']}"
-                          f"{'' if s['follows'] else ' (not halved)'}" for s in row['shift'])
+                          f"{'' if s['follows'] else ' (' + s['move'] + ')'}" for s in row['shift'])
         print(f"budget {row['budget']:g} {row['policy']}: layers {moved or '-'}")
         parts = [f"{k.replace('_', ' ')} {row[k] * 100:+.1f} pts" for k in
                  ('single_vs_reference', 'destroying_vs_fixed', 'clean_vs_fixed') if k in row]
-        if 'worst_vs_naive' in row:
-            w = row['worst_vs_naive']
-            parts.append(f"worst vs naive {w['difference'] * 100:+.1f} pts ({w['condition']})")
+        for key, text in (('worst_vs_naive', 'worst vs naive'), ('worst_multi_vs_fixed', 'worst multi vs fixed')):
+            if key in row:
+                w = row[key]
+                parts.append(f"{text} {w['difference'] * 100:+.1f} pts ({w['condition']})")
         print('  ' + '; '.join(parts))
 
 

@@ -26,7 +26,8 @@ from torch import nn
 
 from admn_ros.fusion.blocks import Block
 from admn_ros.fusion.flops import block_flops
-from admn_ros.fusion.validate import ConfigError, Each, at_least, build, one_of, positive
+from admn_ros.datasets.corruptions import ctype_index
+from admn_ros.fusion.validate import ConfigError, Each, Range, at_least, build, one_of, positive
 from admn_ros.quality_estimators.budget import select_layers
 
 UNITS = ('layers', 'flops')
@@ -45,17 +46,29 @@ class ControllerConfig:
     gumbel_scale: float = 0.1
     tau: float = 1.0
     relaxation: str = 'subset_st'   # 'gumbel_st' (ADMN) or 'subset_st'
+    # Corruption types (per modality) after which that sensor keeps only its always-on first layer
+    # when the corruption head reads them at ``starve_severity`` or above: each sensor is judged
+    # on its own, so two destroyed at once both lose their layers. Only types after which deeper
+    # reading does not pay on the model (measured; docs/results.md); none by default.
+    starve: Dict[str, Tuple[str, ...]] = field(default_factory=dict)
+    starve_severity: float = 0.6
 
     def to_dict(self) -> dict:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+        out = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+        out['starve'] = {m: list(t) for m, t in self.starve.items()}
+        return out
 
     LIMITS: ClassVar[dict] = {'modalities': Each(min_len=1), 'view_size': at_least(8),
+                              'starve_severity': Range(0.0, 1.0),
                               'depth': at_least(1), 'embed_dim': at_least(1),
                               'transformer_depth': at_least(0), 'heads': at_least(1),
                               'gumbel_scale': at_least(0), 'tau': positive(),
                               'relaxation': one_of('gumbel_st', 'subset_st')}
 
     def check(self) -> None:
+        for m, types in self.starve.items():
+            for t in types:
+                ctype_index(m, t)   # raises on an unknown modality or type
         if self.view_size % 8:
             raise ConfigError('view_size', self.view_size, 'a multiple of 8')
         if self.embed_dim % self.heads:
@@ -125,6 +138,20 @@ class AllocationController(nn.Module):
     def allocate_logits(self, z: torch.Tensor) -> torch.Tensor:
         """Allocation logits ``[B, M, D]`` from the CLS feature ``z [B, E]``."""
         return self.allocation_head(z).view(len(z), len(self.cfg.modalities), self.cfg.depth)
+
+    def starved(self, z: torch.Tensor) -> torch.Tensor:
+        """``[B, M]`` bool: which modalities the corruption heads read as a ``starve`` type at
+        ``starve_severity`` or above (from the CLS feature ``z``)."""
+        out = torch.zeros(len(z), len(self.cfg.modalities), dtype=torch.bool, device=z.device)
+        if not self.cfg.starve:
+            return out
+        severe = torch.sigmoid(self.severity_head(z)) >= self.cfg.starve_severity
+        for i, m in enumerate(self.cfg.modalities):
+            types = self.cfg.starve.get(m, ())
+            if types and m in self.type_heads:
+                codes = torch.tensor([ctype_index(m, t) for t in types], device=z.device)
+                out[:, i] = severe[:, i] & torch.isin(self.type_heads[m](z).argmax(-1), codes)
+        return out
 
     def forward(self, views, budget, unit: str = 'layers'):
         """Return ``(logits [B, M, D], severity [B, M] in [0, 1], {m: type logits [B, n_types]})``."""
@@ -206,6 +233,10 @@ def controller_cost_flops(cfg: ControllerConfig) -> float:
     return total
 
 
+# Score factor for a starved modality's layers beyond its first.
+STARVED = 1e-6
+
+
 class ControllerScorer:
     """Adapts a trained controller to the policy interface: raw batch -> per-layer scores [B, M, D]."""
 
@@ -228,10 +259,14 @@ class ControllerScorer:
                  if m in present}
         n = len(next(iter(views.values())))
         fraction = torch.full((n,), float(budget.fraction), device=self.device)
-        # Only the allocation: the corruption heads are training signals, not needed to allocate.
-        logits = self.controller.allocate_logits(self.controller.encode(views, fraction, budget.unit))
+        z = self.controller.encode(views, fraction, budget.unit)
+        logits = self.controller.allocate_logits(z)
         # Positive, rank-preserving scores for the knapsack; controller order -> policy order.
-        probs = torch.exp(logits - logits.amax((1, 2), keepdim=True)).cpu().numpy()
+        probs = torch.exp(logits - logits.amax((1, 2), keepdim=True))
+        # A starved modality's layers beyond the first score below any other: the selector spends
+        # the budget there only when every other modality is full.
+        probs[..., 1:] *= torch.where(self.controller.starved(z), STARVED, 1.0)[..., None]
+        probs = probs.cpu().numpy()
         order = [self.controller.cfg.modalities.index(m) for m in self.modalities]
         probs = probs[:, order]
         if self.blocks is not None:

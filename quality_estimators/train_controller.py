@@ -80,6 +80,8 @@ class ControllerTrainConfig:
     candidate_temperature: float = 0.05  # T of the loss weighting, in nats ('candidates', 'splits')
     seed: int = 0
     device: str = 'auto'
+    # With a controller checkpoint as the stage-1 model: start from its controller's weights.
+    init_controller: bool = False
 
     LIMITS: ClassVar[dict] = {'variant': one_of('supervised', 'label_free'), 'epochs': at_least(1),
                               'warmup_epochs': at_least(0), 'ae_epochs': at_least(0),
@@ -289,7 +291,17 @@ def train_controller(cfg: ControllerTrainConfig, stage1, out_dir, *, resume: boo
     out = Path(out_dir)
     seed_everything(cfg.seed)
     model, meta = load_checkpoint(stage1, map_location=rt.device)
-    if meta.get('stage') not in ('stage1', None):
+    start_from = None
+    if meta.get('stage') == 'controller':
+        # A trained controller file embeds its stage-1 model (e.g. a shipped default): retrain on that,
+        # from its controller's weights when asked (fine-tuning keeps what it learned).
+        if cfg.init_controller:
+            start_from = meta['controller_state']
+        meta = {k: v for k, v in meta.items() if k not in CONTROLLER_KEYS}
+    elif cfg.init_controller:
+        raise CheckpointError(f'{stage1}: init_controller needs a controller checkpoint, got stage '
+                              f'{meta.get("stage")!r}')
+    elif meta.get('stage') not in ('stage1', None):
         raise CheckpointError(f'{stage1}: expected a stage-1 checkpoint, got stage {meta.get("stage")!r}')
     forced = refuse_chance_level(meta, stage1, force)   # a chance-level stage 1 needs --force
     if forced and rt.is_main:
@@ -307,6 +319,8 @@ def train_controller(cfg: ControllerTrainConfig, stage1, out_dir, *, resume: boo
     mods = model.modalities
     ccfg = ControllerConfig(**{**cfg.controller.__dict__, 'modalities': tuple(mods), 'depth': model.depth})
     ctrl = AllocationController(ccfg).to(rt.device)
+    if start_from is not None:
+        load_weights(ctrl, start_from, f'{stage1}: its controller does not match the config to fine-tune it')
     augment = with_babble_bank(build_augment(cfg.augment), train.arrays)
     log = CsvLog(out / 'metrics.csv')
     n = len(train.arrays['label'])
@@ -413,6 +427,9 @@ def _pretrain_autoencoder(ctrl, pre, batches, cfg, device, progress):
             total, count = total + float(loss), count + 1
         if progress:
             print(f'autoencoder epoch {epoch + 1}/{cfg.ae_epochs} reconstruction={total / count:.4f}', flush=True)
+
+
+CONTROLLER_KEYS = ('stage', 'controller_config', 'controller_state', 'controller_train_config')
 
 
 def _meta(ctrl, stage1_meta, cfg) -> dict:

@@ -401,3 +401,27 @@ def test_quality_awareness_reads_the_shift_and_the_margins_off_a_report():
                                                        abs=1e-5)
     assert row['clean_vs_fixed'] == pytest.approx(0.90 - 0.89)
     assert row['worst_vs_naive'] == {'difference': pytest.approx(-0.02), 'condition': 'blur'}
+
+
+def test_quality_awareness_says_increased_for_a_move_toward_the_destroyed_sensor(capsys):
+    from admn_ros.quality_estimators.condition_report import print_quality_awareness, quality_awareness
+    dark = [('rgb', 'low_light', 1.0)]
+    muted = [('audio', 'muted', 1.0)]
+    both = dark + muted
+    rows = [_row('clean', 'admn', 0.90, {'rgb': 3.8, 'audio': 4.0}),
+            _row('dark', 'admn', 0.70, {'rgb': 6.0, 'audio': 2.0}, dark),        # toward the dark camera
+            _row('muted', 'admn', 0.80, {'rgb': 4.0, 'audio': 3.0}, muted),      # less, not half
+            _row('both', 'admn', 0.50, {'rgb': 1.0, 'audio': 1.0}, both),
+            _row('still', 'admn', 0.50, {'rgb': 3.83, 'audio': 4.0}, dark[:1])]   # a hair more: no move
+    for policy, accs in (('naive', (0.88, 0.60, 0.70, 0.55, 0.5)), ('every_other', (0.89, 0.62, 0.72, 0.52, 0.5))):
+        rows += [_row(c, policy, a, {}, k) for c, a, k in zip(('clean', 'dark', 'muted', 'both', 'still'), accs,
+                                                              ((), dark, muted, both, dark))]
+    (row,) = quality_awareness({'results': rows})
+    assert [(s['condition'], s['modality'], s['move']) for s in row['shift']] == [
+        ('dark', 'rgb', 'increased'), ('muted', 'audio', 'not halved'),
+        ('both', 'rgb', 'halved'), ('both', 'audio', 'halved'), ('still', 'rgb', 'not halved')]
+    assert row['worst_multi_vs_fixed'] == {'difference': pytest.approx(-0.05), 'condition': 'both'}
+    print_quality_awareness([row])
+    out = capsys.readouterr().out
+    assert 'rgb 3.8->6.0 in dark (increased)' in out and 'audio 4.0->3.0 in muted (not halved)' in out
+    assert 'rgb 3.8->1.0 in both,' in out and 'worst multi vs fixed -5.0 pts (both)' in out

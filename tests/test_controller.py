@@ -17,8 +17,9 @@ DEPTH = 4
 
 
 def ctrl_config(depth=DEPTH, **kw):
+    kw = {'num_types': {'rgb': 3, 'audio': 3}, **kw}
     return ControllerConfig(modalities=MODS, in_chans={'rgb': 3, 'audio': 1}, view_size=16, depth=depth,
-                            embed_dim=32, transformer_depth=1, heads=2, num_types={'rgb': 3, 'audio': 3}, **kw)
+                            embed_dim=32, transformer_depth=1, heads=2, **kw)
 
 
 @pytest.mark.parametrize('relaxation', ['gumbel_st', 'subset_st'])
@@ -82,6 +83,44 @@ def test_scorer_gives_the_same_scores_with_the_model_inputs():
     alone = scorer.scores(raw, Budget(0.5), MODS)
     reused = scorer.scores(raw, Budget(0.5), MODS, inputs=pre(raw))
     assert alone.shape == (3, 2, DEPTH) and np.array_equal(alone, reused)
+
+
+def test_a_sensor_the_corruption_heads_read_as_destroyed_keeps_only_its_first_layer():
+    """``starve``: each modality judged on its own by the corruption heads; a starve type at the
+    severity threshold leaves that modality its always-on layer, whatever the allocation head says."""
+    from admn_ros.datasets.corruptions import ctype_index
+    from admn_ros.datasets.preprocess import PreprocessConfig, Preprocessor
+    from admn_ros.quality_estimators.budget import Budget
+    from admn_ros.quality_estimators.controller import ControllerScorer
+    from admn_ros.quality_estimators.policies import make_policy
+    torch.manual_seed(0)
+    pre = Preprocessor(PreprocessConfig(controller_size=16))
+    rng = np.random.default_rng(0)
+    raw = {'rgb': rng.integers(0, 256, (4, 40, 40, 3), dtype=np.uint8),
+           'audio': rng.uniform(-0.5, 0.5, (4, 16000)).astype(np.float32)}
+
+    def layers(starve, severity_bias, types):
+        ctrl = AllocationController(ctrl_config(depth=6, starve=starve, num_types={'rgb': 7, 'audio': 7}))
+        with torch.no_grad():
+            ctrl.severity_head[-1].bias.copy_(torch.tensor(severity_bias))
+            for m, t in types.items():   # the type heads read every sample as ``t``
+                ctrl.type_heads[m].bias.fill_(-50.0)
+                ctrl.type_heads[m].bias[ctype_index(m, t)] = 50.0
+        policy = make_policy('admn', modalities=MODS, depth=6, controller=ControllerScorer(ctrl, pre, MODS))
+        keep = policy.allocate(raw, Budget(0.5), MODS)
+        return {m: keep[m].sum(1).tolist() for m in MODS}
+
+    plain = layers({}, [50.0, 50.0], {'rgb': 'low_light', 'audio': 'muted'})
+    assert plain['rgb'] != [1] * 4 or plain['audio'] != [1] * 4   # the heads alone change nothing
+    starve = {'rgb': ('low_light',), 'audio': ('muted', 'dropout')}
+    one = layers(starve, [50.0, -50.0], {'rgb': 'low_light', 'audio': 'muted'})   # audio mild
+    assert one == {'rgb': [1] * 4, 'audio': [5] * 4}
+    noise = layers(starve, [50.0, 50.0], {'rgb': 'gaussian_noise', 'audio': 'dropout'})  # not a starve type
+    assert noise == {'rgb': [5] * 4, 'audio': [1] * 4}
+    both = layers(starve, [50.0, 50.0], {'rgb': 'low_light', 'audio': 'muted'})
+    assert both == plain   # every present sensor starved: the budget still goes by the learned ranking
+    with pytest.raises(ValueError, match='sparkle'):
+        ctrl_config(starve={'rgb': ('sparkle',)}).check()
 
 
 def test_controller_cost_is_tiny_compared_with_the_model():
@@ -388,3 +427,33 @@ def test_train_controller_without_corruption_labels_skips_the_warm_up_steps(tiny
     assert len(rows) == 2 and float(rows[1].split(',')[1]) == 0.0
     last = read_checkpoint(tmp_path / 'last.pt')['extra']
     assert last['optimizer']['state'] == {}          # not one optimiser step was taken
+
+
+@pytest.mark.slow
+def test_a_controller_file_retrains_on_the_stage1_model_it_embeds(tiny_stage1, tmp_path):
+    """`--stage1 shipped.pt`: a controller checkpoint serves as the stage-1 model it holds (how a
+    shipped default's controller is retrained); the new file keeps those weights and only the new
+    controller and its config."""
+    from admn_ros.fusion.checkpoint import CheckpointError, state_digest
+    from admn_ros.fusion.training import AugmentConfig, DataConfig
+    from admn_ros.quality_estimators.inference import load_controller
+    from admn_ros.quality_estimators.train_controller import ControllerTrainConfig, train_controller
+    cfg = ControllerTrainConfig(
+        data=DataConfig(dataset='avdigits', train_split='val', train_size=32),
+        augment=AugmentConfig(policy='up_to_two', start_epoch=0), epochs=1, warmup_epochs=1,
+        batch_size=32, device='cpu')
+    first = train_controller(cfg, tiny_stage1, tmp_path / 'first', progress=False)
+    cfg.augment.p_clean = 0.1
+    again = train_controller(cfg, first, tmp_path / 'again', progress=False)
+    (m1, _, meta1), (m2, ctrl2, meta2) = load_controller(first), load_controller(again)
+    assert state_digest(m1) == state_digest(m2) and ctrl2 is not None and meta2['stage'] == 'controller'
+    assert meta2['controller_train_config']['augment']['p_clean'] == 0.1
+    assert meta1['controller_train_config']['augment']['p_clean'] == 0.4
+    assert not all(torch.equal(v, ctrl2.state_dict()[k]) for k, v in load_controller(first)[1].state_dict().items())
+    # init_controller starts from the file's controller: with nothing to learn (a warm-up epoch
+    # without corruption labels takes no step) it is that controller exactly.
+    cfg.init_controller, cfg.augment = True, AugmentConfig(policy='none')
+    same = load_controller(train_controller(cfg, first, tmp_path / 'same', progress=False))[1]
+    assert all(torch.equal(v, same.state_dict()[k]) for k, v in load_controller(first)[1].state_dict().items())
+    with pytest.raises(CheckpointError, match='init_controller needs a controller'):
+        train_controller(cfg, tiny_stage1, tmp_path / 'refused', progress=False)

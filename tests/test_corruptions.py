@@ -330,6 +330,18 @@ def test_one_at_a_time_never_corrupts_two(big_batch):
     np.testing.assert_allclose(corrupted_mask(out).mean(0), 0.8 / 3, atol=0.04)
 
 
+def test_up_to_two_corrupts_one_or_two_distinct_sensors_every_pair_included(big_batch):
+    out = CorruptionSampler(policy='up_to_two', p_clean=0.2)(big_batch, np.random.default_rng(1))
+    hit = corrupted_mask(out)
+    per_sample = hit.sum(1)
+    assert per_sample.max() == 2
+    assert np.mean(per_sample == 0) == pytest.approx(0.2, abs=0.04)
+    assert np.mean(per_sample == 2) == pytest.approx(0.4, abs=0.05)
+    pairs = {tuple(np.flatnonzero(row)) for row in hit[per_sample == 2]}
+    assert pairs == {(0, 1), (0, 2), (1, 2)}
+    np.testing.assert_allclose(hit.mean(0), 0.8 * 1.5 / 3, atol=0.05)
+
+
 def test_clean_policy_and_missing_modalities(big_batch):
     audio_only = {'audio': big_batch['audio'][:20], 'label': big_batch['label'][:20]}
     out = CorruptionSampler(policy='clean')(audio_only, np.random.default_rng(0))
@@ -351,8 +363,9 @@ def test_allowed_types_and_levels_are_honoured(big_batch):
     assert set(np.unique(out['severity_rgb'])) == {0.5, 1.0}
 
 
-def test_one_at_a_time_skips_modalities_without_types(big_batch):
-    sampler = CorruptionSampler(policy='one_at_a_time', p_clean=0.0, types={'audio': ('muted',)})
+@pytest.mark.parametrize('policy', ['one_at_a_time', 'up_to_two'])
+def test_one_at_a_time_skips_modalities_without_types(big_batch, policy):
+    sampler = CorruptionSampler(policy=policy, p_clean=0.0, types={'audio': ('muted',)})
     hit = corrupted_mask(sampler(big_batch, np.random.default_rng(3)))
     assert hit[:, 2].all() and not hit[:, :2].any()
 

@@ -65,3 +65,36 @@ def test_train_defaults_runs_both_stages_from_the_shipped_configs(tmp_path):
     assert path == tmp_path / 'controller.pt'
     loaded = load_model(path, 'cpu')
     assert loaded.controller is not None and loaded.meta.get('dataset') == 'synthetic'
+
+
+def _admn_layers(dataset: str, corrupted, budget: float, size: int = 128):
+    """Mean layers per modality the shipped ``admn`` gives the first ``size`` test samples of
+    ``dataset`` under the corruptions ``corrupted`` (``(modality, type, severity)``)."""
+    from admn_ros.datasets.conditions import Condition, apply_condition
+    from admn_ros.datasets.registry import load_dataset
+    from admn_ros.quality_estimators.budget import Budget
+    from admn_ros.quality_estimators.evaluate import evaluate_policy
+    loaded = inference.load_model(inference.shipped_checkpoint(dataset), 'cpu')
+    test = apply_condition(load_dataset(dataset, 'test', size=size).arrays, Condition('c', tuple(corrupted)))
+    policy, _ = loaded.policy('admn')
+    return evaluate_policy(loaded.model, loaded.preprocessor, policy, test, Budget(budget), loaded.cost)['layers']
+
+
+def test_shipped_synthetic_controller_takes_layers_from_both_destroyed_sensors():
+    """Depth blocked and microphone muted at once: each gets at most half its clean layers (or its
+    first only); and with the camera dark instead of the depth, the muted microphone still gets
+    its first layer only (trained one sensor at a time, it got 5 of 11: "camera bad -> audio")."""
+    clean = _admn_layers('synthetic', (), 0.33)
+    both = _admn_layers('synthetic', [('depth', 'blocked', 1.0), ('audio', 'muted', 1.0)], 0.33)
+    for m in ('depth', 'audio'):
+        assert both[m] <= max(1.0, clean[m] / 2) + 0.05, (m, clean, both)
+    dark = _admn_layers('synthetic', [('rgb', 'low_light', 1.0), ('audio', 'muted', 1.0)], 0.33)
+    assert dark['audio'] <= 1.05, dark
+
+
+@pytest.mark.parametrize('budget', [0.25, 0.33])
+def test_shipped_avdigits_controller_gives_muted_speech_its_first_layer_only(budget):
+    from tests.fixtures_models import avdigits_available
+    if not avdigits_available():
+        pytest.skip('AV-digits data not available')
+    assert _admn_layers('avdigits', [('audio', 'muted', 1.0)], budget)['audio'] <= 1.05
