@@ -50,11 +50,11 @@ def install(tmp_path_factory):
         f'{ROSTOOLS} is not installed: make test does it ({KIT}/install.sh .venv/bin/python '
         '.venv/rostools)')
     assert COLCON.is_file(), f'no colcon at {COLCON}: make test installs it (.venv/colcon)'
-    from tests.test_colcon import IGNORE
+    from tests.test_colcon import IGNORED, MSGS
     import shutil
     tmp = tmp_path_factory.mktemp('launch')
     ws = tmp / 'ws'
-    shutil.copytree(ROOT, ws / 'src' / 'admn_ros', ignore=IGNORE)
+    shutil.copytree(ROOT, ws / 'src' / 'admn_ros', ignore=shutil.ignore_patterns(MSGS, *IGNORED))
     site = subprocess.run([str(COLCON.parent / 'python'), '-c',
                            'import sysconfig; print(sysconfig.get_paths()["purelib"])'],
                           capture_output=True, text=True, check=True).stdout.strip()

@@ -589,3 +589,39 @@ def test_noise_experiment_config_with_an_rgb_only_schedule_corrupts_only_rgb(ros
     for record in map(wire.read_corruption, levels):
         assert record == {'rgb': ('low_light', 1.0), 'depth': ('clean', 0.0),
                           'audio': ('clean', 0.0)}, record
+
+
+def test_bag_player_holds_back_recorded_fusion_outputs_unless_named(ros_context, tmp_path):
+    # A bag recorded with admn_fusion's outputs (admn bag record --outputs) replayed into a live
+    # graph must not publish them beside the live node's own: by default they stay in the bag;
+    # naming a topic plays it.
+    from types import SimpleNamespace
+
+    from admn_ros.datasets.bags import write_bag
+    from admn_ros.nodes.bag_player import BagPlayer
+    from admn_ros.wire import topics as T
+    from admn_ros.wire.typestore import bag_messages
+
+    bag_flavour = bag_messages()
+
+    def outputs(stamp_ns, sample):
+        inf = SimpleNamespace(class_id=1, class_name='b', score=0.9,
+                              probs=np.array([0.05, 0.9, 0.05], np.float32))
+        header = wire.header(stamp_ns, 'camera', bag_flavour)
+        return [('/' + wire.PREDICTION, T.PREDICTION_TYPE,
+                 wire.prediction_msg(inf, header, bag_flavour))]
+
+    bag = write_bag(tmp_path / 'bag', _small_batch(3), class_names=['a', 'b', 'c'], rate_hz=20.0,
+                    outputs=outputs)
+    default = BagPlayer(context=ros_context, parameter_overrides=[
+        Parameter('bag_path', value=str(bag)), Parameter('as_fast_as_possible', value=True)])
+    named = BagPlayer(context=ros_context, parameter_overrides=[
+        Parameter('bag_path', value=str(bag)), Parameter('as_fast_as_possible', value=True),
+        Parameter('topics', value=['/' + wire.PREDICTION, '/ground_truth/label'])])
+    try:
+        assert '/' + wire.PREDICTION not in default.tracks
+        assert '/ground_truth/label' in default.tracks and len(default.tracks) > 2
+        assert set(named.tracks) == {'/' + wire.PREDICTION, '/ground_truth/label'}
+    finally:
+        default.destroy_node()
+        named.destroy_node()

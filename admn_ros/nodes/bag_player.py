@@ -91,8 +91,8 @@ class BagPlayer(Node):
                                     value_range=(0.0, 1e9))
         declare(self, 'delay_s', 0.0, 'seconds to wait before each pass',
                 value_range=(0.0, 3600.0))
-        include = declare(self, 'topics', [], 'topics to play (empty = all)', read_only=True,
-                          array_type='string')
+        include = declare(self, 'topics', [], "topics to play (empty = all but admn_fusion's "
+                          'recorded outputs)', read_only=True, array_type='string')
         remaps = parse_remappings(declare(self, 'remappings', [], "topic renames 'old:=new'",
                                           read_only=True, array_type='string'))
         self.clock_hz = declare(self, 'clock_hz', 0.0, 'publish /clock at this rate (0 = off)',
@@ -157,8 +157,15 @@ class BagPlayer(Node):
         self.undecodable: Dict[str, int] = {}
         self.skipped: Dict[str, int] = {}
         by_topic: Dict[str, list] = {}
+        # A bag recorded with the model's outputs (admn bag record --outputs) would otherwise
+        # replay them into the live graph beside the fusion node's own; list them to play them.
+        recorded_outputs = {_absolute(t) for t in (*wire.OUTPUT_TYPES, wire.CLASSIFICATION)}
+        held_back = sorted({c.topic for c in connections} & recorded_outputs) if not wanted else []
+        if held_back:
+            self.get_logger().info(f'not playing the recorded fusion outputs {held_back} '
+                                   '(name them in topics to play them)')
         for conn in connections:
-            if wanted and conn.topic not in wanted:
+            if (wanted and conn.topic not in wanted) or conn.topic in held_back:
                 continue
             if self.clock_hz > 0 and conn.topic == CLOCK_TOPIC:
                 continue  # our own /clock replaces the recorded one, as in ros2 bag play
