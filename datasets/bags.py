@@ -293,7 +293,7 @@ def _bag_metadata(path: Path) -> Dict[str, Any]:
     if not meta_path.is_file():
         raise BagError(f'{path} has no metadata.yaml: not a rosbag2 directory, or the recording '
                        'was interrupted (`ros2 bag reindex` can rebuild it)')
-    from admn_ros.fusion.validate import safe_load
+    from admn_ros.datasets.validate import safe_load
     try:
         meta = safe_load(meta_path.read_text(encoding='utf8'))
         return dict(meta['rosbag2_bagfile_information'])

@@ -48,7 +48,7 @@ import soundfile as sf
 import soxr
 import yaml
 
-from admn_ros.fusion.validate import safe_load
+from admn_ros.datasets.validate import safe_load
 from admn_ros.datasets.avdigits import fit_clip
 from admn_ros.datasets.corruptions import CORRUPTION_TYPES, corruption_labels
 from admn_ros.datasets.preprocess import shrink_to_input
