@@ -13,7 +13,7 @@ policy) and a parameter file ``config/<graph>.yaml`` in the standard
 ``node_name: ros__parameters:`` form. Launch-style arguments (``bag:=...``) are shortcuts for one
 node parameter each. Values are layered: node defaults < YAML file < inline < user overrides.
 
-Topic wiring: every node uses node-relative names (see :mod:`admn_ros.wire.topics`), so a namespace
+Topic wiring: every node uses node-relative names (see :mod:`admn_ros.datasets.ros_messages.topics`), so a namespace
 moves the whole graph. Where a noise_injector sits between the sensors and admn_fusion, the sensor
 inputs of admn_fusion are remapped to the ``corrupted/...`` topics the injector publishes.
 
@@ -30,7 +30,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 import yaml
 
 from admn_ros.fusion.validate import safe_load, yaml_problem
-from admn_ros.wire.topics import CORRUPTED_TOPICS, SENSOR_TOPICS
+from admn_ros.datasets.ros_messages.topics import CORRUPTED_TOPICS, SENSOR_TOPICS
 from admn_ros.paths import PACKAGE, config_dir
 
 

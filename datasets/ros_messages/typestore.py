@@ -5,8 +5,8 @@ import functools
 
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
-from admn_ros.wire.flavours import Flavour, bag_flavour
-from admn_ros.wire.msg import admn_msgs_definitions, audio_common_definitions
+from admn_ros.datasets.ros_messages.flavours import Flavour, bag_flavour
+from admn_ros.datasets.ros_messages.msg import admn_msgs_definitions, audio_common_definitions
 
 
 @functools.lru_cache(maxsize=None)
@@ -22,5 +22,5 @@ def make_typestore():
 
 
 def bag_messages() -> Flavour:
-    """Message classes of :func:`make_typestore`, for the encoders of :mod:`admn_ros.wire`."""
+    """Message classes of :func:`make_typestore`, for the encoders of :mod:`admn_ros.datasets.ros_messages`."""
     return bag_flavour(make_typestore())
