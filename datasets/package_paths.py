@@ -3,9 +3,9 @@
 Shipped models travel inside the Python package (package data), so they sit in the ``admn_ros``
 package folder in every kind of install. ``config/`` and ``launch/`` are ROS share files: a source
 checkout has them at its root; colcon installs them under ``share/admn_ros`` (found through the
-ament index) and pip under ``<prefix>/share/admn_ros``. No rclpy, no torch: safe to import anywhere. It lives in the
-bottom layer of the core (``admn_ros.paths`` re-exports it for the ROS adapter), so the core finds
-its files without importing the adapter.
+ament index) and pip under ``<prefix>/share/admn_ros``. No rclpy, no torch: safe to import
+anywhere. It lives in the bottom layer of the core (``admn_ros.paths`` re-exports it for the ROS
+adapter), so the core finds its files without importing the adapter.
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 message.
 
 Every output has one type, from the ``admn_msgs`` package (``admn_msgs/msg/*.msg`` documents each
-field with its unit), whatever else is installed (:data:`admn_ros.datasets.ros_messages.topics.OUTPUT_TYPES`):
+field with its unit), whatever else is installed (:data:`admn_ros.wire.topics.OUTPUT_TYPES`):
 
 * ``admn/prediction``: ``admn_msgs/Prediction`` (class id and name, score, top-k);
 * ``admn/allocation``: ``admn_msgs/Allocation`` (layers, depth, presence and kept blocks per
@@ -13,7 +13,7 @@ field with its unit), whatever else is installed (:data:`admn_ros.datasets.ros_m
   by score, ``class_id`` = class index as a string), only where vision_msgs imports;
 * ``budget``: ``std_msgs/Float32``, a fraction of the full model.
 
-Builders take a :class:`~admn_ros.datasets.ros_messages.flavours.Flavour` (rclpy for nodes, rosbags for bags);
+Builders take a :class:`~admn_ros.wire.Flavour` (rclpy for nodes, rosbags for bags);
 readers work on either kind of message and return plain Python values. ``inf`` arguments are
 :class:`admn_ros.runtime.engine.Inference` objects.
 """

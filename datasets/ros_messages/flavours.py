@@ -1,6 +1,6 @@
 """Where message classes come from: a ROS install (rclpy) or a ``rosbags`` typestore.
 
-Every encoder in :mod:`admn_ros.datasets.ros_messages` builds its message through a :class:`Flavour`, so a live node
+Every encoder in :mod:`admn_ros.wire` builds its message through a :class:`Flavour`, so a live node
 and the bag tools write the same fields the same way. Both kinds of class take the message's
 fields as keywords; they differ only in how a ``uint8[]`` and a ``byte`` field are given (rclpy
 takes ``bytes`` - a thousand times faster than a list - and rosbags a numpy ``uint8`` array and an
@@ -54,7 +54,7 @@ ROS = Flavour('rclpy', message_class, bytes, lambda n: bytes([int(n)]),
 
 
 def bag_flavour(store) -> Flavour:
-    """Messages of a ``rosbags`` typestore (see :func:`admn_ros.datasets.ros_messages.typestore.typestore`)."""
+    """Messages of a ``rosbags`` typestore (see :func:`.typestore.make_typestore`)."""
     return Flavour('rosbags', lambda msgtype: store.types[msgtype],
                    lambda data: np.frombuffer(data, dtype=np.uint8), int,
                    lambda values, dtype: np.asarray(values, dtype=dtype))

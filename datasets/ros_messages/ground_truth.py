@@ -14,7 +14,8 @@ from __future__ import annotations
 from typing import Dict, Tuple
 
 from admn_ros.datasets.ros_messages import topics as T
-from admn_ros.datasets.ros_messages.diagnostic_array import OK, WARN, diag_status, diagnostic_array, status_values
+from admn_ros.datasets.ros_messages.diagnostic_array import (OK, WARN, diag_status, diagnostic_array,
+                                                             status_values)
 from admn_ros.datasets.ros_messages.flavours import ROS, Flavour
 
 

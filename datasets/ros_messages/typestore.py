@@ -22,5 +22,5 @@ def make_typestore():
 
 
 def bag_messages() -> Flavour:
-    """Message classes of :func:`make_typestore`, for the encoders of :mod:`admn_ros.datasets.ros_messages`."""
+    """Message classes of :func:`make_typestore`, for the encoders of :mod:`admn_ros.wire`."""
     return bag_flavour(make_typestore())

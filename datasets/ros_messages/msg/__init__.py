@@ -1,7 +1,7 @@
 """ROS 2 message definitions that have no pip package, as ``.msg`` text.
 
 The ros-drivers ``audio_common_msgs`` flavour lives here: ``AudioData``, ``AudioDataStamped`` and
-``AudioInfo``. :func:`admn_ros.datasets.ros_messages.typestore.make_typestore` registers them with ``rosbags`` so
+``AudioInfo``. :func:`..typestore.make_typestore` registers them with ``rosbags`` so
 bags recorded by ``audio_capture`` can be read and such bags can be written for tests. This is a
 package (not a plain folder) so the ``.msg`` files install with it.
 
