@@ -98,7 +98,7 @@ def fusion_output_hook(cfg: OutputConfig, dataset: str):
     from admn_ros.quality_estimators.budget import Budget
     from admn_ros.runtime.engine import EngineConfig, FusionEngine
     from admn_ros.runtime.frame_queue import Frame
-    from admn_ros.wire.typestore import bag_messages
+    from admn_ros.datasets.ros_messages.typestore import bag_messages
 
     engine = FusionEngine(EngineConfig(model_path=cfg.checkpoint, dataset=dataset,
                                        policy=cfg.policy))

@@ -30,7 +30,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 import yaml
 
 from admn_ros.fusion.validate import safe_load, yaml_problem
-from admn_ros.wire.topics import CORRUPTED_TOPICS, SENSOR_TOPICS
+from admn_ros.datasets.ros_messages.topics import CORRUPTED_TOPICS, SENSOR_TOPICS
 from admn_ros.paths import PACKAGE, config_dir
 
 

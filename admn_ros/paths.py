@@ -1,46 +1,7 @@
-"""Where the package's files are: one answer for a source checkout, pip and colcon installs.
+"""Where the package's files are, under its old name for the ROS adapter and users; the answers
+live in the core (:mod:`admn_ros.datasets.package_paths`), which must not import the adapter."""
+from admn_ros.datasets.package_paths import (PACKAGE, PACKAGE_DIR, checkout_root, config_dir,
+                                             launch_dir, models_dir, share_dir)
 
-Shipped models travel inside the Python package (package data), so they sit beside this module in
-every kind of install. ``config/`` and ``launch/`` are ROS share files: a source checkout has them at
-its root; colcon installs them under ``share/admn_ros`` (found through the ament index) and pip
-under ``<prefix>/share/admn_ros``. No rclpy, no torch: safe to import anywhere.
-"""
-from __future__ import annotations
-
-import sys
-from pathlib import Path
-from typing import Optional
-
-PACKAGE = 'admn_ros'
-PACKAGE_DIR = Path(__file__).resolve().parent
-
-
-def models_dir() -> Path:
-    """The shipped default models (``<dataset>.pt``) and their ``SHA256SUMS``."""
-    return PACKAGE_DIR / 'models'
-
-
-def checkout_root() -> Optional[Path]:
-    """The repository root when running from a source checkout (or an editable install of one)."""
-    root = PACKAGE_DIR.parent
-    return root if (root / 'setup.py').is_file() and (root / 'config').is_dir() else None
-
-
-def share_dir() -> Path:
-    """The checkout root, else the installed ``share/admn_ros``."""
-    root = checkout_root()
-    if root is not None:
-        return root
-    try:
-        from ament_index_python.packages import get_package_share_directory
-        return Path(get_package_share_directory(PACKAGE))
-    except Exception:  # not installed through colcon, or AMENT_PREFIX_PATH unset
-        return Path(sys.prefix) / 'share' / PACKAGE
-
-
-def config_dir() -> Path:
-    return share_dir() / 'config'
-
-
-def launch_dir() -> Path:
-    return share_dir() / 'launch'
+__all__ = ['PACKAGE', 'PACKAGE_DIR', 'checkout_root', 'config_dir', 'launch_dir', 'models_dir',
+           'share_dir']

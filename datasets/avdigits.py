@@ -42,7 +42,7 @@ import soxr
 
 from admn_ros.datasets.cache import default_cache_root
 from admn_ros.datasets.sample import SAMPLE_RATE, RawBatch
-from admn_ros.paths import PACKAGE_DIR, checkout_root
+from admn_ros.datasets.package_paths import PACKAGE_DIR, checkout_root
 
 SPLITS = ('train', 'val', 'test')
 SPEAKER_SPLITS = {

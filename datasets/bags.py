@@ -1,7 +1,7 @@
 """rosbag2 recording and replay of raw batches with ``rosbags`` (no ROS install needed).
 
-**Layout written by** :func:`write_bag` (topics, encodings and messages from :mod:`admn_ros.wire`,
-the encoders the nodes publish with):
+**Layout written by** :func:`write_bag` (topics, encodings and messages from
+:mod:`admn_ros.datasets.ros_messages`, the encoders the nodes publish with):
 sample ``i`` is stamped ``t_i = start_ns + round(i * 1e9 / rate_hz)`` and every message of that
 sample carries ``header.stamp == t_i`` and bag log time ``t_i`` - except audio chunks: a clip is
 sent as one message, or with ``audio_chunk=n`` as chunks of ``n`` samples where chunk ``k`` is
@@ -41,9 +41,9 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 
 import numpy as np
 
-from admn_ros import wire
-from admn_ros.wire import topics as T
-from admn_ros.wire.typestore import bag_messages, make_typestore
+from admn_ros.datasets import ros_messages as wire
+from admn_ros.datasets.ros_messages import topics as T
+from admn_ros.datasets.ros_messages.typestore import bag_messages, make_typestore
 from admn_ros.datasets.sample import MODALITIES, SAMPLE_RATE, RawBatch, batch_size, present_modalities
 from admn_ros.datasets.sync import ApproxSync
 
@@ -293,7 +293,7 @@ def _bag_metadata(path: Path) -> Dict[str, Any]:
     if not meta_path.is_file():
         raise BagError(f'{path} has no metadata.yaml: not a rosbag2 directory, or the recording '
                        'was interrupted (`ros2 bag reindex` can rebuild it)')
-    from admn_ros.fusion.validate import safe_load
+    from admn_ros.datasets.validate import safe_load
     try:
         meta = safe_load(meta_path.read_text(encoding='utf8'))
         return dict(meta['rosbag2_bagfile_information'])

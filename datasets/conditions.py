@@ -38,7 +38,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import yaml
 
-from admn_ros.fusion.validate import safe_load
+from admn_ros.datasets.validate import safe_load
 from admn_ros.datasets.corruptions import CORRUPTION_TYPES, apply_corruption
 from admn_ros.datasets.sample import MODALITIES, RawBatch, batch_size, present_modalities, take
 

@@ -48,12 +48,12 @@ import soundfile as sf
 import soxr
 import yaml
 
-from admn_ros.fusion.validate import safe_load
+from admn_ros.datasets.validate import safe_load
 from admn_ros.datasets.avdigits import fit_clip
 from admn_ros.datasets.corruptions import CORRUPTION_TYPES, corruption_labels
 from admn_ros.datasets.preprocess import shrink_to_input
 from admn_ros.datasets.sample import MODALITIES, SAMPLE_RATE, RawBatch, batch_size, present_modalities
-from admn_ros.wire.image_codec import depth_to_mm
+from admn_ros.datasets.ros_messages.image_codec import depth_to_mm
 
 CLASSES_FILE = 'classes.txt'
 _RGB_FILES = ('rgb.png', 'rgb.jpg')

@@ -171,8 +171,8 @@ def _trigger_stamps(path: Path, topic: str) -> np.ndarray:
     """Header stamps (log times for headerless messages) of every message on ``topic``."""
     from rosbags.rosbag2 import Reader
 
-    from admn_ros.wire import header_stamp_ns
-    from admn_ros.wire.typestore import make_typestore
+    from admn_ros.datasets.ros_messages import header_stamp_ns
+    from admn_ros.datasets.ros_messages.typestore import make_typestore
     store = make_typestore()
     topic = '/' + topic.lstrip('/')
     stamps = []

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from scipy import sparse
 
 from admn_ros.datasets.sample import MODALITIES, SAMPLE_RATE, RawBatch, present_modalities
-from admn_ros.fusion.validate import at_least, positive
+from admn_ros.datasets.validate import at_least, positive
 
 RGB_MEAN = (0.485, 0.456, 0.406)  # ImageNet statistics: fixed, dataset-independent
 RGB_STD = (0.229, 0.224, 0.225)

@@ -17,7 +17,7 @@ from admn_ros.datasets.corruptions import CORRUPTION_TYPES, CorruptionSampler
 from admn_ros.datasets.preprocess import DB_MEAN, DB_STD, PreprocessConfig, Preprocessor
 from admn_ros.datasets.registry import load_dataset
 from admn_ros.datasets.sample import RawBatch, present_modalities
-from admn_ros.figures import agg_figure
+from admn_ros.datasets.figures import agg_figure
 
 _TITLES = {'rgb': 'RGB', 'depth': 'depth (m)', 'audio': 'log-mel'}
 

@@ -38,7 +38,7 @@ import yaml
 
 from admn_ros.datasets.corruptions import CORRUPTION_TYPES, apply_corruption
 from admn_ros.datasets.sample import MODALITIES
-from admn_ros.fusion.validate import read_yaml
+from admn_ros.datasets.validate import read_yaml
 
 Level = Tuple[str, float]
 CLEAN: Level = ('clean', 0.0)

@@ -48,11 +48,11 @@ def resolve_init(spec: str) -> Path:
     pretrained encoders) or a checkpoint path -> path."""
     key = str(spec).strip().lower()
     if key in SHIPPED_ENCODERS:
-        from admn_ros.quality_estimators.inference import shipped_checkpoint
+        from admn_ros.fusion.default_models import shipped_checkpoint
         return shipped_checkpoint(SHIPPED_ENCODERS[key])
     name = SHIPPED_NAMES.get(key)
     if name is not None:
-        from admn_ros.quality_estimators.inference import default_checkpoint
+        from admn_ros.fusion.default_models import default_checkpoint
         return default_checkpoint(name)
     path = Path(spec).expanduser()
     if not path.is_file():

@@ -13,7 +13,7 @@ import numpy as np
 
 from admn_ros.datasets.portable_paths import portable
 from admn_ros.datasets.conditions import DESTROYING
-from admn_ros.figures import agg_figure
+from admn_ros.datasets.figures import agg_figure
 
 # A change of mean layers smaller than this is no move (it would print as the same count).
 MOVED = 0.05

@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, Optional
 
 from admn_ros.fusion.checkpoint import read_checkpoint, write_payload
 from admn_ros.fusion.stage1 import Stage1Config, train_stage1
-from admn_ros.paths import config_dir, models_dir
+from admn_ros.datasets.package_paths import config_dir, models_dir
 from admn_ros.quality_estimators.inference import cached_checkpoint, shipped_checkpoint
 from admn_ros.quality_estimators.train_controller import ControllerTrainConfig, train_controller
 

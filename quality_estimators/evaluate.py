@@ -34,7 +34,7 @@ from admn_ros.datasets.sample import RawBatch, take
 from admn_ros.fusion.flops import CostModel
 from admn_ros.fusion.validate import Range, parse_list
 from admn_ros.quality_estimators.budget import Budget
-from admn_ros.figures import agg_figure
+from admn_ros.datasets.figures import agg_figure
 from admn_ros.quality_estimators.condition_report import summarise, write_condition_report
 from admn_ros.quality_estimators.inference import (LoadedModel, allocate_and_run, default_checkpoint,
                                                    executed_flops, load_model)

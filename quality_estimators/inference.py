@@ -10,73 +10,33 @@ trainer and no evaluation code, so a robot that only runs inference loads neithe
     flops = executed_flops(loaded.cost, run.keep, present, extra_flops)
 
 Checkpoints load with ``weights_only`` (:mod:`admn_ros.fusion.checkpoint`). The trained default of
-a built-in dataset is the file shipped in the package (:func:`admn_ros.paths.models_dir`), or one
-trained into the cache when ``ADMN_DEFAULT_MODEL=cache`` asks for it.
+a built-in dataset (:mod:`admn_ros.fusion.default_models`, re-exported here) is the file shipped in
+the package, or one trained into the cache when ``ADMN_DEFAULT_MODEL=cache`` asks for it.
 """
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
-from admn_ros.datasets.cache import default_cache_root
 from admn_ros.datasets.preprocess import Preprocessor
 from admn_ros.datasets.sample import RawBatch
 from admn_ros.fusion.checkpoint import checkpoint_preprocessor, load_checkpoint, load_weights
+# The default-checkpoint lookup lives below fusion; callers have always found it here.
+from admn_ros.fusion.default_models import (PREFERENCE_ENV, cached_checkpoint, default_checkpoint,
+                                            shipped_checkpoint)
 from admn_ros.fusion.device import resolve_device
 from admn_ros.fusion.flops import CostModel
 from admn_ros.fusion.layershuffle import inject_faults
 from admn_ros.fusion.model import ADMNModel
 from admn_ros.fusion.prune import scorer_blocks
-from admn_ros.paths import models_dir
 from admn_ros.quality_estimators.budget import Budget
 from admn_ros.quality_estimators.controller import (AllocationController, ControllerConfig, ControllerScorer,
                                                     controller_cost_flops)
 from admn_ros.quality_estimators.policies import Policy, make_policy
-
-PREFERENCE_ENV = 'ADMN_DEFAULT_MODEL'   # 'shipped' (default) or 'cache'
-
-
-# ------------------------------------------------------------------------ which checkpoint
-
-def shipped_checkpoint(dataset: str, models: Optional[Path] = None) -> Path:
-    """The default of ``dataset`` shipped in the package (or in ``models`` instead)."""
-    return Path(models if models is not None else models_dir()) / f'{dataset}.pt'
-
-
-def cached_checkpoint(dataset: str) -> Path:
-    """Where ``admn train defaults`` leaves the default of ``dataset`` it trains."""
-    return default_cache_root() / 'models' / dataset / 'controller.pt'
-
-
-def default_checkpoint(dataset: str) -> Path:
-    """The trained default of a built-in dataset: the shipped one, or the cache's when
-    ``ADMN_DEFAULT_MODEL=cache`` asks for it (either one when only it exists)."""
-    if dataset.startswith('folder:'):
-        # Only built-in datasets have defaults; a folder's own problem comes first.
-        folder = Path(dataset[len('folder:'):]).expanduser()
-        if not folder.is_dir():
-            raise FileNotFoundError(f'dataset folder {folder} does not exist')
-        raise ValueError(f'{dataset}: a folder of recordings has no trained default: pass '
-                         '--checkpoint FILE (a model fine-tuned on it: docs/your_data.md)')
-    prefer = os.environ.get(PREFERENCE_ENV, 'shipped').strip().lower() or 'shipped'
-    if prefer not in ('shipped', 'cache'):
-        raise ValueError(f'{PREFERENCE_ENV} must be shipped or cache, got {prefer!r}')
-    order = [shipped_checkpoint(dataset), cached_checkpoint(dataset)]
-    if prefer == 'cache':
-        order.reverse()
-    for path in order:
-        if path.exists():
-            return path
-    raise FileNotFoundError(
-        f'no trained default for dataset {dataset!r} (looked in {order[0]} and {order[1]}); '
-        f'make one with: admn train defaults --dataset {dataset}')
-
 
 # ------------------------------------------------------------------------ loading
 

@@ -53,7 +53,7 @@ from admn_ros.datasets.sample import MODALITIES
 from admn_ros.fusion.validate import (ConfigError, Each, Range, at_least, fraction, from_yaml, one_of,
                                       positive)
 from admn_ros.quality_estimators.budget import UNITS, Budget
-from admn_ros.figures import agg_figure
+from admn_ros.datasets.figures import agg_figure
 from admn_ros.quality_estimators.condition_report import summarise
 from admn_ros.quality_estimators.oracle import POLICY_NAME as ORACLE_SPLIT
 

@@ -17,7 +17,7 @@ import pytest
 
 from admn_ros import wire
 from admn_ros.wire import topics as T
-from admn_ros.wire.typestore import bag_messages, make_typestore
+from admn_ros.datasets.ros_messages.typestore import bag_messages, make_typestore
 
 ROOT = Path(__file__).resolve().parent.parent
 STORE = make_typestore()

@@ -18,7 +18,7 @@ from admn_ros.runtime.audio_stream import AudioStreamDecoder
 from admn_ros.runtime.intake import Intake
 from admn_ros.runtime.rolling_audio import RollingAudio
 from admn_ros.wire import topics as T
-from admn_ros.wire.typestore import bag_messages
+from admn_ros.datasets.ros_messages.typestore import bag_messages
 from tests.test_bags import write_raw_bag
 
 BAG = bag_messages()

@@ -10,7 +10,7 @@ from admn_ros import wire
 from admn_ros.cli import main as admn
 from admn_ros.datasets.bags import BagError, read_bag
 from admn_ros.wire import topics as T
-from admn_ros.wire.typestore import bag_messages, make_typestore
+from admn_ros.datasets.ros_messages.typestore import bag_messages, make_typestore
 
 START = 1_700_000_000_000_000_000
 N = 40

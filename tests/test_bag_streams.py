@@ -10,7 +10,7 @@ from admn_ros.datasets import from_bag
 from admn_ros.datasets.bags import (CUSTOM_RATE_HZ, DEFAULT_START_NS, read_streams, write_bag)
 from admn_ros.datasets.corruptions import CORRUPTION_TYPES
 from admn_ros.wire import topics as T
-from admn_ros.wire.typestore import bag_messages
+from admn_ros.datasets.ros_messages.typestore import bag_messages
 from tests.test_bags import CLASSES, make_batch, write_raw_bag
 
 

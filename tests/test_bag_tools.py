@@ -14,7 +14,7 @@ from admn_ros import wire
 from admn_ros.cli import main as admn
 from admn_ros.datasets.bags import read_bag
 from admn_ros.wire import topics as T
-from admn_ros.wire.typestore import bag_messages, make_typestore
+from admn_ros.datasets.ros_messages.typestore import bag_messages, make_typestore
 
 START = 1_700_000_000_000_000_000
 _ids = itertools.count()
@@ -86,7 +86,7 @@ def test_record_with_outputs_stores_the_typed_messages_and_rosbags_reads_them(tm
     definitions in the bag; rosbags decodes them from the .msg text (no admn_msgs build used),
     and the allocation moves layers off the camera once it goes dark (schedule: t >= 1 s)."""
     from rosbags.rosbag2 import Reader
-    from admn_ros.wire.typestore import make_typestore
+    from admn_ros.datasets.ros_messages.typestore import make_typestore
     sched = tmp_path / 'schedule.yaml'
     sched.write_text(SCHEDULE)
     bag = tmp_path / 'bag'

@@ -5,9 +5,9 @@ import pytest
 from admn_ros.datasets.bags import (DEFAULT_START_NS, BagError, apply_schedule, read_bag, write_bag,
                                     write_schedule_bag)
 from admn_ros.wire import topics as T
-from admn_ros.wire.header import split_stamp
-from admn_ros.wire.image_codec import image_fields
-from admn_ros.wire.typestore import make_typestore
+from admn_ros.datasets.ros_messages.header import split_stamp
+from admn_ros.datasets.ros_messages.image_codec import image_fields
+from admn_ros.datasets.ros_messages.typestore import make_typestore
 
 CLASSES = ['cat', 'dog', 'bird']
 
@@ -241,7 +241,7 @@ def test_real_schedule_object(tmp_path):
 
 
 def test_image_audio_wins_over_audio_common_and_partial_frames_fail(tmp_path):
-    from admn_ros.wire.audio_codec import audio_to_image_fields
+    from admn_ros.datasets.ros_messages.audio_codec import audio_to_image_fields
 
     store = make_typestore()
     wave = np.linspace(-0.5, 0.5, 320, dtype=np.float32)

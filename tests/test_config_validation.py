@@ -244,7 +244,7 @@ def test_every_config_reader_refuses_bombs_and_duplicates(tmp_path):
 
 def test_a_refused_value_is_shown_short_whatever_its_size():
     import time
-    from admn_ros.fusion.validate import _show
+    from admn_ros.datasets.validate import _show
     value = ['lol'] * 9
     for _ in range(8):   # 9^9 leaves if walked
         value = [value] * 9

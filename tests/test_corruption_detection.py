@@ -53,7 +53,7 @@ def _garble_topic(src, dst, topic, every=1):
     """Copy bag ``src`` to ``dst`` with every ``every``-th message of ``topic`` cut short (its
     CDR no longer decodes)."""
     from rosbags.rosbag2 import Reader, Writer
-    from admn_ros.wire.typestore import make_typestore
+    from admn_ros.datasets.ros_messages.typestore import make_typestore
     store = make_typestore()
     with Reader(src) as reader, Writer(dst, version=9) as writer:
         conns = {c.id: writer.add_connection(c.topic, c.msgtype, typestore=store)

@@ -105,7 +105,7 @@ def test_every_live_topic_and_service_is_in_readme(docs, block):
 def test_every_fusion_output_topic_has_its_one_declared_type_live_and_in_the_doc(docs, block):
     """admn_fusion publishes each output with the admn_msgs type of wire.topics.OUTPUT_TYPES,
     every node that reads one subscribes that type, and the doc's tables say so."""
-    from admn_ros.wire.topics import OUTPUT_TYPES
+    from admn_ros.datasets.ros_messages.topics import OUTPUT_TYPES
     for doc in docs.values():
         for e in doc.endpoints:
             if e.name in OUTPUT_TYPES:

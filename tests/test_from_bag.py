@@ -46,7 +46,7 @@ def robot_bag(path, *, seconds=6.0, fps=4, chunk=1600, label_changes=None):
     label topic published only when the label changes."""
     from rosbags.rosbag2 import Writer
 
-    from admn_ros.wire.typestore import bag_messages, make_typestore
+    from admn_ros.datasets.ros_messages.typestore import bag_messages, make_typestore
     store, flavour = make_typestore(), bag_messages()
     rng = np.random.default_rng(0)
     n = int(seconds * fps)

@@ -14,8 +14,8 @@ from admn_ros.runtime.modality_sync import ModalitySync
 from admn_ros.runtime.rolling_audio import RollingAudio
 from admn_ros.runtime.worker import Worker
 from admn_ros.wire.sensor_input import RejectedInput, decode_audio, decode_depth, decode_rgb
-from admn_ros.wire.audio_codec import audio_to_image_fields
-from admn_ros.wire.image_codec import image_fields
+from admn_ros.datasets.ros_messages.audio_codec import audio_to_image_fields
+from admn_ros.datasets.ros_messages.image_codec import image_fields
 from admn_ros.quality_estimators.budget import Budget
 from tests.fixtures_models import make_random_checkpoint, sample_frame as sample
 

@@ -427,7 +427,7 @@ def test_bag_player_paces_filters_remaps_and_skips_unknown_types(ros_context, ha
 
     from admn_ros.nodes.bag_player import BagPlayer
     from admn_ros.datasets.bags import write_bag
-    from admn_ros.wire.typestore import make_typestore
+    from admn_ros.datasets.ros_messages.typestore import make_typestore
     bag = write_bag(tmp_path / 'bag', _small_batch(5), rate_hz=20.0)   # 0.2 s of bag time
     player = BagPlayer(context=ros_context, parameter_overrides=[
         Parameter('bag_path', value=str(bag)), Parameter('rate', value=2.0),
@@ -600,7 +600,7 @@ def test_bag_player_holds_back_recorded_fusion_outputs_unless_named(ros_context,
     from admn_ros.datasets.bags import write_bag
     from admn_ros.nodes.bag_player import BagPlayer
     from admn_ros.wire import topics as T
-    from admn_ros.wire.typestore import bag_messages
+    from admn_ros.datasets.ros_messages.typestore import bag_messages
 
     bag_flavour = bag_messages()
 

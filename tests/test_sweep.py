@@ -25,7 +25,7 @@ CI_CONFIG = config_dir() / 'experiments' / 'ci.yaml'
 ROOT = Path(__file__).resolve().parent.parent
 # The folders installed as admn_ros and admn_ros.<core folder>.
 PACKAGE_FOLDERS = ('admn_ros', 'fusion', 'quality_estimators', 'datasets', 'benchmarks')
-# What builds a figure and its canvas: admn_ros/figures.py alone imports these.
+# What builds a figure and its canvas: datasets/figures.py alone imports these.
 FIGURE_MAKERS = {'matplotlib.figure', 'matplotlib.figure.Figure', 'matplotlib.backends.backend_agg',
                  'matplotlib.backends.backend_agg.FigureCanvasAgg'}
 # Modules that bring in pyplot and its global figure state.
@@ -129,7 +129,7 @@ def pyplot_imports(source: str, name: str, banned=PYPLOT) -> list:
 
 
 def test_figures_come_from_one_helper_never_from_pyplot():
-    """Figures come from ``admn_ros.figures.agg_figure`` (an Agg canvas of their own), never from
+    """Figures come from ``admn_ros.datasets.figures.agg_figure`` (an Agg canvas of their own), never from
     pyplot, whose global state is unsafe off the main thread and leaks unclosed figures; and no
     other module builds its own Figure and canvas."""
     assert pyplot_imports('import matplotlib.pyplot as plt', 'a') == ['a:1 matplotlib.pyplot']
@@ -140,11 +140,11 @@ def test_figures_come_from_one_helper_never_from_pyplot():
     paths = [p for folder in PACKAGE_FOLDERS for p in sorted((ROOT / folder).rglob('*.py'))]
     assert len(paths) > 50 and ROOT / 'quality_estimators' / 'sweep.py' in paths
     offenders = [hit for p in paths for hit in pyplot_imports(p.read_text(), str(p.relative_to(ROOT)))]
-    assert not offenders, 'draw with admn_ros.figures.agg_figure instead: ' + ', '.join(offenders)
-    helper = ROOT / 'admn_ros' / 'figures.py'
+    assert not offenders, 'draw with admn_ros.datasets.figures.agg_figure instead: ' + ', '.join(offenders)
+    helper = ROOT / 'datasets' / 'figures.py'
     builders = [hit for p in paths if p != helper
                 for hit in pyplot_imports(p.read_text(), str(p.relative_to(ROOT)), FIGURE_MAKERS)]
-    assert not builders, 'use admn_ros.figures.agg_figure: ' + ', '.join(builders)
+    assert not builders, 'use admn_ros.datasets.figures.agg_figure: ' + ', '.join(builders)
 
 
 class InterruptAfter:

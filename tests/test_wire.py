@@ -9,7 +9,7 @@ import pytest
 from admn_ros import wire
 from admn_ros.runtime.engine import Inference
 from admn_ros.wire import topics as T
-from admn_ros.wire.typestore import bag_messages, make_typestore
+from admn_ros.datasets.ros_messages.typestore import bag_messages, make_typestore
 
 STAMP = 1_700_000_123_456_789_012
 STORE = make_typestore()
@@ -46,7 +46,8 @@ def inference(**changes):
 
 
 def test_the_wire_package_imports_no_rclpy_and_no_message_package():
-    code = ('import sys, admn_ros.wire, admn_ros.wire.typestore, admn_ros.datasets.bags\n'
+    code = ('import sys, admn_ros.wire, admn_ros.datasets.ros_messages.typestore\n'
+            'import admn_ros.datasets.bags\n'
             "loaded = [m for m in sys.modules if m.split('.')[0] in ('rclpy', 'sensor_msgs', "
             "'std_msgs', 'diagnostic_msgs', 'builtin_interfaces')]\n"
             'assert not loaded, loaded\n')

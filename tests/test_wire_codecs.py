@@ -4,10 +4,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from admn_ros.wire.audio_codec import (PcmReassembler, audio_common_to_array, audio_from_image,
+from admn_ros.datasets.ros_messages.audio_codec import (PcmReassembler, audio_common_to_array, audio_from_image,
                                        audio_to_image_fields, pcm16)
-from admn_ros.wire.header import header_stamp_ns, split_stamp
-from admn_ros.wire.image_codec import depth_to_mm, image_fields, image_to_array
+from admn_ros.datasets.ros_messages.header import header_stamp_ns, split_stamp
+from admn_ros.datasets.ros_messages.image_codec import depth_to_mm, image_fields, image_to_array
 
 RNG = np.random.default_rng(7)
 
@@ -211,7 +211,7 @@ def test_stamps():
 
 def test_real_message_classes_rosbags_and_rclpy():
     depth = RNG.uniform(0.5, 3, (4, 6)).astype(np.float32)
-    from admn_ros.wire.typestore import make_typestore
+    from admn_ros.datasets.ros_messages.typestore import make_typestore
     store = make_typestore()
     f = image_fields(depth, '32FC1')
     Image = store.types['sensor_msgs/msg/Image']

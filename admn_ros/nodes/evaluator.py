@@ -1,6 +1,6 @@
 """evaluator: scores admn_fusion's predictions against the ground-truth labels, by stamp.
 
-Subscribes ``ground_truth/label`` (DiagnosticArray, see :mod:`admn_ros.wire.ground_truth`) and
+Subscribes ``ground_truth/label`` (DiagnosticArray, see :mod:`admn_ros.wire`) and
 admn_fusion's ``admn/prediction``, ``admn/inference`` and ``admn/allocation``. A prediction and a
 label belong together when their header stamps are equal (both carry the source sample's stamp), or
 within ``match_tolerance_s`` when set. Keeps a running accuracy, mean executed GFLOPs, mean layers

@@ -39,9 +39,10 @@ import numpy as np
 import soxr
 
 from admn_ros.datasets.sample import SAMPLE_RATE
-from admn_ros.wire.audio_codec import PcmReassembler, audio_info_key, pcm_frame_bytes
+from admn_ros.datasets.ros_messages.audio_codec import (PcmReassembler, audio_info_key,
+                                                        pcm_frame_bytes)
 from admn_ros.wire.sensor_input import InputLimits, RejectedInput, check_audio_values, to_mono
-from admn_ros.wire.topics import AUDIO_STAMPED_INFO
+from admn_ros.datasets.ros_messages.topics import AUDIO_STAMPED_INFO
 
 RESAMPLE_QUALITY = 'HQ'   # soxr.resample's default, which the offline reader uses
 

@@ -18,7 +18,7 @@ from admn_ros.runtime.audio_stream import AudioStreamDecoder
 from admn_ros.runtime.frame_queue import FrameQueue
 from admn_ros.runtime.modality_sync import ModalitySync
 from admn_ros.runtime.rolling_audio import RollingAudio
-from admn_ros.wire.header import header_stamp_ns
+from admn_ros.datasets.ros_messages.header import header_stamp_ns
 from admn_ros.wire.sensor_input import DECODERS, InputLimits, RejectedInput, audio_common_payload
 
 

@@ -8,60 +8,54 @@ message admn_ros reads or writes. Nodes and the bag tools use it alike::
 =============================  =================================================================
 module                         holds
 =============================  =================================================================
-:mod:`.topics`                 topic names (absolute for bags, node-relative for nodes), message
-                               type names, encodings, frame ids, keys inside DiagnosticArrays
 :mod:`.qos`                    the QoS profiles (a bag replay's per topic too) and
                                incompatible-QoS warnings
-:mod:`.flavours`               where message classes come from: rclpy (:data:`ROS`) or rosbags
-:mod:`.header`                 stamps and ``std_msgs/Header``
-:mod:`.image_codec`            numpy <-> ``sensor_msgs/Image`` fields (every encoding)
-:mod:`.audio_codec`            audio in an Image, ``audio_common_msgs`` PCM payloads
-:mod:`.sensors`                RGB, depth and audio messages (build and read)
 :mod:`.sensor_input`           what admn_fusion accepts: validated decoding, :class:`RejectedInput`
-:mod:`.diagnostic_array`       DiagnosticArray as named key/value records
-:mod:`.ground_truth`           label and corruption messages (the one writer for nodes and bags)
 :mod:`.fusion_outputs`         prediction, allocation, quality, inference (``admn_msgs``) and
                                budget messages
-:mod:`.typestore`              the rosbags typestore (+ :mod:`.msg`: the audio_common and
-                               admn_msgs definitions as .msg text)
+:mod:`admn_ros.datasets.       topic names (``from admn_ros.wire import topics as T``), flavours,
+ros_messages`                  stamps and headers, image and audio codecs, sensor and ground-truth
+                               messages, DiagnosticArray records, and the rosbags typestore
 =============================  =================================================================
 
-Why here and not in ``datasets/``: the contract is the ROS package's interface, and nodes are
-its main users; the bag tools (:mod:`admn_ros.datasets.bags`) import it too, which is safe
-because **nothing in this package imports rclpy or a message package at module load** - rclpy
-classes are looked up when a message is built (:data:`ROS`), so the core and the bag tools work
-where ROS is not installed (``tests/test_wire.py`` checks this). :mod:`.typestore` is not
-re-exported here (it imports rosbags, which only the bag tools need).
+Why the codecs live in the core: the bag I/O (:mod:`admn_ros.datasets.bags`) reads and writes the
+same messages, and the core must not import this package's adapter modules; this package
+re-exports them, so ``wire`` stays the one place nodes build and read messages. **Nothing here
+imports rclpy or a message package at module load** - rclpy classes are looked up when a message
+is built (:data:`ROS`), so the core and the bag tools work where ROS is not installed
+(``tests/test_wire.py`` checks this). The typestore
+(:mod:`admn_ros.datasets.ros_messages.typestore`) is not re-exported here (it imports rosbags,
+which only the bag tools need).
 """
-from admn_ros.wire.audio_codec import (PCM_FORMATS, PcmReassembler, audio_common_to_array,
-                                       audio_from_image, audio_info_key, audio_to_image_fields,
-                                       pcm16, pcm_bytes_to_array, pcm_frame_bytes)
-from admn_ros.wire.diagnostic_array import (diag_status, diagnostic_array, find_status,
-                                            status_level, status_values)
-from admn_ros.wire.flavours import ROS, Flavour, bag_flavour, message_class
+from admn_ros.datasets.ros_messages import (ALLOCATION, AUDIO, AUDIO_INFO, AUDIO_STAMPED,
+                                            AUDIO_STAMPED_INFO, BUDGET, CLASSIFICATION,
+                                            CORRUPTED_PREFIX, CORRUPTED_TOPICS, CORRUPTION, DEPTH,
+                                            FRAME_IDS, INFERENCE, LABEL, OUTPUT_TYPES, PCM_FORMATS,
+                                            PREDICTION, QUALITY, RGB, ROS, SENSOR_TOPICS,
+                                            audio_common_available, audio_common_to_array,
+                                            audio_from_image, audio_info_key, audio_info_msg,
+                                            audio_msg, audio_stamped_msg, audio_to_image_fields,
+                                            bag_flavour, corruption_msg, depth_msg, depth_to_mm,
+                                            diag_status, diagnostic_array, find_status, Flavour,
+                                            header, header_stamp_ns, image_fields, image_msg,
+                                            image_to_array, label_msg, message_class, ns_to_stamp,
+                                            pcm16, pcm_bytes_to_array, pcm_frame_bytes,
+                                            PcmReassembler, read_audio, read_corruption,
+                                            read_image, read_label, relative, rgb_msg, split_stamp,
+                                            stamp_to_ns, status_level, status_values)
+from admn_ros.datasets.ros_messages import topics
 from admn_ros.wire.fusion_outputs import (allocation_msg, budget_msg, classification_msg,
                                           classification_type, inference_msg, output_class,
                                           prediction_msg, quality_msg, read_allocation,
                                           read_budget, read_inference, read_prediction,
                                           read_quality)
-from admn_ros.wire.ground_truth import corruption_msg, label_msg, read_corruption, read_label
-from admn_ros.wire.header import header, header_stamp_ns, ns_to_stamp, split_stamp, stamp_to_ns
-from admn_ros.wire.image_codec import depth_to_mm, image_fields, image_to_array
 from admn_ros.wire.qos import (AUDIO_INFO_ADVICE, BUDGET_ADVICE, DURABILITY_NAMES, INPUT_ADVICE,
                                LATCHED_TYPES, RELIABILITY_NAMES, REPLAY_DURABILITY,
                                REPLAY_RELIABILITY, budget_qos, durability_policy, latched_qos,
                                output_qos, publisher_events, qos_overrides, replay_qos, sensor_qos,
                                subscription_events)
-from admn_ros.wire.sensor_input import (DECODERS, InputLimits, RejectedInput,
-                                        audio_common_payload, decode_audio, decode_depth,
-                                        decode_rgb)
-from admn_ros.wire.sensors import (AUDIO_INFO, audio_common_available, audio_info_msg, audio_msg,
-                                   audio_stamped_msg, depth_msg, image_msg, read_audio, read_image,
-                                   rgb_msg)
-from admn_ros.wire.topics import (ALLOCATION, AUDIO, AUDIO_STAMPED, AUDIO_STAMPED_INFO, BUDGET,
-                                  CLASSIFICATION, CORRUPTED_PREFIX, CORRUPTED_TOPICS, CORRUPTION,
-                                  DEPTH, FRAME_IDS, INFERENCE, LABEL, OUTPUT_TYPES, PREDICTION,
-                                  QUALITY, RGB, SENSOR_TOPICS, relative)
+from admn_ros.wire.sensor_input import (DECODERS, InputLimits, RejectedInput, audio_common_payload,
+                                        decode_audio, decode_depth, decode_rgb)
 
 __all__ = [
     'PCM_FORMATS', 'PcmReassembler', 'audio_common_to_array', 'audio_from_image', 'audio_info_key',
@@ -83,4 +77,4 @@ __all__ = [
     'AUDIO_STAMPED', 'AUDIO_STAMPED_INFO', 'BUDGET', 'CLASSIFICATION', 'CORRUPTED_PREFIX',
     'CORRUPTED_TOPICS', 'CORRUPTION', 'DEPTH', 'FRAME_IDS', 'INFERENCE', 'LABEL', 'OUTPUT_TYPES',
     'PREDICTION', 'QUALITY', 'RGB',
-    'SENSOR_TOPICS', 'relative']
+    'SENSOR_TOPICS', 'relative', 'topics']

@@ -13,7 +13,7 @@ field with its unit), whatever else is installed (:data:`admn_ros.wire.topics.OU
   by score, ``class_id`` = class index as a string), only where vision_msgs imports;
 * ``budget``: ``std_msgs/Float32``, a fraction of the full model.
 
-Builders take a :class:`~admn_ros.wire.flavours.Flavour` (rclpy for nodes, rosbags for bags);
+Builders take a :class:`~admn_ros.wire.Flavour` (rclpy for nodes, rosbags for bags);
 readers work on either kind of message and return plain Python values. ``inf`` arguments are
 :class:`admn_ros.runtime.engine.Inference` objects.
 """
@@ -24,9 +24,9 @@ from typing import Any, Dict, Sequence, Tuple
 
 import numpy as np
 
-from admn_ros.wire import topics as T
-from admn_ros.wire.flavours import ROS, Flavour, message_class
-from admn_ros.wire.header import stamp_to_ns
+from admn_ros.datasets.ros_messages import topics as T
+from admn_ros.datasets.ros_messages.flavours import ROS, Flavour, message_class
+from admn_ros.datasets.ros_messages.header import stamp_to_ns
 
 TOP_K = 5                     # classes listed in a prediction
 

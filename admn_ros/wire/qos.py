@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional, Sequence, Tuple
 
-from admn_ros.wire.topics import AUDIO_INFO_TYPE
+from admn_ros.datasets.ros_messages.topics import AUDIO_INFO_TYPE
 
 # input_reliability parameter values, as in yolo_ros: 0 system default, 1 reliable, 2 best effort.
 RELIABILITY_NAMES = {0: 'system_default', 1: 'reliable', 2: 'best_effort'}

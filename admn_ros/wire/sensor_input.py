@@ -19,9 +19,9 @@ from typing import Any, Callable, Dict, Sequence
 import numpy as np
 
 from admn_ros.datasets.sample import SAMPLE_RATE
-from admn_ros.wire.image_codec import as_uint8, image_to_array
-from admn_ros.wire.sensors import read_audio
-from admn_ros.wire.topics import AUDIO_ENCODINGS, DEPTH_ENCODINGS, RGB_ENCODINGS
+from admn_ros.datasets.ros_messages.image_codec import as_uint8, image_to_array
+from admn_ros.datasets.ros_messages.sensors import read_audio
+from admn_ros.datasets.ros_messages.topics import AUDIO_ENCODINGS, DEPTH_ENCODINGS, RGB_ENCODINGS
 
 
 class RejectedInput(ValueError):

@@ -5,8 +5,8 @@ import functools
 
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
-from admn_ros.wire.flavours import Flavour, bag_flavour
-from admn_ros.wire.msg import admn_msgs_definitions, audio_common_definitions
+from admn_ros.datasets.ros_messages.flavours import Flavour, bag_flavour
+from admn_ros.datasets.ros_messages.msg import admn_msgs_definitions, audio_common_definitions
 
 
 @functools.lru_cache(maxsize=None)

@@ -54,7 +54,7 @@ ROS = Flavour('rclpy', message_class, bytes, lambda n: bytes([int(n)]),
 
 
 def bag_flavour(store) -> Flavour:
-    """Messages of a ``rosbags`` typestore (see :func:`admn_ros.wire.typestore.typestore`)."""
+    """Messages of a ``rosbags`` typestore (see :func:`.typestore.make_typestore`)."""
     return Flavour('rosbags', lambda msgtype: store.types[msgtype],
                    lambda data: np.frombuffer(data, dtype=np.uint8), int,
                    lambda values, dtype: np.asarray(values, dtype=dtype))

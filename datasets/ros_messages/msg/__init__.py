@@ -1,7 +1,7 @@
 """ROS 2 message definitions that have no pip package, as ``.msg`` text.
 
 The ros-drivers ``audio_common_msgs`` flavour lives here: ``AudioData``, ``AudioDataStamped`` and
-``AudioInfo``. :func:`admn_ros.wire.typestore.make_typestore` registers them with ``rosbags`` so
+``AudioInfo``. :func:`..typestore.make_typestore` registers them with ``rosbags`` so
 bags recorded by ``audio_capture`` can be read and such bags can be written for tests. This is a
 package (not a plain folder) so the ``.msg`` files install with it.
 
@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Dict, Optional
 
-from admn_ros import paths
+from admn_ros.datasets import package_paths as paths
 
 MSG_DIR = Path(__file__).resolve().parent
 

@@ -1,8 +1,8 @@
 """Sensor messages: numpy arrays -> ``sensor_msgs/Image`` / ``AudioDataStamped`` and back.
 
-Images go through :mod:`admn_ros.wire.image_codec` (pure numpy), so a frame published live and a
+Images go through :mod:`.image_codec` (pure numpy), so a frame published live and a
 frame written to or read from a bag encode and decode the same way; ``flavour`` picks rclpy or
-rosbags message classes (:mod:`admn_ros.wire.flavours`).
+rosbags message classes (:mod:`.flavours`).
 
 Audio convention (docs/nodes.md): mono or multi-channel PCM in a ``sensor_msgs/Image`` with encoding
 ``16SC1`` (S16, full scale 32768, one row per channel, width = samples), ``header.stamp`` = capture
@@ -20,11 +20,12 @@ from typing import Any, Dict
 import numpy as np
 
 from admn_ros.datasets.sample import SAMPLE_RATE
-from admn_ros.wire import topics as T
-from admn_ros.wire.audio_codec import audio_common_to_array, audio_from_image, audio_to_image_fields
-from admn_ros.wire.flavours import ROS, Flavour, message_class
-from admn_ros.wire.header import header
-from admn_ros.wire.image_codec import image_fields, image_to_array
+from admn_ros.datasets.ros_messages import topics as T
+from admn_ros.datasets.ros_messages.audio_codec import (audio_common_to_array, audio_from_image,
+                                                        audio_to_image_fields)
+from admn_ros.datasets.ros_messages.flavours import ROS, Flavour, message_class
+from admn_ros.datasets.ros_messages.header import header
+from admn_ros.datasets.ros_messages.image_codec import image_fields, image_to_array
 
 
 def _image(fields: Dict[str, Any], stamp_ns: int, frame_id: str, flavour: Flavour):

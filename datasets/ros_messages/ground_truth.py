@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from typing import Dict, Tuple
 
-from admn_ros.wire import topics as T
-from admn_ros.wire.diagnostic_array import OK, WARN, diag_status, diagnostic_array, status_values
-from admn_ros.wire.flavours import ROS, Flavour
+from admn_ros.datasets.ros_messages import topics as T
+from admn_ros.datasets.ros_messages.diagnostic_array import (OK, WARN, diag_status, diagnostic_array,
+                                                             status_values)
+from admn_ros.datasets.ros_messages.flavours import ROS, Flavour
 
 
 def label_msg(stamp_ns: int, class_id: int, class_name: str = '', flavour: Flavour = ROS):

@@ -3,7 +3,7 @@
 Everything is duck-typed on attribute names, so the same code decodes rclpy messages (``data``
 is an ``array.array``), rosbags messages (``data`` is a numpy array) or any object with the
 fields. :func:`image_fields` returns a plain dict of field values, which
-:mod:`admn_ros.wire.sensors` turns into a message of either flavour.
+:mod:`.sensors` turns into a message of either flavour.
 
 Array conventions (what :func:`image_to_array` returns and :func:`image_fields` expects):
 

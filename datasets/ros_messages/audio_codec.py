@@ -12,7 +12,7 @@ from typing import Any, Dict, Tuple
 
 import numpy as np
 
-from admn_ros.wire.image_codec import as_uint8, image_fields, image_to_array
+from admn_ros.datasets.ros_messages.image_codec import as_uint8, image_fields, image_to_array
 
 INT16_SCALE = 32768.0
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Tuple
 
-from admn_ros.wire.flavours import ROS, Flavour
+from admn_ros.datasets.ros_messages.flavours import ROS, Flavour
 
 TIME_TYPE = 'builtin_interfaces/msg/Time'
 HEADER_TYPE = 'std_msgs/msg/Header'

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from typing import Any, Dict, Sequence
 
-from admn_ros.wire import topics as T
-from admn_ros.wire.flavours import ROS, Flavour
-from admn_ros.wire.header import header
+from admn_ros.datasets.ros_messages import topics as T
+from admn_ros.datasets.ros_messages.flavours import ROS, Flavour
+from admn_ros.datasets.ros_messages.header import header
 
 # DiagnosticStatus levels
 OK, WARN, ERROR, STALE = 0, 1, 2, 3
