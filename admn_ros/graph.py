@@ -13,7 +13,7 @@ policy) and a parameter file ``config/<graph>.yaml`` in the standard
 ``node_name: ros__parameters:`` form. Launch-style arguments (``bag:=...``) are shortcuts for one
 node parameter each. Values are layered: node defaults < YAML file < inline < user overrides.
 
-Topic wiring: every node uses node-relative names (see :mod:`admn_ros.wire.topics`), so a namespace
+Topic wiring: every node uses node-relative names (see :mod:`admn_ros.datasets.ros_messages.topics`), so a namespace
 moves the whole graph. Where a noise_injector sits between the sensors and admn_fusion, the sensor
 inputs of admn_fusion are remapped to the ``corrupted/...`` topics the injector publishes.
 

@@ -2,7 +2,7 @@
 message.
 
 Every output has one type, from the ``admn_msgs`` package (``admn_msgs/msg/*.msg`` documents each
-field with its unit), whatever else is installed (:data:`admn_ros.wire.topics.OUTPUT_TYPES`):
+field with its unit), whatever else is installed (:data:`admn_ros.datasets.ros_messages.topics.OUTPUT_TYPES`):
 
 * ``admn/prediction``: ``admn_msgs/Prediction`` (class id and name, score, top-k);
 * ``admn/allocation``: ``admn_msgs/Allocation`` (layers, depth, presence and kept blocks per
