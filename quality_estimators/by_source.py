@@ -1,13 +1,13 @@
 """Leave-one-source-out evaluation: how the model does on a speaker, session or robot it never saw.
 
-    admn eval --folds by-source --dataset avdigits [--epochs 4] [--controller-epochs 2] \
+    admn eval --folds by-source --dataset avdigits --clean [--epochs 4] [--controller-epochs 2] \
               [--sources lucas,theo] [--budgets 0.33] [--policies admn,naive] [--out runs/by_source]
 
 Per fold (:mod:`admn_ros.datasets.sources`; dataset ``heldout:SOURCE:BASE``): stage 1 is trained
 from the shipped stage-1 config of the dataset on the other sources (train/val), then, unless
 ``--no-controller``, the controller from its shipped config on them too; both only ever load the
-fold's train and val splits. The fold's test split (every sample of the held-out source, clean by
-default) is scored for the fused model (``full``), each modality alone (``unimodal:<m>`` with the
+fold's train and val splits. The fold's test split (every sample of the held-out source; with
+``--clean`` as recorded, else under ``admn eval``'s standard corruption mix) is scored for the fused model (``full``), each modality alone (``unimodal:<m>`` with the
 whole model's budget, i.e. all of that modality's layers), the stage-1 run's linear baseline, and
 each of ``--policies`` at each budget. Writes ``by_source.json`` + ``by_source.md`` under ``--out``
 through :func:`admn_ros.benchmarks.report.write_result`, and each fold's run folders beside them.
@@ -34,7 +34,7 @@ class BySourceConfig:
     budgets: Tuple[float, ...] = (0.33,)
     policies: Tuple[str, ...] = ('admn', 'naive')   # 'admn' needs the controller
     controller: bool = True
-    clean: bool = True                     # False: the standard corruption mix on the held-out source
+    clean: bool = False                    # True: the held-out source as recorded, no corruption mix
     test_size: Optional[int] = None        # a seeded subset of the held-out source
     seed: int = 0
     device: str = 'auto'
@@ -62,7 +62,9 @@ def run_fold(cfg: BySourceConfig, source: str, out: Path, stage1, controller=Non
     stage1_seconds = time.time() - t0
     meta = read_checkpoint(ckpt).get('extra', {})   # the stage-1 run's: validation, baseline, modalities
     validation = meta.get('validation') or {}
-    policies = [p for p in cfg.policies if p != 'admn' or controller is not None]
+    # full, linear and unimodal rows are the reference below; admn needs a controller
+    policies = [p for p in cfg.policies if p not in ('full', 'linear') and not p.startswith('unimodal:')
+                and (p != 'admn' or controller is not None)]
     if controller is not None and 'admn' in cfg.policies:
         c = dataclasses.replace(controller, data=_on_fold(controller.data, name, cfg.seed, cfg.data_root),
                                 device=cfg.device)
@@ -157,3 +159,40 @@ def fold_table(rows: Sequence[Dict]) -> str:
             means.append(fmt(float(np.mean(vals)) if vals else None))
         lines.append('| mean | | ' + ' | '.join(means) + ' | |')
     return '\n'.join(lines)
+
+
+def run_by_source_cli(args) -> int:
+    """``admn eval --folds by-source``: the training configs are the dataset's shipped ones
+    (``config/training/{stage1,controller}_<dataset>.yaml``) unless given."""
+    from admn_ros.fusion.stage1 import Stage1Config
+    from admn_ros.fusion.validate import Range, parse_list
+    from admn_ros.paths import config_dir
+    from admn_ros.quality_estimators.train_controller import ControllerTrainConfig
+
+    if args.folds != 'by-source':
+        raise ValueError(f'--folds must be by-source, got {args.folds!r}')
+    if args.conditions:
+        raise ValueError('--folds and --conditions do not mix: folds score each held-out source as a whole')
+    if not args.dataset:
+        raise ValueError('--folds by-source needs --dataset (one that names its sources, e.g. avdigits)')
+
+    def shipped(kind: str, given: Optional[str]) -> Optional[str]:
+        path = Path(given) if given else config_dir() / 'training' / f'{kind}_{args.dataset}.yaml'
+        return str(path) if given or path.is_file() else None
+
+    stage1 = Stage1Config.from_yaml(shipped('stage1', args.stage1_config))
+    controller = ControllerTrainConfig.from_yaml(shipped('controller', args.controller_config))
+    if args.epochs is not None:
+        stage1.epochs = args.epochs
+    if args.controller_epochs is not None:
+        controller.epochs = args.controller_epochs
+    stage1.seed = controller.seed = args.seed
+    cfg = BySourceConfig(
+        dataset=args.dataset, sources=tuple(parse_list(args.sources, '--sources', str)) if args.sources else (),
+        budgets=tuple(parse_list(args.budgets, '--budgets', float, limit=Range(0.0, 1.0, lo_open=True))),
+        policies=tuple(parse_list(args.policies, '--policies', str)), controller=not args.no_controller,
+        clean=args.clean, test_size=args.size, seed=args.seed, device=args.device, force=args.force)
+    out = Path(args.out)
+    run_by_source(cfg, out, stage1=stage1, controller=controller,
+                  json_path=args.json or out / 'by_source.json')
+    return 0
