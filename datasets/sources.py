@@ -15,11 +15,14 @@ base           sources
 =============  ==============================================================================
 ``avdigits``   the FSDD speaker of each clip (6 speakers, 500 clips each)
 ``tensors``    three generated sources ``a``, ``b``, ``c`` (by sample index), for tests
+``folder:P``   each record's ``source`` in its ``meta.yaml`` (docs/folder_format.md); the
+               splits the folder has are pooled
 =============  ==============================================================================
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -28,7 +31,7 @@ from admn_ros.datasets.sample import RawBatch, concat, take
 
 PREFIX = 'heldout:'
 SPLITS = ('train', 'val', 'test')
-SOURCE_DATASETS = ('avdigits', 'tensors')
+SOURCE_DATASETS = ('avdigits', 'tensors', 'folder:PATH')
 TENSOR_SOURCES = ('a', 'b', 'c')
 VAL_FRACTION = 0.2   # of the other sources' samples, for checkpoint selection
 
@@ -79,6 +82,9 @@ def _split_sources(base: str, split: str, n: int, seed: int, data_root) -> np.nd
         return np.array(pair_avdigits(split, data_root=data_root, seed=seed).speakers)
     if base == 'tensors':
         return np.array([TENSOR_SOURCES[i % len(TENSOR_SOURCES)] for i in range(n)])
+    if base.startswith('folder:'):
+        from admn_ros.datasets.folder import folder_sources
+        return folder_sources(base[len('folder:'):], split)
     raise ValueError(f'dataset {base!r} names no sources; leave-one-source-out folds need one of '
                      f'{", ".join(SOURCE_DATASETS)}')
 
@@ -88,10 +94,12 @@ def pool_sources(base: str, *, seed: int = 0, data_root=None, image_size: Option
     from admn_ros.datasets.registry import load_dataset   # the registry resolves fold names through us
     if base.startswith(PREFIX):
         raise ValueError(f'{base!r} is already a fold')
-    if base not in SOURCE_DATASETS:
+    folder = Path(base[len('folder:'):]) if base.startswith('folder:') else None
+    if base not in SOURCE_DATASETS and folder is None:
         _split_sources(base, 'train', 0, seed, data_root)   # raises the one-line error
+    splits = [s for s in SPLITS if folder is None or (folder / s).is_dir()]
     parts, sources, class_names = [], [], None
-    for split in SPLITS:
+    for split in splits:
         loaded = load_dataset(base, split, seed=seed, data_root=data_root, image_size=image_size)
         parts.append(loaded.arrays)
         sources.append(_split_sources(base, split, len(loaded), seed, data_root))

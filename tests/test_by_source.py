@@ -56,6 +56,25 @@ def test_avdigits_folds_hold_out_whole_speakers():
         assert others == set(speakers) - {fold.source}
 
 
+def test_folder_records_name_their_source(tmp_path):
+    from admn_ros.datasets.folder import write_folder
+    root = tmp_path / 'robots'
+    for split in ('train', 'test'):
+        write_folder(root, split, load_dataset('tensors', split, size=12).arrays, ['c0', 'c1', 'c2', 'c3'])
+    with pytest.raises(ValueError, match='names no source'):
+        load_dataset(f'heldout:robot_0:folder:{root}', 'train')
+    for split in ('train', 'test'):
+        for i, record in enumerate(sorted((root / split).iterdir())):
+            (record / 'meta.yaml').write_text(f'source: robot_{i % 2}\n')
+    name = f'heldout:robot_0:folder:{root}'
+    pooled = pool_sources(f'folder:{root}')
+    assert pooled.names == ['robot_0', 'robot_1'] and len(pooled.sources) == 24
+    test = load_dataset(name, 'test')
+    assert len(test) == 12 and _rows(test.arrays) == _rows({'audio': pooled.arrays['audio'][pooled.sources == 'robot_0']})
+    for split in ('train', 'val'):
+        assert not _rows(load_dataset(name, split).arrays) & _rows(test.arrays)
+
+
 def test_fold_errors_are_one_line():
     with pytest.raises(ValueError, match='names no sources'):
         load_dataset('heldout:x:synthetic', 'train')
