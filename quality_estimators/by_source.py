@@ -74,12 +74,10 @@ def run_fold(cfg: BySourceConfig, source: str, out: Path, stage1, controller=Non
                   clean=cfg.clean)
     linear = ['linear'] if meta.get('linear_baseline') else []
     reference = ['full'] + linear + [f'unimodal:{m}' for m in meta.get('modalities') or []]
-    rows = evaluate(ckpt, name, [REFERENCE_BUDGET], reference, **common)['results']
-    test_size = None
+    report = evaluate(ckpt, name, [REFERENCE_BUDGET], reference, **common)
+    rows, test_size = report['results'], report['test_size']
     if policies:
-        report = evaluate(ckpt, name, list(cfg.budgets), policies, **common)
-        rows += report['results']
-        test_size = report['test_size']
+        rows += evaluate(ckpt, name, list(cfg.budgets), policies, **common)['results']
     return {'source': source, 'dataset': name, 'checkpoint': str(ckpt), 'test_size': test_size,
             'stage1_val_acc': validation.get('model_val_acc'), 'stage1_seconds': round(stage1_seconds, 1),
             'train_seconds': round(train_seconds, 1), 'seconds': round(time.time() - t0, 1),
