@@ -86,6 +86,9 @@ def _train_defaults(args) -> int:
 def _eval(args) -> int:
     from admn_ros.fusion.threads import apply_threads, choose_threads
     apply_threads(choose_threads('throughput'))
+    if args.folds:
+        from admn_ros.quality_estimators.by_source import run_by_source_cli
+        return run_by_source_cli(args)
     from admn_ros.quality_estimators.evaluate import run_eval_cli
     return run_eval_cli(args)
 
@@ -315,7 +318,27 @@ def add_eval(sub) -> None:
                                    'condition) here')
     ev.add_argument('--allocation-plot', help='write a PNG of mean layers per modality vs severity (by '
                                               'condition: a heat map per condition) here')
+    add_fold_options(ev)
     ev.set_defaults(func=_eval)
+
+
+def add_fold_options(ev) -> None:
+    """``admn eval --folds by-source``: leave-one-source-out training and scoring (docs/model.md)."""
+    folds = ev.add_argument_group('leave-one-source-out (--folds by-source)')
+    folds.add_argument('--folds', choices=['by-source'],
+                       help='per source the dataset names (AV-digits: speakers), train stage 1 and the '
+                            'controller on the others and score the held-out one')
+    folds.add_argument('--sources', help='comma-separated sources to hold out (default: each in turn)')
+    folds.add_argument('--epochs', type=int, help="stage-1 epochs (default: the dataset's shipped config)")
+    folds.add_argument('--controller-epochs', type=int, help="controller epochs (default: its shipped config)")
+    folds.add_argument('--no-controller', action='store_true', help='stage 1 only (no admn row)')
+    folds.add_argument('--stage1-config', help='stage-1 YAML (default config/training/stage1_<dataset>.yaml)')
+    folds.add_argument('--controller-config',
+                       help='controller YAML (default config/training/controller_<dataset>.yaml)')
+    folds.add_argument('--force', action='store_true',
+                       help='train the controller even on a fold whose stage 1 ended at chance')
+    folds.add_argument('--out', default='runs/by_source',
+                       help='run folders per fold and by_source.json/.md (unless --json)')
 
 
 def add_import_options(parser) -> None:

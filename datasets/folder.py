@@ -11,13 +11,14 @@
                                    (NaN = invalid)
           audio.wav                any rate / channel count / sample format
           label.txt                class name or index (one line)
-          meta.yaml                optional: label and per-modality condition tags
+          meta.yaml                optional: label, per-modality condition tags, source
 
 ``meta.yaml``::
 
     label: dog                    # class name or index (may replace label.txt)
     conditions:                   # optional ground-truth corruption tags
       rgb: {type: low_light, severity: 0.5}
+    source: robot_2               # optional: where the record came from (leave-one-source-out)
 
 Loading rules (:func:`load_folder`):
 
@@ -170,11 +171,25 @@ def _read_meta(record: Path) -> Dict[str, Any]:
     if meta is None:
         return {}
     if not isinstance(meta, dict):
-        raise ValueError(f'{path} must hold a mapping (label, conditions)')
-    unknown = set(meta) - {'label', 'conditions'}
+        raise ValueError(f'{path} must hold a mapping (label, conditions, source)')
+    unknown = set(meta) - {'label', 'conditions', 'source'}
     if unknown:
-        raise ValueError(f'{path}: unknown keys {sorted(unknown)}; allowed: label, conditions')
+        raise ValueError(f'{path}: unknown keys {sorted(unknown)}; allowed: label, conditions, source')
     return meta
+
+
+def folder_sources(path, split: str) -> np.ndarray:
+    """Each record's ``source`` (meta.yaml) in :func:`load_folder`'s order; ValueError naming
+    the first record without one."""
+    split_dir = Path(path) / split
+    names = []
+    for record in sorted(p for p in split_dir.iterdir() if p.is_dir()):
+        source = _read_meta(record).get('source')
+        if source is None or not str(source).strip():
+            raise ValueError(f'{record} names no source: leave-one-source-out needs `source` in '
+                             'every record\'s meta.yaml')
+        names.append(str(source).strip())
+    return np.array(names)
 
 
 def _parse_conditions(conditions: Any, where: str) -> Dict[str, Tuple[int, float]]:

@@ -8,6 +8,8 @@ name               what
 ``tensors``        tiny generated arrays of the right dtypes and shapes with a simple class signal, for tests (4 classes)
 ``avdigits``       MNIST digits paired with spoken digits (:mod:`admn_ros.datasets.avdigits`)
 ``folder:PATH``    a user's folder of recordings (:mod:`admn_ros.datasets.folder`)
+``heldout:S:NAME`` the leave-one-source-out fold of ``NAME`` that holds source ``S`` out (test = its
+                   samples, train/val = the other sources'; :mod:`admn_ros.datasets.sources`)
 =================  ==========================================================================
 
 ``size`` takes a subset: the first ``size`` samples for ``synthetic`` (its samples do not depend
@@ -21,12 +23,12 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
-from admn_ros.datasets import avdigits, folder, synthetic
+from admn_ros.datasets import avdigits, folder, sources, synthetic
 from admn_ros.datasets.cache import ArrayCache, quantise_audio_roundtrip
 from admn_ros.datasets.sample import MODALITIES, SAMPLE_RATE, RawBatch, batch_size, present_modalities, take
 
 SPLITS = ('train', 'val', 'test')
-DATASET_NAMES = ('synthetic', 'tensors', 'avdigits', 'folder:PATH')
+DATASET_NAMES = ('synthetic', 'tensors', 'avdigits', 'folder:PATH', 'heldout:SOURCE:NAME')
 SYNTHETIC_SIZES = {'train': 6000, 'val': 1000, 'test': 1000}
 TENSORS_VERSION = 3   # bump when _random_tensors changes what it makes
 TENSOR_SIZES = {'train': 64, 'val': 32, 'test': 32}
@@ -89,6 +91,10 @@ def load_dataset(name: str, split: str, *, seed: int = 0, size: Optional[int] = 
         if not path:
             raise ValueError("dataset 'folder:' needs a path, e.g. 'folder:/data/my_recordings'")
         arrays, class_names = folder.load_folder(path, split, image_size=image_size)
+        arrays = _subset(arrays, size, seed, name)
+    elif name.startswith(sources.PREFIX):
+        arrays, class_names = sources.load_fold(name, split, seed=seed, data_root=data_root,
+                                                image_size=image_size)
         arrays = _subset(arrays, size, seed, name)
     else:
         raise ValueError(f'unknown dataset {name!r}; known: {", ".join(DATASET_NAMES)}')
