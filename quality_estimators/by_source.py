@@ -164,7 +164,7 @@ def run_by_source_cli(args) -> int:
     (``config/training/{stage1,controller}_<dataset>.yaml``) unless given."""
     from admn_ros.fusion.stage1 import Stage1Config
     from admn_ros.fusion.validate import Range, parse_list
-    from admn_ros.paths import config_dir
+    from admn_ros.datasets.package_paths import config_dir
     from admn_ros.quality_estimators.train_controller import ControllerTrainConfig
 
     if args.folds != 'by-source':
