@@ -51,7 +51,6 @@ def _small_data_options(args, cfg) -> None:
 def _repeat_verdict(path) -> None:
     """A stage-1 run at chance or below its linear baseline says so as the command's last line."""
     import json
-    from pathlib import Path
     scores = Path(path).parent / 'baseline.json'
     if scores.is_file():
         line = json.loads(scores.read_text()).get('verdict')
@@ -280,7 +279,7 @@ def add_pretrain(sub) -> None:
     pt.add_argument('--epochs', type=int)
     pt.add_argument('--batch-size', type=int)
     pt.add_argument('--lr', type=float)
-    pt.add_argument('--seed', type=int)
+    add_seed_option(pt)
     pt.add_argument('--checkpoint-every', type=int, metavar='STEPS', help='write last.pt this often')
     pt.add_argument('--resume', action='store_true', help='continue from OUT/last.pt')
     pt.add_argument('--device', help='auto, cpu, cuda or cuda:N')

@@ -131,11 +131,3 @@ def _all_classes(clf, classes: int) -> Tuple[np.ndarray, np.ndarray]:
     full_int = np.full(full_coef.shape[0], -1e9, np.float32)
     full_coef[seen], full_int[seen] = coef, intercept
     return full_coef, full_int
-
-
-def chance_level(labels) -> float:
-    """Accuracy of always answering the most common class of ``labels`` (what no learning gives)."""
-    labels = np.asarray(labels)
-    if not len(labels):
-        return 0.0
-    return float(np.bincount(labels).max() / len(labels))

@@ -46,7 +46,7 @@ from admn_ros.fusion.training import (Augment, AugmentConfig, CsvLog, DataConfig
                                      check_same_config, init_runtime, plain, progress_bar, seed_everything,
                                      warmup_cosine, with_babble_bank)
 from admn_ros.fusion.pretrained import plan_init
-from admn_ros.fusion.linear_baseline import LinearBaseline, fit_linear_baseline
+from admn_ros.fusion.linear_baseline import POOL, LinearBaseline, fit_linear_baseline
 from admn_ros.fusion.recipe import (SEARCH_BELOW, BestEpoch, chance_bar, resolve_stage1, search_plan,
                                     val_score, verdict)
 from admn_ros.fusion.validate import ConfigError, at_least, check_limits, fraction, one_of, positive
@@ -403,7 +403,7 @@ class RunChecks:
             checks.linear = fit_linear_baseline(train.arrays, val.arrays, pre, seed=cfg.seed)
         if checks.linear is not None:
             lb = checks.linear
-            print(f'linear baseline (logistic regression on inputs pooled to 16x16, C={lb.C:g}, '
+            print(f'linear baseline (logistic regression on inputs pooled to {POOL}x{POOL}, C={lb.C:g}, '
                   f'{lb.train_samples} training samples): validation accuracy {lb.val_acc:.3f}; '
                   f'chance {chance:.3f}', flush=True)
         else:
