@@ -111,6 +111,16 @@ def _corruption_names(batch: RawBatch) -> Dict[str, List[str]]:
     return {m: names for m, (names, _) in corruption_labels(batch).items()}
 
 
+def is_bag(path) -> bool:
+    """Whether ``path`` is a rosbag2 recording: an ``.mcap`` or ``.db3`` file, or a folder with a
+    ``metadata.yaml`` or such files (what ``admn data check`` and ``admn pretrain`` accept)."""
+    path = Path(path)
+    if path.is_file():
+        return path.suffix in ('.mcap', '.db3')
+    return path.is_dir() and ((path / 'metadata.yaml').is_file() or any(path.glob('*.mcap'))
+                              or any(path.glob('*.db3')))
+
+
 def write_bag(path, batch, *, class_names: Optional[Sequence[str]] = None, rate_hz: float = 10.0,
               storage: str = 'mcap', start_ns: int = DEFAULT_START_NS,
               audio_chunk: Optional[int] = None, depth_encoding: str = T.DEPTH_ENCODING,

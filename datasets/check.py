@@ -40,6 +40,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import soundfile as sf
 
+from admn_ros.datasets.bags import is_bag
 from admn_ros.datasets.corruptions import CORRUPTION_TYPES
 from admn_ros.datasets.folder import _read_record, read_classes
 from admn_ros.datasets.sample import MODALITIES
@@ -268,15 +269,10 @@ def check_dataset(spec: str, *, work: Optional[Path] = None, import_options: Opt
     (:func:`admn_ros.datasets.from_bag.import_bag` with ``import_options``) and then checked.
     Returns ``(report, import report or None)``."""
     path = Path(spec[len('folder:'):] if spec.startswith('folder:') else spec)
-    if spec.startswith('folder:') or (path / 'classes.txt').is_file() or not _is_bag(path):
+    if spec.startswith('folder:') or (path / 'classes.txt').is_file() or not is_bag(path):
         return check_folder(path), None
     from admn_ros.datasets.from_bag import import_bag
     if work is None:
         raise ValueError('checking a bag needs a folder to import it into')
     imported = import_bag(path, work, **(import_options or {}))
     return check_folder(work), imported
-
-
-def _is_bag(path: Path) -> bool:
-    return path.is_file() or (path / 'metadata.yaml').is_file() or any(
-        path.glob('*.mcap')) or any(path.glob('*.db3'))

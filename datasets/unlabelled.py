@@ -30,6 +30,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from admn_ros.datasets.bags import is_bag
 from admn_ros.datasets.sample import MODALITIES
 
 EVALUATION_SPLITS = ('val', 'test')
@@ -84,10 +85,6 @@ def avdigits_pool(data_root=None, *, with_files: bool = False):
     return (arrays, [r.path.name for r in recordings]) if with_files else arrays
 
 
-def is_bag(path: Path) -> bool:
-    return path.is_dir() and (path / 'metadata.yaml').is_file() or path.suffix in ('.mcap', '.db3')
-
-
 def load_pool(specs: Sequence[str], *, work: Optional[Path] = None, image_size: Optional[int] = None,
               modalities: Optional[Sequence[str]] = None, data_root=None) -> UnlabelledPool:
     """Every spec's samples pooled per modality (``modalities``: keep only these)."""
@@ -110,7 +107,7 @@ def load_pool(specs: Sequence[str], *, work: Optional[Path] = None, image_size: 
                     if m in batch:
                         pool.add(m, batch[m], f'{spec}/{split}')
             continue
-        elif is_bag(Path(spec)):
+        elif is_bag(spec):
             folder = import_unlabelled_bag(Path(spec), Path(work or '.') / 'bags', image_size)
             for m, samples in load_folder(folder, 'train', image_size=image_size)[0].items():
                 if m in MODALITIES:
