@@ -110,9 +110,10 @@ def run_by_source(cfg: BySourceConfig, out, *, stage1, controller=None, json_pat
     report = {'benchmark': 'by_source', 'dataset': cfg.dataset, 'sources': pooled.names,
               'config': dataclasses.asdict(cfg), 'corruption': 'clean' if cfg.clean else 'standard',
               'folds': results}
+    table = fold_table(results)
     if json_path:
-        write_result(report, json_path, fold_table(results))
-    print(fold_table(results), flush=True)
+        write_result(report, json_path, table)
+    print(table, flush=True)
     return report
 
 
